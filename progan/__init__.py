@@ -1,0 +1,3 @@
+"""progan: Progressive Growing of GANs (Karras et al., ICLR 2018) in plain PyTorch."""
+
+__version__ = "0.1.0"
