@@ -1,0 +1,229 @@
+"""Configuration as data: dataclasses for the model, the schedule and training, named presets, JSON round trip.
+
+Everything a run depends on lives in a TrainConfig, which is written to the run folder as config.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work; raised before any work starts."""
+
+
+def is_power_of_two(n: int) -> bool:
+    return isinstance(n, int) and n >= 1 and (n & (n - 1)) == 0
+
+
+def check_resolution(resolution: int, what: str = "resolution") -> int:
+    if not is_power_of_two(resolution) or not 4 <= resolution <= 1024:
+        raise ConfigError(f"{what} must be a power of two between 4 and 1024, got {resolution!r}")
+    return resolution
+
+
+def resolutions_up_to(resolution: int) -> list[int]:
+    """4, 8, ..., resolution."""
+    return [2**k for k in range(2, int(math.log2(resolution)) + 1)]
+
+
+@dataclass
+class ModelConfig:
+    resolution: int = 32
+    latent_size: int = 512
+    fmap_base: int = 8192
+    fmap_max: int = 512
+    num_classes: int = 0          # > 0: AC-GAN style conditioning (labels are carried; training uses them later)
+    mbstd_group: int = 4          # effective group is min(mbstd_group, per-rank batch)
+    fused_scale: bool = True      # fused up-conv / conv-down: same maths as the unfused form, less work
+
+    def channels(self, res: int) -> int:
+        """nf(stage) = min(fmap_base / 2^stage, fmap_max), stage = log2(res) - 1 (the official code's nf(res - 1))."""
+        stage = int(math.log2(res)) - 1
+        return min(self.fmap_base // 2**stage, self.fmap_max)
+
+    def validate(self) -> None:
+        check_resolution(self.resolution)
+        for name in ("latent_size", "fmap_base", "fmap_max", "mbstd_group"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)!r}")
+        if self.num_classes < 0:
+            raise ConfigError(f"model.num_classes must be >= 0, got {self.num_classes!r}")
+
+
+@dataclass
+class ScheduleConfig:
+    """The growth schedule. Keys of the per-resolution dicts are resolutions; missing keys fall back to the default."""
+    stabilize_kimg: float = 800.0          # per phase, thousands of real images shown to D
+    fade_kimg: float = 800.0
+    batch: dict[int, int] = field(default_factory=lambda: {4: 16})  # global minibatch per resolution
+    lr: dict[int, float] = field(default_factory=lambda: {4: 0.001})
+    total_kimg: float = 12000.0
+
+    def batch_at(self, res: int) -> int:
+        return _lookup(self.batch, res, "batch")
+
+    def lr_at(self, res: int) -> float:
+        return _lookup(self.lr, res, "lr")
+
+    def validate(self, resolution: int) -> None:
+        if self.stabilize_kimg < 0 or self.fade_kimg < 0 or self.total_kimg <= 0:
+            raise ConfigError("schedule kimg values must be >= 0 and total_kimg > 0, got "
+                              f"stabilize={self.stabilize_kimg}, fade={self.fade_kimg}, total={self.total_kimg}")
+        for res in resolutions_up_to(resolution):
+            if self.batch_at(res) < 1:
+                raise ConfigError(f"schedule.batch at {res}x{res} must be >= 1, got {self.batch_at(res)}")
+            if not self.lr_at(res) > 0:
+                raise ConfigError(f"schedule.lr at {res}x{res} must be > 0, got {self.lr_at(res)}")
+
+
+def _lookup(table: dict[int, float], res: int, name: str):
+    """Value for `res`: the entry of the largest key <= res (so {4: 16} means 16 everywhere)."""
+    keys = [k for k in table if k <= res]
+    if not keys:
+        raise ConfigError(f"schedule.{name} has no entry for {res}x{res} or below: {table}")
+    return table[max(keys)]
+
+
+@dataclass
+class LossConfig:
+    gp_lambda: float = 10.0
+    gp_gamma: float = 1.0
+    drift: float = 0.001
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    preset: str = "paper"
+    data: str = ""
+    seed: int = 0
+    mirror: bool = False
+    ema_beta: float = 0.999
+    adam_betas: tuple[float, float] = (0.0, 0.99)
+    adam_eps: float = 1e-8
+    minutes: float | None = None              # wall-clock bound; None = run the whole schedule
+    snapshot_kimg: float = 50.0               # sample grid every N kimg (and at every phase end)
+    checkpoint_kimg: float = 100.0
+    keep_checkpoints: int = 3
+    max_bad_steps: int = 20                   # consecutive non-finite steps before the run stops
+    grid_size: int = 8                        # samples per side of the fixed-latent grid
+    metrics: list[str] = field(default_factory=list)
+    metrics_kimg: float = 0.0                 # 0: only at the end
+    metrics_images: int = 2048
+    bf16: bool = False                        # autocast on CUDA only
+    compile: bool = False                     # torch.compile the networks when it works
+
+    def validate(self) -> None:
+        self.model.validate()
+        self.schedule.validate(self.model.resolution)
+        if not 0 <= self.ema_beta < 1:
+            raise ConfigError(f"ema_beta must be in [0, 1), got {self.ema_beta}")
+        if self.minutes is not None and self.minutes <= 0:
+            raise ConfigError(f"minutes must be positive, got {self.minutes}")
+        for name in ("snapshot_kimg", "checkpoint_kimg"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.keep_checkpoints < 1:
+            raise ConfigError(f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
+
+    def check_batches(self, world_size: int) -> None:
+        """Every per-rank batch must split evenly into minibatch-stddev groups; refused before training starts."""
+        for res in resolutions_up_to(self.model.resolution):
+            batch = self.schedule.batch_at(res)
+            if batch % world_size:
+                raise ConfigError(f"batch {batch} at {res}x{res} is not divisible by the {world_size} processes")
+            local = batch // world_size
+            group = min(self.model.mbstd_group, local)
+            if local % group:
+                raise ConfigError(f"per-process batch {local} at {res}x{res} is not divisible by the "
+                                  f"minibatch-stddev group size {group} (set --mbstd-group or change the batch)")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        d = dict(d)
+        model = ModelConfig(**d.pop("model"))
+        sched = dict(d.pop("schedule"))
+        sched["batch"] = {int(k): int(v) for k, v in sched["batch"].items()}
+        sched["lr"] = {int(k): float(v) for k, v in sched["lr"].items()}
+        schedule = ScheduleConfig(**sched)
+        loss = LossConfig(**d.pop("loss"))
+        d["adam_betas"] = tuple(d["adam_betas"])
+        return cls(model=model, schedule=schedule, loss=loss, **d)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Presets. Each is a function so that every call returns a fresh, unshared config.
+
+def paper(resolution: int = 1024) -> TrainConfig:
+    """Exactly the paper's single-GPU recipe (RECIPE.md): 800 + 800 kimg per phase, batch 16 -> 3."""
+    return TrainConfig(
+        preset="paper",
+        model=ModelConfig(resolution=resolution, latent_size=512, fmap_base=8192, fmap_max=512, mbstd_group=16),
+        schedule=ScheduleConfig(stabilize_kimg=800, fade_kimg=800, batch={4: 16, 256: 14, 512: 6, 1024: 3},
+                                lr={4: 0.001}, total_kimg=12000),
+        snapshot_kimg=100, checkpoint_kimg=200,
+    )
+
+
+def cifar(resolution: int = 32) -> TrainConfig:
+    """The paper's CIFAR-10 network: fmap_base 4096, fmap_max 128, latent 128, 400 + 400 kimg."""
+    return TrainConfig(
+        preset="cifar",
+        model=ModelConfig(resolution=resolution, latent_size=128, fmap_base=4096, fmap_max=128, mbstd_group=4),
+        schedule=ScheduleConfig(stabilize_kimg=400, fade_kimg=400, batch={4: 64}, lr={4: 0.001}, total_kimg=6000),
+        snapshot_kimg=50, checkpoint_kimg=100,
+    )
+
+
+def small(resolution: int = 64) -> TrainConfig:
+    """A narrow network for a laptop CPU: hours, not weeks."""
+    return TrainConfig(
+        preset="small",
+        model=ModelConfig(resolution=resolution, latent_size=128, fmap_base=1024, fmap_max=128, mbstd_group=4),
+        schedule=ScheduleConfig(stabilize_kimg=60, fade_kimg=60, batch={4: 64, 32: 32}, lr={4: 0.002},
+                                total_kimg=900),
+        snapshot_kimg=10, checkpoint_kimg=20,
+    )
+
+
+def demo(resolution: int = 32) -> TrainConfig:
+    """The README's main job: about 20 minutes on a 2-core CPU, 4x4 -> 32x32 on the built-in emoji."""
+    return TrainConfig(
+        preset="demo",
+        model=ModelConfig(resolution=resolution, latent_size=64, fmap_base=512, fmap_max=64, mbstd_group=4),
+        schedule=ScheduleConfig(stabilize_kimg=12, fade_kimg=12, batch={4: 64}, lr={4: 0.002}, total_kimg=200),
+        snapshot_kimg=10, checkpoint_kimg=10, minutes=20,
+    )
+
+
+def tiny(resolution: int = 8) -> TrainConfig:
+    """For tests: a few seconds of growth through two resolutions."""
+    return TrainConfig(
+        preset="tiny",
+        model=ModelConfig(resolution=resolution, latent_size=16, fmap_base=64, fmap_max=16, mbstd_group=4),
+        schedule=ScheduleConfig(stabilize_kimg=0.064, fade_kimg=0.064, batch={4: 8}, lr={4: 0.002},
+                                total_kimg=0.32),
+        snapshot_kimg=0.128, checkpoint_kimg=0.128, grid_size=4,
+    )
+
+
+PRESETS = {"paper": paper, "cifar": cifar, "small": small, "demo": demo, "tiny": tiny}
+
+
+def preset(name: str, resolution: int | None = None) -> TrainConfig:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    make = PRESETS[name]
+    return make() if resolution is None else make(check_resolution(resolution))
