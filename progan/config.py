@@ -108,6 +108,7 @@ class TrainConfig:
     adam_betas: tuple[float, float] = (0.0, 0.99)
     adam_eps: float = 1e-8
     minutes: float | None = None              # wall-clock bound; None = run the whole schedule
+    tick_kimg: float = 1.0                    # one line of stats.jsonl every N kimg
     snapshot_kimg: float = 50.0               # sample grid every N kimg (and at every phase end)
     checkpoint_kimg: float = 100.0
     keep_checkpoints: int = 3
@@ -117,7 +118,6 @@ class TrainConfig:
     metrics_kimg: float = 0.0                 # 0: only at the end
     metrics_images: int = 2048
     bf16: bool = False                        # autocast on CUDA only
-    compile: bool = False                     # torch.compile the networks when it works
 
     def validate(self) -> None:
         self.model.validate()
@@ -126,7 +126,7 @@ class TrainConfig:
             raise ConfigError(f"ema_beta must be in [0, 1), got {self.ema_beta}")
         if self.minutes is not None and self.minutes <= 0:
             raise ConfigError(f"minutes must be positive, got {self.minutes}")
-        for name in ("snapshot_kimg", "checkpoint_kimg"):
+        for name in ("tick_kimg", "snapshot_kimg", "checkpoint_kimg"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if self.keep_checkpoints < 1:
@@ -215,7 +215,7 @@ def tiny(resolution: int = 8) -> TrainConfig:
         model=ModelConfig(resolution=resolution, latent_size=16, fmap_base=64, fmap_max=16, mbstd_group=4),
         schedule=ScheduleConfig(stabilize_kimg=0.064, fade_kimg=0.064, batch={4: 8}, lr={4: 0.002},
                                 total_kimg=0.32),
-        snapshot_kimg=0.128, checkpoint_kimg=0.128, grid_size=4,
+        tick_kimg=0.032, snapshot_kimg=0.128, checkpoint_kimg=0.128, grid_size=4,
     )
 
 

@@ -1,0 +1,218 @@
+"""The `progan` command: parses arguments and calls the modules that do the work."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from progan.config import ConfigError, TrainConfig, preset, PRESETS
+
+
+def parse_table(text: str, cast, what: str) -> dict[int, float]:
+    """'4:64,32:32' -> {4: 64, 32: 32}; a bare value '0.002' -> {4: 0.002} (the same everywhere)."""
+    try:
+        if ":" not in text:
+            return {4: cast(text)}
+        table = {}
+        for item in text.split(","):
+            res, value = item.split(":")
+            table[int(res)] = cast(value)
+        return table
+    except ValueError:
+        raise ConfigError(f"bad {what} {text!r}: expected VALUE or RES:VALUE,RES:VALUE (e.g. 4:64,32:32)") from None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# progan dataset
+
+def add_dataset(sub) -> None:
+    p = sub.add_parser("dataset", help="prepare a dataset once: square crop, resize, every level 4..R as uint8 arrays")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--source", type=Path, help="folder or .zip of images")
+    src.add_argument("--builtin", choices=["emoji"], help="a built-in dataset")
+    p.add_argument("--out", type=Path, required=True, help="dataset folder to create")
+    p.add_argument("--resolution", type=int, default=64)
+    p.add_argument("--crop", choices=["center", "pad"], default="center",
+                   help="center: crop the central square; pad: letterbox onto the background")
+    p.add_argument("--upscale", action="store_true", help="keep images smaller than the resolution (upscaled)")
+    p.add_argument("--labels-from-folders", action="store_true", help="one subfolder per class")
+    p.add_argument("--background", default="255,255,255", help="R,G,B for transparent pixels and padding")
+    p.add_argument("--max-images", type=int, default=None)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_dataset)
+
+
+def cmd_dataset(args) -> None:
+    try:
+        background = tuple(int(c) for c in args.background.split(","))
+        assert len(background) == 3 and all(0 <= c <= 255 for c in background)
+    except (ValueError, AssertionError):
+        raise ConfigError(f"--background must be R,G,B with values 0..255, got {args.background!r}") from None
+    if args.builtin == "emoji":
+        from progan.data.emoji import build_emoji_dataset
+        manifest = build_emoji_dataset(args.out, resolution=args.resolution, background=background,
+                                       overwrite=args.overwrite, limit=args.max_images)
+    else:
+        from progan.data.prepare import prepare_dataset
+        manifest = prepare_dataset(args.source, args.out, args.resolution, crop=args.crop, upscale=args.upscale,
+                                   background=background, labels_from_folders=args.labels_from_folders,
+                                   overwrite=args.overwrite, max_images=args.max_images)
+    print(f"{args.out}: {manifest['count']} images at {manifest['resolution']}x{manifest['resolution']}"
+          f", {manifest.get('skipped', 0)} skipped (see {args.out / 'report.json'})")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# progan train
+
+def add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a progressive GAN into a run folder (or continue one with --resume)")
+    p.add_argument("--data", help="prepared dataset folder (progan dataset)")
+    p.add_argument("--run", type=Path, help="run folder to create")
+    p.add_argument("--resume", type=Path, metavar="RUN", help="continue this run folder exactly where it stopped")
+    p.add_argument("--preset", choices=list(PRESETS), default=None, help="default: paper")
+    p.add_argument("--resolution", type=int)
+    p.add_argument("--kimg", type=float, help="total length in thousands of real images shown")
+    p.add_argument("--minutes", type=float, help="stop (with a checkpoint) after this much wall time")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=None, help="random horizontal flips")
+    p.add_argument("--stabilize-kimg", type=float)
+    p.add_argument("--fade-kimg", type=float)
+    p.add_argument("--batch", help="global minibatch: N, or per resolution 4:64,32:32")
+    p.add_argument("--lr", help="Adam learning rate: X, or per resolution 4:0.001,1024:0.0015")
+    p.add_argument("--latent-size", type=int)
+    p.add_argument("--fmap-base", type=int)
+    p.add_argument("--fmap-max", type=int)
+    p.add_argument("--mbstd-group", type=int)
+    p.add_argument("--fused", action=argparse.BooleanOptionalAction, default=None,
+                   help="fused up-conv / conv-down (same maths, less work)")
+    p.add_argument("--tick-kimg", type=float)
+    p.add_argument("--snapshot-kimg", type=float)
+    p.add_argument("--checkpoint-kimg", type=float)
+    p.add_argument("--keep-checkpoints", type=int)
+    p.add_argument("--grid-size", type=int)
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast on CUDA")
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+
+def train_config_from_args(args) -> TrainConfig:
+    if args.resume:
+        from progan.fileio import read_json
+        cfg = TrainConfig.from_dict(read_json(args.resume / "config.json", "run config"))
+    else:
+        if not args.data or not args.run:
+            raise ConfigError("a new run needs --data DATASET and --run FOLDER (or --resume RUN)")
+        cfg = preset(args.preset or "paper", args.resolution)
+    overrides = {
+        "data": args.data, "seed": args.seed, "mirror": args.mirror, "minutes": args.minutes, "bf16": args.bf16,
+        "tick_kimg": args.tick_kimg, "snapshot_kimg": args.snapshot_kimg, "checkpoint_kimg": args.checkpoint_kimg,
+        "keep_checkpoints": args.keep_checkpoints, "grid_size": args.grid_size,
+    }
+    for key, value in overrides.items():
+        if value is not None:
+            setattr(cfg, key, value)
+    if args.data:
+        cfg.data = str(Path(args.data).resolve())
+    model = {"latent_size": args.latent_size, "fmap_base": args.fmap_base, "fmap_max": args.fmap_max,
+             "mbstd_group": args.mbstd_group, "fused_scale": args.fused}
+    if args.resume and args.resolution is not None:
+        model["resolution"] = args.resolution
+    for key, value in model.items():
+        if value is not None:
+            setattr(cfg.model, key, value)
+    schedule = {"total_kimg": args.kimg, "stabilize_kimg": args.stabilize_kimg, "fade_kimg": args.fade_kimg,
+                "batch": args.batch and parse_table(args.batch, int, "--batch"),
+                "lr": args.lr and parse_table(args.lr, float, "--lr")}
+    for key, value in schedule.items():
+        if value is not None:
+            setattr(cfg.schedule, key, value)
+    if args.resume and args.minutes is None:
+        cfg.minutes = None  # a time bound belongs to one invocation, not to the run
+    return cfg
+
+
+def cmd_train(args) -> None:
+    from progan.train.loop import train
+    cfg = train_config_from_args(args)
+    run_dir = args.resume or args.run
+    state = train(cfg, run_dir, resume=args.resume is not None, device=args.device, progress=not args.quiet)
+    import os
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"{run_dir}: {state.cur_nimg / 1000:.1f} kimg in {state.train_seconds / 60:.1f} min of training; "
+              f"generator in {Path(run_dir) / 'model'}, samples in {Path(run_dir) / 'samples'}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# progan generate
+
+def add_generate(sub) -> None:
+    p = sub.add_parser("generate", help="sample grids and interpolation videos from a run or exported generator")
+    p.add_argument("model", type=Path, help="run folder, exported model folder or checkpoint folder")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--seeds", default="0-63", help="e.g. 0-63 or 1,5,9")
+    p.add_argument("--grid", action=argparse.BooleanOptionalAction, default=True, help="one grid image of all seeds")
+    p.add_argument("--images", action="store_true", help="also one PNG per seed")
+    p.add_argument("--video", help="interpolation video file name (.gif, or .mp4 with imageio-ffmpeg)")
+    p.add_argument("--video-seeds", default="0-7", help="keyframe seeds of the video, slerped in a loop")
+    p.add_argument("--frames-per-seed", type=int, default=24)
+    p.add_argument("--fps", type=int, default=24)
+    p.add_argument("--truncation", type=float, default=1.0, help="psi in (0, 1]: pull toward the mean feature map")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_generate)
+
+
+def cmd_generate(args) -> None:
+    import math
+    from progan import generate as gen
+    from progan.model_io import load_generator
+    if not 0 < args.truncation <= 1 or not math.isfinite(args.truncation):
+        raise ConfigError(f"--truncation must be in (0, 1], got {args.truncation}")
+    G = load_generator(args.model, args.device)
+    seeds = gen.parse_seeds(args.seeds)
+    images = gen.render(G, gen.latents_from_seeds(seeds, G.latent_size), args.truncation)
+    args.out.mkdir(parents=True, exist_ok=True)
+    written = []
+    if args.grid:
+        gen.save_grid(images, args.out / "grid.png", nrow=math.ceil(math.sqrt(len(seeds))), min_cell=64)
+        written.append(args.out / "grid.png")
+    if args.images:
+        from PIL import Image
+        for seed, img in zip(seeds, images):
+            gen.save_png(Image.fromarray(img.permute(1, 2, 0).numpy()), args.out / f"seed{seed:06d}.png")
+        written.append(args.out / "seed*.png")
+    if args.video:
+        frames = gen.interpolation_frames(G, gen.parse_seeds(args.video_seeds), args.frames_per_seed, args.truncation)
+        gen.save_video(frames, args.out / args.video, fps=args.fps)
+        written.append(args.out / args.video)
+    print(f"{G.output_resolution}x{G.output_resolution} generator at {G.meta['kimg']:.1f} kimg -> "
+          + ", ".join(map(str, written)))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="progan", description="Progressive Growing of GANs: train, evaluate, "
+                                     "generate and steer live.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (add_dataset, add_train, add_generate):
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, OSError) as e:  # our errors are ValueError / FileNotFoundError with a clear message
+        print(f"progan {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"progan {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

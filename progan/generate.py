@@ -1,0 +1,142 @@
+"""Sampling from a generator: latents from seeds, grids, slerp interpolation videos, truncation.
+
+Used by `progan generate`, by the trainer for its fixed-latent snapshots, and by the studio.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from progan.data.dataset import to_uint8
+from progan.fileio import atomic_write_bytes
+from progan.networks import Generator, level_and_alpha
+
+
+def latents_from_seeds(seeds: list[int], latent_size: int) -> torch.Tensor:
+    """One latent per seed, independent of batch composition: seed s always gives the same image."""
+    return torch.stack([torch.randn(latent_size, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
+    """Spherical interpolation along the last dim (latents are pixel-normalised, so the sphere is what matters)."""
+    a_n, b_n = a / a.norm(dim=-1, keepdim=True), b / b.norm(dim=-1, keepdim=True)
+    omega = torch.arccos((a_n * b_n).sum(-1, keepdim=True).clamp(-1 + 1e-7, 1 - 1e-7))
+    t = torch.as_tensor(t, dtype=a.dtype).reshape(-1, 1) if not isinstance(t, float) else t
+    so = torch.sin(omega)
+    return (torch.sin((1 - t) * omega) / so) * a + (torch.sin(t * omega) / so) * b
+
+
+def feature_mean(G: Generator, num_samples: int = 4096, seed: int = 0) -> torch.Tensor:
+    """Mean of the first 4x4 feature map over random latents: the centre that truncation pulls toward."""
+    z = torch.randn(num_samples, G.latent_size, generator=torch.Generator().manual_seed(seed))
+    device = next(G.parameters()).device
+    with torch.inference_mode():
+        return torch.cat([G.embed(c.to(device)) for c in z.split(512)]).mean(dim=0)
+
+
+@torch.inference_mode()
+def render(G: Generator, z: torch.Tensor, truncation: float = 1.0, mean: torch.Tensor | None = None,
+           batch_size: int = 64) -> torch.Tensor:
+    """Latents -> uint8 images [B, 3, r, r] at the generator's trained level of detail.
+
+    Truncation (psi < 1) pulls the first feature map toward its mean: ProGAN pixel-normalises z, so scaling z
+    itself would do nothing.
+    """
+    device = next(G.parameters()).device
+    level, alpha = level_and_alpha(G.lod, G.resolution)
+    if truncation != 1.0 and mean is None:
+        mean = feature_mean(G)
+    out = []
+    for chunk in z.split(batch_size):
+        x = G.embed(chunk.to(device))
+        if truncation != 1.0:
+            x = torch.lerp(mean.to(x), x, truncation)
+        out.append(to_uint8(G.synthesize(x, level, alpha)).cpu())
+    return torch.cat(out)
+
+
+def grid_image(images: torch.Tensor, nrow: int, min_cell: int = 0) -> Image.Image:
+    """uint8 [B, 3, r, r] -> one PIL image, nrow per row; cells upscaled (nearest) to at least `min_cell` px."""
+    b, c, h, w = images.shape
+    scale = max(1, math.ceil(min_cell / h)) if min_cell else 1
+    ncol = math.ceil(b / nrow)
+    canvas = torch.zeros(c, ncol * h, nrow * w, dtype=torch.uint8)
+    for i, img in enumerate(images):
+        r, col = divmod(i, nrow)
+        canvas[:, r * h:(r + 1) * h, col * w:(col + 1) * w] = img
+    pil = Image.fromarray(canvas.permute(1, 2, 0).numpy())
+    return pil.resize((pil.width * scale, pil.height * scale), Image.NEAREST) if scale > 1 else pil
+
+
+def save_png(image: Image.Image, path: str | Path) -> None:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def save_grid(images: torch.Tensor, path: str | Path, nrow: int, min_cell: int = 0) -> None:
+    save_png(grid_image(images, nrow, min_cell), path)
+
+
+def interpolation_frames(G: Generator, seeds: list[int], frames_per_seed: int, truncation: float = 1.0,
+                         loop: bool = True) -> torch.Tensor:
+    """uint8 frames [T, 3, r, r] slerping seed to seed (and back to the first when loop)."""
+    if len(seeds) < 2:
+        raise ValueError(f"interpolation needs at least 2 seeds, got {seeds}")
+    if frames_per_seed < 1:
+        raise ValueError(f"frames per seed must be >= 1, got {frames_per_seed}")
+    keys = latents_from_seeds(seeds + ([seeds[0]] if loop else []), G.latent_size)
+    t = torch.arange(frames_per_seed, dtype=torch.float32) / frames_per_seed
+    z = torch.cat([slerp(keys[i].expand(frames_per_seed, -1), keys[i + 1].expand(frames_per_seed, -1), t)
+                   for i in range(len(keys) - 1)])
+    return render(G, z, truncation)
+
+
+def save_video(frames: torch.Tensor, path: str | Path, fps: int = 24, min_size: int = 256) -> None:
+    """Animated GIF (Pillow, no external encoder) or, for .mp4, imageio-ffmpeg when it is installed."""
+    path = Path(path)
+    scale = max(1, math.ceil(min_size / frames.shape[-1]))
+    pil_frames = [Image.fromarray(f.permute(1, 2, 0).numpy()) for f in frames]
+    if scale > 1:
+        pil_frames = [f.resize((f.width * scale, f.height * scale), Image.NEAREST) for f in pil_frames]
+    if path.suffix.lower() == ".gif":
+        buf = io.BytesIO()
+        pil_frames[0].save(buf, format="GIF", save_all=True, append_images=pil_frames[1:],
+                           duration=round(1000 / fps), loop=0)
+        atomic_write_bytes(path, buf.getvalue())
+    elif path.suffix.lower() == ".mp4":
+        try:
+            import imageio.v3 as iio
+        except ImportError:
+            raise ValueError(f"writing {path} needs `pip install imageio imageio-ffmpeg`; or ask for a .gif") from None
+        tmp = path.with_name(f".{path.name}.tmp.mp4")
+        iio.imwrite(tmp, np.stack([np.asarray(f) for f in pil_frames]), fps=fps, codec="libx264")
+        tmp.replace(path)
+    else:
+        raise ValueError(f"video path must end in .gif or .mp4, got {path}")
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'1,5,7-9' -> [1, 5, 7, 8, 9]."""
+    seeds = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            if "-" in part:
+                lo, hi = part.split("-", 1)
+                seeds.extend(range(int(lo), int(hi) + 1))
+            elif part:
+                seeds.append(int(part))
+        except ValueError:
+            raise ValueError(f"bad seed list {text!r}: {part!r} is not an integer or a range like 3-7") from None
+    if not seeds:
+        raise ValueError(f"bad seed list {text!r}: no seeds")
+    if any(s < 0 or s >= 2**63 for s in seeds):
+        raise ValueError(f"seeds must be in [0, 2^63), got {text!r}")
+    return seeds

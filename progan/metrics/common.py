@@ -1,0 +1,87 @@
+"""Small helpers shared by the metrics: seed derivation, batching, image checks, atomic writes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import torch
+
+
+class MetricInputError(ValueError):
+    """Images or settings a metric cannot work with (wrong dtype, shape, size or count)."""
+
+
+def derive_seed(seed: int, *labels) -> int:
+    """An independent 60-bit seed for one purpose (e.g. derive_seed(7, "swd", "fakes", 2)).
+
+    Every random stream of an evaluation gets its own torch.Generator seeded like this, so the
+    streams do not depend on each other's order or on which other metrics ran.
+    """
+    text = json.dumps([int(seed), *[str(x) for x in labels]])
+    return int(hashlib.sha256(text.encode()).hexdigest()[:15], 16)
+
+
+def check_uint8_images(images: torch.Tensor, what: str = "images") -> torch.Tensor:
+    if not isinstance(images, torch.Tensor):
+        raise MetricInputError(f"{what}: expected a torch.Tensor, got {type(images).__name__}")
+    if images.dtype != torch.uint8:
+        raise MetricInputError(f"{what}: expected uint8 images in [0, 255], got dtype {images.dtype}")
+    if images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise MetricInputError(f"{what}: expected shape [N, 3, H, W] (or [N, 1, H, W]), got {list(images.shape)}")
+    return images
+
+
+def iter_batches(images, batch_size: int) -> Iterator[torch.Tensor]:
+    """Yield uint8 batches from one [N, C, H, W] tensor (sliced) or from an iterable of such batches."""
+    if batch_size < 1:
+        raise MetricInputError(f"batch_size must be >= 1, got {batch_size}")
+    if isinstance(images, torch.Tensor):
+        check_uint8_images(images)
+        for start in range(0, images.shape[0], batch_size):
+            yield images[start:start + batch_size]
+    elif isinstance(images, Iterable):
+        for batch in images:
+            yield check_uint8_images(batch, "image batch")
+    else:
+        raise MetricInputError(f"expected a uint8 image tensor or an iterable of them, got {type(images).__name__}")
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Generator output in [-1, 1] -> uint8, rounding like the paper (x * 127.5 + 127.5, rint, clip)."""
+    return (images.float() * 127.5 + 127.5).round().clamp(0, 255).to(torch.uint8)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write via a temp file in the same folder + fsync + os.replace, so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike, obj) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,101 @@
+"""Training checkpoints: safetensors for every tensor, JSON for everything else. No pickle anywhere.
+
+A checkpoint is a folder checkpoints/ckpt-<images shown>/ holding G, D, G_ema and both optimizers' states plus
+state.json. It is written under a temporary name and renamed into place, so a folder with the final name is always
+complete; the newest `keep` are kept.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from progan.fileio import atomic_save_tensors, atomic_write_json, fsync_dir, read_json
+from progan.model_io import check_state_dict
+
+CHECKPOINT_FORMAT = "progan-checkpoint/1"
+NETWORKS = ("G", "D", "G_ema")
+OPTIMIZERS = ("opt_G", "opt_D")
+
+
+class CheckpointError(ValueError):
+    pass
+
+
+def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
+    """Adam's state as flat named tensors ('<param index>.<exp_avg|exp_avg_sq|step>') + JSON-able param groups."""
+    sd = opt.state_dict()
+    tensors = {f"{i}.{k}": torch.as_tensor(v) for i, st in sd["state"].items() for k, v in st.items()}
+    return tensors, sd["param_groups"]
+
+
+def load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: list[dict]) -> None:
+    state: dict[int, dict] = {}
+    for name, t in tensors.items():
+        i, k = name.split(".", 1)
+        state.setdefault(int(i), {})[k] = t
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+def save_checkpoint(run_dir: str | Path, nets: dict[str, torch.nn.Module], opts: dict[str, torch.optim.Optimizer],
+                    state: dict, keep: int) -> Path:
+    ckpt_root = Path(run_dir) / "checkpoints"
+    final = ckpt_root / f"ckpt-{state['cur_nimg']:012d}"
+    tmp = ckpt_root / f".tmp-{final.name}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name in NETWORKS:
+        atomic_save_tensors(tmp / f"{name}.safetensors", nets[name].state_dict())
+    groups = {}
+    for name in OPTIMIZERS:
+        tensors, groups[name] = optimizer_tensors(opts[name])
+        atomic_save_tensors(tmp / f"{name}.safetensors", tensors)
+    atomic_write_json(tmp / "state.json", {"format": CHECKPOINT_FORMAT, **state, "param_groups": groups})
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    fsync_dir(ckpt_root)
+    for old in list_checkpoints(run_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    root = Path(run_dir) / "checkpoints"
+    return sorted(p for p in root.glob("ckpt-*") if (p / "state.json").is_file()) if root.is_dir() else []
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path:
+    found = list_checkpoints(run_dir)
+    if not found:
+        raise CheckpointError(f"no checkpoint to resume from in {Path(run_dir) / 'checkpoints'}")
+    return found[-1]
+
+
+def read_state(ckpt: str | Path) -> dict:
+    state = read_json(Path(ckpt) / "state.json", "checkpoint state")
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{ckpt}/state.json: format {state.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
+    return state
+
+
+def load_checkpoint(ckpt: str | Path, nets: dict[str, torch.nn.Module], opts: dict[str, torch.optim.Optimizer]):
+    """Load weights and optimizer states in place; returns state.json's dict."""
+    ckpt = Path(ckpt)
+    state = read_state(ckpt)
+    for name in NETWORKS + OPTIMIZERS:
+        path = ckpt / f"{name}.safetensors"
+        try:
+            tensors = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(f"cannot read {path}: {e}") from None
+        if name in nets:
+            check_state_dict(nets[name], tensors, path)
+            nets[name].load_state_dict(tensors)
+        else:
+            load_optimizer(opts[name], tensors, state["param_groups"][name])
+    return state
