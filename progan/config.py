@@ -203,7 +203,7 @@ def demo(resolution: int = 32) -> TrainConfig:
     return TrainConfig(
         preset="demo",
         model=ModelConfig(resolution=resolution, latent_size=64, fmap_base=512, fmap_max=64, mbstd_group=4),
-        schedule=ScheduleConfig(stabilize_kimg=12, fade_kimg=12, batch={4: 64}, lr={4: 0.002}, total_kimg=200),
+        schedule=ScheduleConfig(stabilize_kimg=15, fade_kimg=15, batch={4: 64}, lr={4: 0.002}, total_kimg=300),
         snapshot_kimg=10, checkpoint_kimg=10, minutes=20,
     )
 

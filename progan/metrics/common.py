@@ -1,13 +1,11 @@
-"""Small helpers shared by the metrics: seed derivation, batching, image checks, atomic writes."""
+"""Small helpers shared by the metrics: seed derivation, batching, image checks, file hashing."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 
 import torch
 
@@ -49,34 +47,6 @@ def iter_batches(images, batch_size: int) -> Iterator[torch.Tensor]:
             yield check_uint8_images(batch, "image batch")
     else:
         raise MetricInputError(f"expected a uint8 image tensor or an iterable of them, got {type(images).__name__}")
-
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """Generator output in [-1, 1] -> uint8, rounding like the paper (x * 127.5 + 127.5, rint, clip)."""
-    return (images.float() * 127.5 + 127.5).round().clamp(0, 255).to(torch.uint8)
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write via a temp file in the same folder + fsync + os.replace, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def atomic_write_json(path: str | os.PathLike, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

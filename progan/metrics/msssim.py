@@ -80,10 +80,11 @@ def ms_ssim(x, y, *, data_range=255.0, weights=WANG_WEIGHTS, win_size=11, win_si
     if min(x.shape[2:]) < 2 ** (len(weights) - 1):
         raise MetricInputError(f"MS-SSIM with {len(weights)} scales needs images of at least {2 ** (len(weights) - 1)} px, got {list(x.shape[2:])}")
     terms = []
-    for scale, _ in enumerate(weights):
+    for scale in range(len(weights)):
+        if scale > 0:
+            x, y = F.avg_pool2d(x, 2), F.avg_pool2d(y, 2)
         ssim, cs = ssim_and_cs(x, y, data_range=data_range, win_size=win_size, win_sigma=win_sigma, k1=k1, k2=k2)
         terms.append(ssim if scale == len(weights) - 1 else cs)
-        x, y = F.avg_pool2d(x, 2), F.avg_pool2d(y, 2)
     terms = torch.stack(terms).clamp(min=0.0)                   # [scales, B]
     w = torch.tensor(weights, dtype=terms.dtype, device=terms.device).view(-1, 1)
     return torch.prod(terms**w, dim=0)

@@ -1,7 +1,7 @@
 """The progressive training loop: one D step, then one G step, on fresh data, following the schedule.
 
 All randomness of a step (which images, mirror flips, latents, penalty mixing) is a pure function of
-(seed, images shown, rank), and the schedule is a pure function of images shown, so a checkpoint only needs the
+(seed, images shown), and the schedule is a pure function of images shown, so a checkpoint only needs the
 weights, the optimizer moments and the image counter to continue a run bit for bit.
 """
 
@@ -117,12 +117,14 @@ def train_step(state: TrainState, phase: Phase, real: torch.Tensor, cfg: TrainCo
     """One D step and one G step. Returns detached scalar tensors (no host sync here beyond the finite check)."""
     G, D = state.G, state.D
     n = real.shape[0]
-    gen = torch.Generator(device=d.device).manual_seed(derive_seed(cfg.seed, state.cur_nimg, d.rank, "step"))
+    # Draw for the global batch and take this rank's slice: N processes see exactly what one process would.
+    gen = torch.Generator(device=d.device).manual_seed(derive_seed(cfg.seed, state.cur_nimg, "step"))
+    mine = slice(d.rank * n, (d.rank + 1) * n)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if cfg.bf16 and d.device.type == "cuda"
                 else nullcontext())
 
-    z = torch.randn(n, G.latent_size, generator=gen, device=d.device)
-    mix = torch.rand(n, 1, 1, 1, generator=gen, device=d.device)
+    z = torch.randn(n * d.world_size, G.latent_size, generator=gen, device=d.device)[mine]
+    mix = torch.rand(n * d.world_size, 1, 1, 1, generator=gen, device=d.device)[mine]
     with autocast:
         with torch.no_grad():
             fake = G(z, phase.lod)
@@ -131,7 +133,7 @@ def train_step(state: TrainState, phase: Phase, real: torch.Tensor, cfg: TrainCo
     loss_d.backward()
     d_ok = optimizer_step(state.opt_D, list(D.parameters()), d)
 
-    z = torch.randn(n, G.latent_size, generator=gen, device=d.device)
+    z = torch.randn(n * d.world_size, G.latent_size, generator=gen, device=d.device)[mine]
     D.requires_grad_(False)  # G's step needs gradients through D, not for D's weights
     with autocast:
         loss_g = generator_loss(D, G(z, phase.lod), phase.lod)
@@ -334,7 +336,7 @@ def save_everything(run_dir: Path, state: TrainState, cfg: TrainConfig, d: Dist)
             "cur_nimg": state.cur_nimg, "lod": lod, "optimizer_key": state.optimizer_key,
             "bad_steps_total": state.bad_steps_total, "train_seconds": state.train_seconds,
             "world_size": d.world_size, "config": cfg.to_dict(), "torch_version": torch.__version__,
-            "rng": "every random draw is a pure function of (seed, cur_nimg, rank): nothing else to restore",
+            "rng": "every random draw is a pure function of (seed, cur_nimg): nothing else to restore",
         }, keep=cfg.keep_checkpoints)
         export_generator(run_dir / "model", state.G_ema, lod=lod, kimg=state.cur_nimg / 1000,
                          extra={"dataset": cfg.data, "run": str(run_dir)})

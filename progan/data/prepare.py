@@ -1,0 +1,482 @@
+"""Folder or zip of images -> prepared dataset (see dataset.py for the format).
+
+Bad files never stop a conversion: each is skipped with a reason and listed in report.json.
+Arrays are written in chunks straight into .npy memmaps, so datasets larger than RAM work, and
+everything is written into a temp folder beside the target that is renamed into place at the end.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import secrets
+import shutil
+import sys
+import threading
+import zipfile
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Callable
+
+import numpy as np
+from tqdm import tqdm
+
+from progan.data.dataset import (
+    FORMAT,
+    MANIFEST,
+    REPORT,
+    DatasetError,
+    check_resolution,
+    file_sha256,
+    level_filename,
+    level_resolutions,
+)
+from progan.data.images import (
+    CROPS,
+    DEFAULT_MAX_PIXELS,
+    UnusableImage,
+    load_square,
+    pixel_limit,
+)
+
+CHUNK_BYTES = 64 << 20  # images buffered per write; bounds memory at any resolution
+MAX_ZIP_MEMBER_BYTES = 1 << 30  # zip members are read into memory; refuse absurd ones
+
+
+def downsample_box(x: np.ndarray) -> np.ndarray:
+    """uint8 [..., h, w] -> uint8 [..., h/2, w/2]: 2x2 box average, rounded half up."""
+    x = x.astype(np.uint16)
+    s = x[..., 0::2, 0::2] + x[..., 0::2, 1::2] + x[..., 1::2, 0::2] + x[..., 1::2, 1::2]
+    return ((s + 2) // 4).astype(np.uint8)
+
+
+def check_background(background) -> tuple[int, int, int]:
+    try:
+        rgb = tuple(int(c) for c in background)
+    except (TypeError, ValueError):
+        rgb = ()
+    if len(rgb) != 3 or any(not 0 <= c <= 255 for c in rgb):
+        raise DatasetError(f"background must be three ints in [0, 255], got {background!r}")
+    return rgb
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_json(path: Path, obj) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=1, ensure_ascii=False)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _check_target(out_dir: Path, overwrite: bool) -> None:
+    if out_dir.exists() or out_dir.is_symlink():
+        if not out_dir.is_dir():
+            raise DatasetError(f"output {out_dir} exists and is not a folder")
+        if any(out_dir.iterdir()) and not overwrite:
+            raise DatasetError(f"output folder {out_dir} is not empty; pass overwrite=True to replace it")
+
+
+def _make_temp_dir(target: Path, tag: str) -> Path:
+    # Not tempfile.mkdtemp: its 0700 mode would stick to the finished dataset folder.
+    while True:
+        path = target.with_name(f".{target.name}.{tag}-{secrets.token_hex(4)}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+
+
+def _shrink_npy(path: Path, count: int, in_place: bool = True) -> None:
+    """Cut a C-ordered .npy array down to its first `count` rows (axis 0)."""
+    arr = np.load(path, mmap_mode="r")
+    shape, dtype, offset = (count,) + arr.shape[1:], arr.dtype, arr.offset
+    del arr
+    header = io.BytesIO()
+    d = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
+    np.lib.format.write_array_header_1_0(header, d)
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    if in_place and len(header.getvalue()) == offset:
+        # numpy pads headers so the first dimension can grow or shrink without moving the data.
+        with open(path, "r+b") as f:
+            f.write(header.getvalue())
+            f.truncate(offset + nbytes)
+        return
+    src = np.load(path, mmap_mode="r")
+    tmp = path.with_name(path.name + ".shrink")
+    dst = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+    step = max(1, CHUNK_BYTES // max(1, nbytes // max(1, count)))
+    for i in range(0, count, step):
+        j = min(i + step, count)
+        dst[i:j] = src[i:j]
+    dst.flush()
+    del src, dst
+    os.replace(tmp, path)
+
+
+class DatasetWriter:
+    """Streams RGB images into a new prepared dataset; used by prepare_dataset and the emoji builder.
+
+        with DatasetWriter(out_dir, 64, capacity=len(files)) as w:
+            w.add(hwc_uint8, caption="...")   # or w.skip(name, reason)
+            manifest = w.finish(source="...")
+
+    Leaving the block without finish() (or with an exception) removes the temp folder.
+    """
+
+    def __init__(self, out_dir, resolution: int, capacity: int, *, overwrite: bool = False):
+        self.resolution = check_resolution(resolution)
+        self.out_dir = Path(out_dir)
+        self.overwrite = overwrite
+        if capacity <= 0:
+            raise DatasetError(f"capacity must be positive, got {capacity}")
+        self.capacity = int(capacity)
+        _check_target(self.out_dir, overwrite)
+        self.out_dir.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = _make_temp_dir(self.out_dir, "tmp")
+        self.count = 0
+        self.captions: list[str | None] = []
+        self.labels: list[int | None] = []
+        self.skipped: list[dict] = []
+        self.arrays = {
+            r: np.lib.format.open_memmap(
+                self.tmp / level_filename(r), mode="w+", dtype=np.uint8, shape=(self.capacity, 3, r, r)
+            )
+            for r in level_resolutions(self.resolution)
+        }
+        chunk = max(1, min(self.capacity, CHUNK_BYTES // (3 * self.resolution**2)))
+        self.buffer = np.empty((chunk, 3, self.resolution, self.resolution), np.uint8)
+        self.buffered = 0
+        self.done = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if not self.done:
+            self.abort()
+        return False
+
+    def abort(self) -> None:
+        self.arrays = {}
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.done = True
+
+    @property
+    def written(self) -> int:
+        return self.count + self.buffered
+
+    def add(self, image, caption: str | None = None, label: int | None = None) -> None:
+        """Add one RGB image: uint8 [R, R, 3] array (or anything np.asarray turns into one)."""
+        arr = np.asarray(image, dtype=np.uint8)
+        want = (self.resolution, self.resolution, 3)
+        if arr.shape != want:
+            raise ValueError(f"image must have shape {want}, got {arr.shape}")
+        if self.written >= self.capacity:
+            raise ValueError(f"dataset writer is full ({self.capacity} images)")
+        self.buffer[self.buffered] = arr.transpose(2, 0, 1)
+        self.buffered += 1
+        self.captions.append(caption)
+        self.labels.append(label)
+        if self.buffered == len(self.buffer):
+            self._flush()
+
+    def skip(self, name: str, reason: str) -> None:
+        self.skipped.append({"file": name, "reason": reason})
+
+    def _flush(self) -> None:
+        if not self.buffered:
+            return
+        x, lo, hi = self.buffer[: self.buffered], self.count, self.count + self.buffered
+        for r in sorted(self.arrays, reverse=True):
+            if r < self.resolution:
+                x = downsample_box(x)
+            self.arrays[r][lo:hi] = x
+        self.count, self.buffered = hi, 0
+
+    def finish(
+        self,
+        *,
+        source: str,
+        crop: str = "center",
+        background=(255, 255, 255),
+        label_names: list[str] | None = None,
+        extra_report: dict | None = None,
+    ) -> dict:
+        """Write manifest + report, move the dataset into place, return the manifest."""
+        self._flush()
+        if self.count == 0:
+            reasons = Counter(s["reason"].split(":")[0] for s in self.skipped)
+            summary = ", ".join(f"{n} {r}" for r, n in reasons.most_common(5)) or "no candidate files"
+            self.abort()
+            raise DatasetError(f"no usable images in {source}: all {len(self.skipped)} files were skipped ({summary})")
+        levels, sums = {}, {}
+        for arr in self.arrays.values():
+            arr.flush()
+        self.arrays = {}  # drop the memmaps before resizing their files
+        for r in level_resolutions(self.resolution):
+            name = level_filename(r)
+            path = self.tmp / name
+            if self.count < self.capacity:
+                _shrink_npy(path, self.count)
+            _fsync_path(path)
+            levels[str(r)] = name
+            sums[name] = file_sha256(path)
+
+        has_captions = any(c is not None for c in self.captions)
+        manifest = {
+            "format": FORMAT,
+            "resolution": self.resolution,
+            "count": self.count,
+            "levels": levels,
+            "sha256": sums,
+            "captions": [c or "" for c in self.captions] if has_captions else None,
+            "labels": [int(y) for y in self.labels] if label_names is not None else None,
+            "label_names": list(label_names) if label_names is not None else None,
+            "source": str(source),
+            "crop": crop,
+            "background": list(background),
+            "skipped": len(self.skipped),
+        }
+        report = {
+            "source": str(source),
+            "written": self.count,
+            "skipped_count": len(self.skipped),
+            "skipped_by_reason": dict(Counter(s["reason"].split(":")[0] for s in self.skipped).most_common()),
+            **(extra_report or {}),
+            "skipped": self.skipped,
+        }
+        _write_json(self.tmp / REPORT, report)
+        _write_json(self.tmp / MANIFEST, manifest)
+        _fsync_path(self.tmp)
+        self._move_into_place()
+        self.done = True
+        return manifest
+
+    def _move_into_place(self) -> None:
+        target = self.out_dir
+        _check_target(target, self.overwrite)  # again: something may have appeared meanwhile
+        old = None
+        if target.is_dir():
+            if any(target.iterdir()):
+                old = _make_temp_dir(target, "old")
+                os.replace(target, old / "data")
+            else:
+                target.rmdir()
+        os.replace(self.tmp, target)
+        _fsync_path(target.parent)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sources: a folder (recursive) or a zip file, as a sorted list of entries.
+
+
+@dataclass
+class _Entry:
+    name: str  # path relative to the source, POSIX separators: what the report shows
+    open: Callable[[], object]  # -> path or binary file object for Pillow
+    caption: Callable[[], str | None]
+
+
+def _folder_entries(root: Path) -> list[_Entry]:
+    rels, unlistable = [], []
+    # followlinks=False: symlinked folders can loop. Folders we cannot list become report entries.
+    for dirpath, _, filenames in os.walk(root, onerror=unlistable.append):
+        for fn in filenames:
+            rels.append(PurePosixPath(Path(dirpath, fn).relative_to(root).as_posix()))
+    entries = _entries(
+        rels,
+        opener=lambda rel: (lambda: str(root / rel)),
+        reader=lambda rel: (lambda: (root / rel).read_bytes()),
+    )
+    for err in unlistable:
+        name = Path(err.filename).relative_to(root).as_posix() + "/" if err.filename else str(root)
+
+        def fail(err=err):
+            raise UnusableImage(f"cannot list folder: {err.strerror or err}")
+
+        entries.append(_Entry(name, fail, lambda: None))
+    return entries
+
+
+def _entries(rels, opener, reader) -> list[_Entry]:
+    """Sorted entries; `x.txt` beside an image `x.*` is that image's caption, not an entry."""
+    rels = sorted(rels, key=str)
+    is_txt = {rel: rel.suffix.lower() == ".txt" for rel in rels}
+    image_stems = {rel.with_suffix("") for rel in rels if not is_txt[rel]}
+    sidecars = {rel.with_suffix(""): rel for rel in rels if is_txt[rel] and rel.with_suffix("") in image_stems}
+    out = []
+    for rel in rels:
+        if is_txt[rel]:
+            if rel.with_suffix("") in image_stems:
+                continue  # read together with its image
+            caption = lambda: None  # noqa: E731
+        elif rel.with_suffix("") in sidecars:
+            side = sidecars[rel.with_suffix("")]
+            caption = lambda side=side: _read_caption(reader(side))  # noqa: E731
+        else:
+            caption = lambda: None  # noqa: E731
+        out.append(_Entry(str(rel), opener(rel), caption))
+    return out
+
+
+def _read_caption(read: Callable[[], bytes]) -> str | None:
+    try:
+        return read().decode("utf-8", errors="replace").strip()
+    except (OSError, UnusableImage):
+        return None
+
+
+class _ZipSource:
+    def __init__(self, path: Path):
+        try:
+            self.zf = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, OSError) as e:
+            raise DatasetError(f"{path} is not a readable zip file ({e})") from e
+        self.lock = threading.Lock()  # one ZipFile shared by decoding threads
+        self.infos = {i.filename: i for i in self.zf.infolist() if not i.is_dir()}
+        names = [PurePosixPath(n) for n in self.infos]
+        # Zips often wrap everything in one top folder; class folders are the level below it.
+        tops = {n.parts[0] for n in names if len(n.parts) > 1}
+        self.strip = len(tops) == 1 and all(len(n.parts) > 1 for n in names) and len(names) > 0
+        self.rel_to_name = {
+            (PurePosixPath(*n.parts[1:]) if self.strip else n): str(n) for n in names
+        }
+
+    def read(self, rel: PurePosixPath) -> bytes:
+        info = self.infos[self.rel_to_name[rel]]
+        if info.flag_bits & 0x1:
+            raise UnusableImage("encrypted zip member")
+        if info.file_size > MAX_ZIP_MEMBER_BYTES:
+            raise UnusableImage(f"zip member too large ({info.file_size} bytes)")
+        try:
+            with self.lock:
+                return self.zf.read(info)
+        except (zipfile.BadZipFile, NotImplementedError, RuntimeError, OSError, EOFError) as e:
+            raise UnusableImage(f"cannot read zip member: {type(e).__name__}: {e}") from e
+
+    def entries(self) -> list[_Entry]:
+        return _entries(
+            list(self.rel_to_name),
+            opener=lambda rel: (lambda: io.BytesIO(self.read(rel))),
+            reader=lambda rel: (lambda: self.read(rel)),
+        )
+
+    def close(self):
+        self.zf.close()
+
+
+def _decode(entry: _Entry, **kw) -> np.ndarray | str:
+    """Runs in a worker thread: an image array, or the reason the file is unusable."""
+    try:
+        return load_square(entry.open(), **kw)
+    except UnusableImage as e:
+        return str(e)
+
+
+def prepare_dataset(
+    source,
+    out_dir,
+    resolution: int,
+    *,
+    crop: str = "center",
+    upscale: bool = False,
+    background=(255, 255, 255),
+    labels_from_folders: bool = False,
+    overwrite: bool = False,
+    max_images: int | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    workers: int | None = None,
+    progress: bool | None = None,
+) -> dict:
+    """Convert a folder (searched recursively, sorted) or a .zip of images into a prepared dataset.
+
+    crop: "center" (central square) or "pad" (letterbox onto `background`). Images whose square is
+    smaller than `resolution` are skipped unless upscale=True. Transparent images are composited
+    onto `background`. labels_from_folders: the first folder level names the class. A sidecar
+    `name.txt` beside `name.png` becomes that image's caption. Returns the manifest.
+    """
+    resolution = check_resolution(resolution)
+    if crop not in CROPS:
+        raise DatasetError(f"crop must be one of {CROPS}, got {crop!r}")
+    background = check_background(background)
+    if max_images is not None and (not isinstance(max_images, int) or max_images <= 0):
+        raise DatasetError(f"max_images must be a positive int or None, got {max_images!r}")
+    source, out_dir = Path(source), Path(out_dir)
+    if not source.exists():
+        raise FileNotFoundError(f"dataset source {source} does not exist")
+    if out_dir.resolve() == source.resolve() or out_dir.resolve() in source.resolve().parents:
+        raise DatasetError(f"output {out_dir} would contain the source {source}; choose another folder")
+    _check_target(out_dir, overwrite)
+
+    zsrc = None
+    if source.is_dir():
+        entries = _folder_entries(source)
+    elif zipfile.is_zipfile(source):
+        zsrc = _ZipSource(source)
+        entries = zsrc.entries()
+    else:
+        raise DatasetError(f"dataset source {source} must be a folder or a .zip file")
+    try:
+        if not entries:
+            raise DatasetError(f"dataset source {source} contains no files")
+        labels, label_names = _labels(entries, source) if labels_from_folders else ([None] * len(entries), None)
+        capacity = len(entries) if max_images is None else min(len(entries), max_images)
+        kw = dict(resolution=resolution, crop=crop, background=background, upscale=upscale, max_pixels=max_pixels)
+        workers = workers or min(8, os.cpu_count() or 1)
+        if progress is None:
+            progress = sys.stderr.isatty()
+        with (
+            pixel_limit(max_pixels),
+            ThreadPoolExecutor(workers) as pool,
+            DatasetWriter(out_dir, resolution, capacity, overwrite=overwrite) as writer,
+            tqdm(total=len(entries), unit="img", desc="prepare", disable=not progress) as bar,
+        ):
+            batch = max(16, 4 * workers)
+            for start in range(0, len(entries), batch):
+                chunk = list(zip(entries[start : start + batch], labels[start : start + batch]))
+                todo = [(e, y) for e, y in chunk if y != -1]
+                for e, y in chunk:
+                    if y == -1:
+                        writer.skip(e.name, "not inside a class folder (labels_from_folders=True)")
+                for (entry, label), result in zip(todo, pool.map(lambda ey: _decode(ey[0], **kw), todo)):
+                    if isinstance(result, str):
+                        writer.skip(entry.name, result)
+                    elif writer.written < capacity:
+                        writer.add(result, caption=entry.caption(), label=label)
+                bar.update(len(chunk))
+                if writer.written >= capacity:
+                    break
+            return writer.finish(
+                source=str(source),
+                crop=crop,
+                background=background,
+                label_names=label_names,
+                extra_report={"candidates": len(entries), "resolution": resolution},
+            )
+    finally:
+        if zsrc is not None:
+            zsrc.close()
+
+
+def _labels(entries: list[_Entry], source: Path) -> tuple[list[int], list[str]]:
+    """Class index per entry from its first folder level; -1 for files outside any class folder."""
+    tops = [PurePosixPath(e.name).parts for e in entries]
+    label_names = sorted({p[0] for p in tops if len(p) > 1})
+    if not label_names:
+        raise DatasetError(f"labels_from_folders=True but {source} has no class subfolders")
+    index = {n: i for i, n in enumerate(label_names)}
+    return [index[p[0]] if len(p) > 1 else -1 for p in tops], label_names

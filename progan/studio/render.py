@@ -1,0 +1,442 @@
+"""The studio's render side: per-client sessions and one render thread that batches every client's next frame.
+
+Threading: the event loop (server.py) validates controls and queues them on a Session; the render thread owns all
+of a session's walk and steering state, applies queued controls at the start of each pass (so a control is
+visible in the very next frame), renders every ready session in one forward pass, encodes JPEGs and hands the
+bytes to the session's `sink` (which the server makes thread-safe). Only the credit counters are shared, under a
+lock. Flow control: a session is rendered only while it holds a credit and its previous frame has been taken, so
+a slow client gets fresh frames, never a backlog.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import json
+import logging
+import struct
+import threading
+import time
+from typing import Callable
+
+import copy
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from PIL import Image
+
+from progan.layers import EqualizedConv2d, EqualizedLinear, downsample2x, fused_down_kernel, fused_up_kernel, upsample2x
+from progan.networks import Generator, count_parameters, level_and_alpha
+from progan.studio.steer import (LatentWalk, Preferences, mean_embedding, normalize, preference_dims, sefa,
+                                 seed_latent, truncate)
+
+log = logging.getLogger("progan.studio")
+
+HEADER = struct.Struct("<I")  # binary messages: uint32 header length, JSON header, payload (JPEG or PNG)
+
+
+def pack_message(header: dict, payload: bytes) -> bytes:
+    head = json.dumps(header, separators=(",", ":")).encode()
+    return HEADER.pack(len(head)) + head + payload
+
+
+def unpack_message(data: bytes) -> tuple[dict, bytes]:
+    (n,) = HEADER.unpack_from(data)
+    return json.loads(data[HEADER.size:HEADER.size + n]), data[HEADER.size + n:]
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """[B, 3, H, W] floats in about [-1, 1] -> [B, H, W, 3] uint8 (NHWC, as image files want)."""
+    x = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+
+
+def encode_jpeg(image: np.ndarray, quality: int = 80) -> bytes:
+    """No optimize/progressive (they cost time for a frame seen once). 4:4:4 chroma: the page shows small images
+    enlarged pixel for pixel, where 4:2:0 would smear every colour over 2x2 pixels."""
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, "JPEG", quality=quality, subsampling=0)
+    return buf.getvalue()
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def tile(images: np.ndarray, n: int) -> np.ndarray:
+    """[n*n, H, W, 3] -> one [n*H, n*W, 3] grid, row-major."""
+    _, h, w, c = images.shape
+    return images.reshape(n, n, h, w, c).transpose(0, 2, 1, 3, 4).reshape(n * h, n * w, c)
+
+
+class BakedConv2d(nn.Module):
+    """An EqualizedConv2d with its run-time scaling (and fused up/down kernel) computed once, for a frozen
+    generator: the same maths without re-deriving the kernel on every call, which is most of the cost of a
+    single small frame on a CPU."""
+
+    def __init__(self, conv: EqualizedConv2d):
+        super().__init__()
+        w = conv.weight.detach() * conv.scale
+        self.up, self.down, self.fused, self.padding = conv.up, conv.down, conv.fused, conv.padding
+        if self.fused:
+            w = fused_up_kernel(w) if self.up else fused_down_kernel(w)
+        self.register_buffer("kernel", w.contiguous())
+        self.register_buffer("bias", conv.bias.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fused and self.up:
+            return F.conv_transpose2d(x, self.kernel, self.bias, stride=2, padding=1)
+        if self.fused and self.down:
+            return F.conv2d(x, self.kernel, self.bias, stride=2, padding=1)
+        if self.up:
+            x = upsample2x(x)
+        x = F.conv2d(x, self.kernel, self.bias, padding=self.padding)
+        return downsample2x(x) if self.down else x
+
+
+class BakedLinear(nn.Module):
+    def __init__(self, linear: EqualizedLinear):
+        super().__init__()
+        self.register_buffer("weight", (linear.weight.detach() * linear.scale).contiguous())
+        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+
+def bake(G: Generator) -> Generator:
+    """A copy of G for inference only, its equalized-LR layers replaced by baked ones (G itself is untouched)."""
+    G = copy.deepcopy(G)
+    for module in list(G.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, EqualizedConv2d):
+                setattr(module, name, BakedConv2d(child))
+            elif isinstance(child, EqualizedLinear):
+                setattr(module, name, BakedLinear(child))
+    return G.eval().requires_grad_(False)
+
+
+class FrameRenderer:
+    """The model side: latents plus truncation -> uint8 frames, any number of rows in one forward pass.
+
+    At start-up it factorises the first layer (SeFa) and averages the first 4x4 activation over many latents;
+    both take milliseconds to a second even for the paper's model.
+    """
+
+    def __init__(self, G: Generator, sliders: int = 8, mean_samples: int = 2048, max_pixels: int = 1 << 22):
+        self.G = G
+        self.net = bake(G)
+        self.device = G.dense.weight.device
+        self.level, self.alpha = level_and_alpha(G.lod, G.resolution)
+        self.size = 4 * 2**self.level
+        self.latent_size = G.latent_size
+        self.num_classes = G.num_classes
+        t0 = time.perf_counter()
+        self.eigenvalues, self.directions = sefa(G)
+        self.sefa_ms = (time.perf_counter() - t0) * 1e3
+        t0 = time.perf_counter()
+        self.x4_mean = mean_embedding(G, mean_samples).to(self.device)
+        self.mean_ms = (time.perf_counter() - t0) * 1e3
+        self.sliders = min(sliders, self.latent_size)
+        self.pref_basis = self.directions[:preference_dims(self.eigenvalues)]
+        self.max_batch = max(1, max_pixels // self.size**2)  # bounds activation memory for large models
+
+    @torch.inference_mode()
+    def render(self, z: torch.Tensor, psi: torch.Tensor, labels: torch.Tensor | None = None) -> np.ndarray:
+        """z [N, L] (any norm), psi [N] truncation, labels [N] for class-conditional models -> [N, H, W, 3]."""
+        out = []
+        for i in range(0, z.shape[0], self.max_batch):
+            zs = z[i:i + self.max_batch].to(self.device)
+            ls = None if labels is None else labels[i:i + self.max_batch].to(self.device)
+            x4 = self.net.embed(zs, ls)
+            p = psi[i:i + self.max_batch].to(self.device, x4.dtype)
+            if bool((p != 1).any()):
+                x4 = truncate(x4, self.x4_mean, p)
+            out.append(to_uint8(self.net.synthesize(x4, self.level, self.alpha)))
+        return np.concatenate(out)
+
+    def slider_offset(self, values: torch.Tensor) -> torch.Tensor:
+        """Slider values [K] -> latent offset [L] along the top K SeFa directions."""
+        return values @ self.directions[:self.sliders]
+
+    def info(self) -> dict:
+        G = self.G
+        return {
+            "resolution": G.resolution, "output_resolution": self.size, "lod": G.lod,
+            "kimg": float(getattr(G, "meta", {}).get("kimg", 0.0)), "parameters": count_parameters(G),
+            "latent_size": G.latent_size, "num_classes": G.num_classes, "device": str(self.device),
+            "source": str(getattr(G, "meta", {}).get("source", "")), "sliders": self.sliders,
+            "preference_dims": int(self.pref_basis.shape[0]),
+            "sefa_eigenvalues": [round(float(v), 4) for v in self.eigenvalues[:self.sliders]],
+            "startup_ms": {"sefa": round(self.sefa_ms, 1), "mean_embedding": round(self.mean_ms, 1)},
+        }
+
+
+class Session:
+    """One viewer: its walk, steering and preferences (owned by the render thread), its queued controls and its
+    credits (shared, under a lock). `sink(header, jpeg, png)` receives each frame; it must be thread-safe."""
+
+    HISTORY = 8  # recent frames whose latents a like/dislike may refer to
+
+    def __init__(self, renderer: FrameRenderer, sink: Callable[[dict, bytes, bytes | None], None], seed: int,
+                 max_in_flight: int = 2, min_interval: float = 0.0, max_pending: int = 256):
+        self.renderer, self.sink = renderer, sink
+        self.rng = torch.Generator().manual_seed(seed)
+        self.prefs = Preferences(renderer.pref_basis)
+        self.walk = LatentWalk(lambda n: self.prefs.sample(n, self.rng))
+        self.sliders = torch.zeros(renderer.sliders)
+        self.speed, self.psi, self.frozen, self.label = 0.25, 1.0, False, 0
+        self.grid = 1
+        self.seed: int | None = None          # set while the frame is exactly a jumped-to seed
+        self.want_png = False
+        self.ack: int | None = None           # id of the last control applied
+        self.seq = 0
+        self.history: collections.deque = collections.deque(maxlen=self.HISTORY)
+        self.last_time: float | None = None
+        self.last_frame: tuple[np.ndarray, bytes] | None = None  # reused while nothing changes (frozen)
+        self.dirty = True
+        self.pending: collections.deque = collections.deque()
+        self.max_pending = max_pending
+        # Shared with the event loop:
+        self.lock = threading.Lock()
+        self.max_in_flight = max_in_flight
+        self.credits = max_in_flight
+        self.busy = False                     # a rendered frame not yet taken by the sender
+        self.min_interval, self.next_due = min_interval, 0.0
+        self.credit_time: float | None = None  # client's timestamp on its latest credit, echoed in the next frame
+        self.closed = False
+        self.dropped = 0                      # controls dropped because the queue was full
+        self.ignored_credits = 0
+        self.frames = 0
+        self.render_ms = 0.0
+        self.batch = 0
+
+    # -- called from the event loop -------------------------------------------------------------------------------
+    def post(self, command: dict) -> bool:
+        """Queue a validated control for the render thread. False (and counted) when the queue is full."""
+        if len(self.pending) >= self.max_pending:
+            self.dropped += 1
+            return False
+        self.pending.append(command)
+        return True
+
+    def return_credit(self, client_time: float | None = None) -> bool:
+        with self.lock:
+            if self.credits >= self.max_in_flight:
+                self.ignored_credits += 1
+                return False
+            self.credits += 1
+            if client_time is not None:
+                self.credit_time = client_time
+            return True
+
+    def frame_taken(self) -> None:
+        with self.lock:
+            self.busy = False
+
+    def close(self) -> None:
+        with self.lock:
+            self.closed = True
+
+    # -- called from the render thread ----------------------------------------------------------------------------
+    def reserve(self, now: float) -> bool:
+        """Take a credit for one frame if this session can be sent one now."""
+        with self.lock:
+            if self.closed or self.busy or self.credits <= 0 or now < self.next_due:
+                return False
+            self.credits -= 1
+            self.busy = True
+            self.next_due = now + self.min_interval
+            return True
+
+    def due_in(self, now: float) -> float | None:
+        """Seconds until this session is only waiting for its frame-rate cap, or None if it waits for more."""
+        with self.lock:
+            if self.closed or self.busy or self.credits <= 0:
+                return None
+            return max(0.0, self.next_due - now)
+
+    def apply_pending(self) -> None:
+        while self.pending:
+            cmd = self.pending.popleft()
+            try:
+                self.apply(cmd)
+            except Exception:  # one bad control must not stop this session's stream, let alone the others
+                log.exception("studio: applying control %r failed", cmd)
+
+    def apply(self, cmd: dict) -> None:
+        kind, value = cmd["type"], cmd.get("value")
+        if kind == "speed":
+            self.speed = value
+        elif kind == "truncation":
+            self.psi = value
+        elif kind == "freeze":
+            self.frozen = value
+        elif kind == "seed":
+            self.walk.jump(torch.stack([seed_latent(value + i, self.renderer.latent_size)
+                                        for i in range(self.walk.lanes)]))
+            self.seed = value
+        elif kind == "slider":
+            self.sliders[cmd["index"]] = value
+        elif kind == "reset_sliders":
+            self.sliders.zero_()
+        elif kind in ("like", "dislike"):
+            z = self.latent_of(cmd.get("frame"), cmd.get("cell", 0))
+            (self.prefs.like if kind == "like" else self.prefs.dislike)(z)
+            self.walk.retarget()
+            self.seed = None
+        elif kind == "reset_preferences":
+            self.prefs.reset()
+            self.walk.retarget()
+        elif kind == "grid":
+            self.grid = value
+            self.walk.set_lanes(value * value)
+            self.seed = None
+        elif kind == "shuffle":
+            self.walk.shuffle()
+            self.seed = None
+        elif kind == "label":
+            self.label = value
+        elif kind == "save":
+            self.want_png = True
+        else:  # the server validates types; reaching here is a bug worth hearing about
+            raise ValueError(f"unknown control {kind!r}")
+        if cmd.get("id") is not None:
+            self.ack = cmd["id"]
+        self.dirty = True
+
+    def latent_of(self, frame: int | None, cell: int) -> torch.Tensor:
+        """The walk latent shown in cell `cell` of frame `frame` (or of the latest frame if it is gone)."""
+        for seq, z in reversed(self.history):
+            if frame is None or seq == frame:
+                return z[min(cell, z.shape[0] - 1)]
+        return self.walk.position()[min(cell, self.walk.lanes - 1)]
+
+    def step(self, now: float) -> None:
+        """Advance the walk by the time since the last frame (capped, so a stall does not make it jump)."""
+        dt = 0.0 if self.last_time is None else min(now - self.last_time, 0.5)
+        self.last_time = now
+        if not self.frozen and self.speed > 0 and dt > 0:
+            self.walk.advance(self.speed * dt)
+            self.seed = None
+            self.dirty = True
+
+    def next_latents(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(z [lanes, L] with steering applied, psi [lanes], labels [lanes] or None); records the walk latents."""
+        z = self.walk.position()
+        self.history.append((self.seq + 1, z))
+        steered = normalize(z) + self.renderer.slider_offset(self.sliders)
+        lanes = z.shape[0]
+        labels = torch.full((lanes,), self.label, dtype=torch.long) if self.renderer.num_classes else None
+        return steered, torch.full((lanes,), self.psi), labels
+
+    def header(self, kind: str) -> dict:
+        with self.lock:
+            credit_time = self.credit_time
+        return {"kind": kind, "seq": self.seq, "ack": self.ack, "t": credit_time, "seed": self.seed,
+                "frozen": self.frozen, "grid": self.grid, "likes": self.prefs.likes, "dislikes": self.prefs.dislikes,
+                "render_ms": round(self.render_ms, 2), "batch": self.batch}
+
+
+class RenderLoop:
+    """One thread renders for every session: each pass batches all sessions that can take a frame."""
+
+    def __init__(self, renderer: FrameRenderer, jpeg_quality: int = 80):
+        self.renderer = renderer
+        self.jpeg_quality = jpeg_quality
+        self.sessions: set[Session] = set()
+        self.lock = threading.Lock()
+        self.wake_event = threading.Event()
+        self.stop_event = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.passes = 0
+        self.errors = 0
+
+    def add(self, session: Session) -> None:
+        with self.lock:
+            self.sessions.add(session)
+        self.wake()
+
+    def remove(self, session: Session) -> None:
+        session.close()
+        with self.lock:
+            self.sessions.discard(session)
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.sessions)
+
+    def wake(self) -> None:
+        self.wake_event.set()
+
+    def start(self) -> None:
+        if self.thread is None:
+            self.stop_event.clear()
+            self.thread = threading.Thread(target=self._run, name="progan-studio-render", daemon=True)
+            self.thread.start()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.wake_event.set()
+        if self.thread is not None:
+            self.thread.join(timeout=10)
+            self.thread = None
+
+    def _run(self) -> None:
+        while not self.stop_event.is_set():
+            self.wake_event.clear()  # before looking, so a wake-up during the pass is not lost
+            now = time.perf_counter()
+            with self.lock:
+                sessions = list(self.sessions)
+            ready = [s for s in sessions if s.reserve(now)]
+            if not ready:
+                waits = [w for w in (s.due_in(now) for s in sessions) if w is not None]
+                self.wake_event.wait(min(waits, default=1.0))
+                continue
+            try:
+                self.render_pass(ready, now)
+            except Exception:  # never let one bad pass kill the stream for everyone
+                self.errors += 1
+                log.exception("studio render pass failed")
+                for s in ready:
+                    s.frame_taken()
+                    s.return_credit()
+                time.sleep(0.05)
+            self.passes += 1
+
+    def render_pass(self, sessions: list[Session], now: float) -> None:
+        fresh, zs, psis, labels = [], [], [], []
+        for s in sessions:
+            s.apply_pending()
+            s.step(now)
+            if s.dirty or s.last_frame is None:
+                z, psi, lab = s.next_latents()
+                fresh.append((s, z.shape[0]))
+                zs.append(z), psis.append(psi), labels.append(lab)
+        t0 = time.perf_counter()
+        images = None
+        if fresh:
+            images = self.renderer.render(torch.cat(zs), torch.cat(psis),
+                                          torch.cat(labels) if self.renderer.num_classes else None)
+        render_ms = (time.perf_counter() - t0) * 1e3
+        offset = 0
+        for s, lanes in fresh:
+            frame = images[offset:offset + lanes]
+            offset += lanes
+            frame = frame[0] if lanes == 1 else tile(frame, s.grid)
+            s.last_frame = (frame, encode_jpeg(frame, self.jpeg_quality))
+            s.dirty = False
+            s.render_ms, s.batch = render_ms, images.shape[0]
+        for s in sessions:
+            s.seq += 1
+            s.frames += 1
+            frame, jpeg = s.last_frame
+            png = None
+            if s.want_png:
+                s.want_png = False
+                png = encode_png(frame)
+            s.sink(s.header("frame"), jpeg, png)

@@ -1,0 +1,577 @@
+"""The studio's web server: one asyncio process (Starlette on uvicorn) serving the page, a WebSocket per viewer and
+an MJPEG fallback. Rendering happens on one render thread (render.py); this module only moves bytes, validates
+controls and enforces limits.
+
+WebSocket protocol. Up: JSON text, {"type": ..., ...}; "credit" returns one frame credit (at most 2 frames are in
+flight per viewer), everything else is a control (see CONTROLS) and may carry an "id" that frames echo as "ack"
+once it has been applied. Down: JSON text ("info", "stats", "error", "pong") and binary messages: uint32 header
+length, JSON header ({"kind": "frame" | "png", "seq", "ack", "t", ...}), then the JPEG or PNG bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import hmac
+import html
+import ipaddress
+import itertools
+import json
+import logging
+import math
+import secrets
+import socket
+import threading
+import time
+import webbrowser
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from progan.model_io import load_generator
+from progan.networks import Generator
+from progan.studio.render import FrameRenderer, RenderLoop, Session, pack_message
+
+log = logging.getLogger("progan.studio")
+
+STATIC = Path(__file__).parent / "static"
+PAGE_FILES = {"studio.js": "text/javascript; charset=utf-8", "studio.css": "text/css; charset=utf-8"}
+# The page loads nothing from anywhere but this server.
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; connect-src 'self'; "
+       "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+
+SLIDER_RANGE = 5.0   # slider offsets in normalised-z units (each coordinate of a latent is about N(0, 1))
+MAX_SPEED = 4.0      # keyframes per second
+MAX_GRID = 8
+MAX_ID = 2**53       # integers a browser's JSON can carry exactly
+
+
+class StudioError(ValueError):
+    """A studio that cannot start (for example, the port is taken)."""
+
+
+class ControlError(ValueError):
+    """A control message that is not acceptable; the text goes back to the client."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Control validation: pure functions, unit-testable without a server.
+
+def _short(v) -> str:
+    r = repr(v)
+    return r if len(r) <= 40 else r[:37] + "..."
+
+
+def _number(lo: float, hi: float):
+    def check(name, v):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ControlError(f"{name} must be a number, got {_short(v)}")
+        try:
+            v = float(v)
+        except OverflowError:
+            v = math.inf
+        if not math.isfinite(v):
+            raise ControlError(f"{name} must be finite, got {v}")
+        if not lo <= v <= hi:
+            raise ControlError(f"{name} must be in [{lo:g}, {hi:g}], got {v:g}")
+        return v
+    return check
+
+
+def _integer(lo: int, hi: int):
+    def check(name, v):
+        if isinstance(v, float) and v.is_integer():
+            v = int(v)
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ControlError(f"{name} must be an integer, got {_short(v)}")
+        if not lo <= v <= hi:
+            raise ControlError(f"{name} must be in [{lo}, {hi}], got {_short(v)}")
+        return v
+    return check
+
+
+def _boolean(name, v):
+    if not isinstance(v, bool):
+        raise ControlError(f"{name} must be true or false, got {_short(v)}")
+    return v
+
+
+def control_specs(sliders: int, num_classes: int) -> dict[str, dict[str, tuple]]:
+    """type -> {field: (check, required)}. Every control may also carry an "id"."""
+    return {
+        "speed": {"value": (_number(0.0, MAX_SPEED), True)},
+        "truncation": {"value": (_number(0.0, 1.0), True)},
+        "freeze": {"value": (_boolean, True)},
+        "seed": {"value": (_integer(0, 2**32 - 1), True)},
+        "slider": {"index": (_integer(0, sliders - 1), True), "value": (_number(-SLIDER_RANGE, SLIDER_RANGE), True)},
+        "reset_sliders": {},
+        "like": {"frame": (_integer(0, MAX_ID), False), "cell": (_integer(0, MAX_GRID**2 - 1), False)},
+        "dislike": {"frame": (_integer(0, MAX_ID), False), "cell": (_integer(0, MAX_GRID**2 - 1), False)},
+        "reset_preferences": {},
+        "grid": {"value": (_integer(1, MAX_GRID), True)},
+        "shuffle": {},
+        "save": {},
+        "label": {"value": (_integer(0, max(num_classes - 1, 0)), True)},
+        "ping": {"t": (_number(-1e18, 1e18), False)},
+    }
+
+
+def parse_control(obj, specs: dict[str, dict[str, tuple]], num_classes: int = 0) -> dict:
+    """A decoded JSON message -> a clean control dict, or ControlError saying what is wrong."""
+    if not isinstance(obj, dict):
+        raise ControlError(f"a control must be a JSON object, got {type(obj).__name__}")
+    kind = obj.get("type")
+    if not isinstance(kind, str):
+        raise ControlError('a control needs a "type" string')
+    if kind not in specs:
+        raise ControlError(f"unknown message type {_short(kind)}; expected credit or one of {', '.join(specs)}")
+    if kind == "label" and not num_classes:
+        raise ControlError("this model has no classes; label does not apply")
+    spec = specs[kind]
+    extra = set(obj) - set(spec) - {"type", "id"}
+    if extra:
+        raise ControlError(f"{kind}: unknown field(s) {', '.join(sorted(map(str, extra)))}")
+    cmd = {"type": kind}
+    if "id" in obj:
+        cmd["id"] = _integer(0, MAX_ID)("id", obj["id"])
+    for field, (check, required) in spec.items():
+        if field in obj:
+            cmd[field] = check(f"{kind}.{field}", obj[field])
+        elif required:
+            raise ControlError(f"{kind}: missing field {field!r}")
+    return cmd
+
+
+class TokenBucket:
+    """Rate limit: `rate` tokens a second, up to `burst` saved."""
+
+    def __init__(self, rate: float, burst: float):
+        self.rate, self.burst = rate, burst
+        self.tokens, self.time = burst, time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.time) * self.rate)
+        self.time = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+class Outbox:
+    """What the event loop still has to send to one viewer: a latest-frame slot, saved PNGs and text messages.
+
+    The render thread fills it through `sink`, which hops onto the event loop; one sender task empties it, so
+    frames and text never interleave mid-message.
+    """
+
+    MAX_TEXTS = 64
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, packed: bool = True):
+        self.loop, self.packed = loop, packed
+        self.event = asyncio.Event()
+        self.frame: bytes | None = None
+        self.pngs: collections.deque = collections.deque(maxlen=4)
+        self.texts: collections.deque = collections.deque(maxlen=self.MAX_TEXTS)
+        self.sent = 0
+        self.errors = 0
+        self.rate_limited = 0
+        self._error_replies = TokenBucket(rate=10, burst=30)
+        self._last_limit_notice = 0.0
+
+    def sink(self, header: dict, jpeg: bytes, png: bytes | None) -> None:
+        """Called on the render thread."""
+        frame = pack_message(header, jpeg) if self.packed else jpeg
+        png_msg = None if png is None else pack_message({**header, "kind": "png"}, png)
+        try:
+            self.loop.call_soon_threadsafe(self._put, frame, png_msg)
+        except RuntimeError:  # the event loop is gone: the server is shutting down
+            pass
+
+    def _put(self, frame: bytes, png: bytes | None) -> None:
+        self.frame = frame
+        if png is not None:
+            self.pngs.append(png)
+        self.event.set()
+
+    def text(self, obj: dict) -> None:
+        self.texts.append(json.dumps(obj, separators=(",", ":")))
+        self.event.set()
+
+    def error(self, message: str) -> None:
+        """Answer a bad message (about 10 answers a second at most; beyond that they are only counted)."""
+        self.errors += 1
+        if self._error_replies.take():
+            self.text({"type": "error", "message": message, "errors": self.errors})
+
+    def limited(self, rate: float) -> None:
+        self.rate_limited += 1
+        now = time.monotonic()
+        if now - self._last_limit_notice >= 1.0:
+            self._last_limit_notice = now
+            self.text({"type": "error", "message": f"too many controls: over {rate:g} a second are dropped "
+                       f"({self.rate_limited} so far)", "errors": self.errors, "dropped": self.rate_limited})
+
+
+class Studio:
+    """The studio for one generator: a Starlette app (`.app`) plus its render thread (started by the app's
+    lifespan). `token`: when set, every request must carry it (?token=...). `loopback`: the server listens on a
+    loopback address only, so requests must name it in their Host header (defeats DNS rebinding)."""
+
+    def __init__(self, G: Generator, *, token: str | None = None, loopback: bool = True, jpeg_quality: int = 80,
+                 max_clients: int = 32, sliders: int = 8, seed: int | None = None, control_rate: float = 100.0,
+                 control_burst: float = 200.0, max_message: int = 4096, mjpeg_fps: float = 25.0):
+        self.G = G
+        self.renderer = FrameRenderer(G, sliders=sliders)
+        self.render_loop = RenderLoop(self.renderer, jpeg_quality=jpeg_quality)
+        self.token, self.loopback = token, loopback
+        self.max_clients = max_clients
+        self.control_rate, self.control_burst, self.max_message = control_rate, control_burst, max_message
+        self.mjpeg_fps = mjpeg_fps
+        self.specs = control_specs(self.renderer.sliders, G.num_classes)
+        self._seeds = itertools.count(secrets.randbits(31) if seed is None else seed)
+        self._static = {name: (STATIC / name).read_bytes() for name in ["index.html", *PAGE_FILES]}
+        self.app = Starlette(routes=[
+            Route("/", self.page),
+            Route("/static/{name}", self.static),
+            Route("/api/info", self.api_info),
+            Route("/stream.mjpg", self.mjpeg),
+            WebSocketRoute("/ws", self.websocket),
+        ], lifespan=self._lifespan)
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app):
+        self.render_loop.start()
+        try:
+            yield
+        finally:
+            self.render_loop.stop()
+
+    def info(self) -> dict:
+        return {**self.renderer.info(), "slider_range": SLIDER_RANGE, "max_speed": MAX_SPEED, "max_grid": MAX_GRID,
+                "clients": self.render_loop.count(), "max_clients": self.max_clients}
+
+    # -- access -------------------------------------------------------------------------------------------------
+    def _refusal(self, conn) -> str | None:
+        """Why this request may not proceed, or None."""
+        headers = conn.headers
+        host = headers.get("host", "")
+        if self.loopback and not self.token:
+            hostname = urlsplit(f"//{host}").hostname or ""
+            if not is_loopback(hostname):
+                return f"host {host!r} is not a loopback name; open the studio at 127.0.0.1 or localhost"
+        origin = headers.get("origin")
+        if origin and origin != "null" and urlsplit(origin).netloc != host:
+            return f"cross-origin request from {origin!r} refused"
+        if self.token:
+            given = conn.query_params.get("token", "")
+            if not hmac.compare_digest(given.encode(), self.token.encode()):
+                return "missing or wrong access token: open the URL that progan studio printed (it ends in ?token=...)"
+        return None
+
+    # -- HTTP ---------------------------------------------------------------------------------------------------
+    async def page(self, request: Request) -> Response:
+        if reason := self._refusal(request):
+            return PlainTextResponse(reason + "\n", status_code=403)
+        query = "?token=" + quote(self.token, safe="") if self.token else ""
+        body = self._static["index.html"].replace(b"{{query}}", html.escape(query).encode())
+        return Response(body, media_type="text/html; charset=utf-8",
+                        headers={"Content-Security-Policy": CSP, "Referrer-Policy": "no-referrer",
+                                 "Cache-Control": "no-store"})
+
+    async def static(self, request: Request) -> Response:
+        # The script and style sheet hold no secrets; the token guards the model's page, info and frames.
+        name = request.path_params["name"]
+        if name not in PAGE_FILES:
+            return PlainTextResponse("not found\n", status_code=404)
+        return Response(self._static[name], media_type=PAGE_FILES[name], headers={"Cache-Control": "no-cache"})
+
+    async def api_info(self, request: Request) -> Response:
+        if reason := self._refusal(request):
+            return PlainTextResponse(reason + "\n", status_code=403)
+        return JSONResponse(self.info())
+
+    async def mjpeg(self, request: Request) -> Response:
+        """multipart/x-mixed-replace JPEG stream for viewers without JavaScript; query: seed, speed, truncation,
+        grid, fps. TCP back-pressure paces it: one frame in flight, at most `fps` a second."""
+        if reason := self._refusal(request):
+            return PlainTextResponse(reason + "\n", status_code=403)
+        commands = []
+        fps = self.mjpeg_fps
+        try:
+            for key, convert in (("speed", float), ("truncation", float), ("grid", int), ("seed", int)):
+                if key in request.query_params:
+                    raw = request.query_params[key]
+                    try:
+                        value = convert(raw)
+                    except ValueError:
+                        raise ControlError(f"{key} must be a number, got {_short(raw)}") from None
+                    commands.append(parse_control({"type": key, "value": value}, self.specs))
+            if "fps" in request.query_params:
+                try:
+                    fps = _number(0.5, 60.0)("fps", float(request.query_params["fps"]))
+                except ValueError as e:
+                    raise ControlError(str(e) if isinstance(e, ControlError) else "fps must be a number") from None
+        except ControlError as e:
+            return PlainTextResponse(f"{e}\n", status_code=400)
+        if self.render_loop.count() >= self.max_clients:
+            return PlainTextResponse("the studio is full; try again later\n", status_code=503)
+        outbox = Outbox(asyncio.get_running_loop(), packed=False)
+        session = Session(self.renderer, outbox.sink, seed=next(self._seeds), max_in_flight=1, min_interval=1 / fps)
+        for cmd in commands:
+            session.post(cmd)
+        self.render_loop.add(session)
+
+        async def parts():
+            try:
+                while True:
+                    await outbox.event.wait()
+                    outbox.event.clear()
+                    if outbox.frame is None:
+                        continue
+                    jpeg, outbox.frame = outbox.frame, None
+                    session.frame_taken()
+                    yield (b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: " + str(len(jpeg)).encode()
+                           + b"\r\n\r\n" + jpeg + b"\r\n")
+                    outbox.sent += 1
+                    session.return_credit()
+                    self.render_loop.wake()
+            finally:
+                self.render_loop.remove(session)
+
+        return StreamingResponse(parts(), media_type="multipart/x-mixed-replace; boundary=frame",
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+    # -- WebSocket ----------------------------------------------------------------------------------------------
+    async def websocket(self, ws: WebSocket) -> None:
+        if self._refusal(ws):
+            await ws.close(code=1008)  # before accept: the handshake is refused with HTTP 403
+            return
+        await ws.accept()
+        if self.render_loop.count() >= self.max_clients:
+            await ws.send_text(json.dumps({"type": "error", "message": "the studio is full; try again later"}))
+            await ws.close(code=1013)
+            return
+        outbox = Outbox(asyncio.get_running_loop())
+        session = Session(self.renderer, outbox.sink, seed=next(self._seeds))
+        outbox.text({"type": "info", **self.info()})
+        self.render_loop.add(session)
+        tasks = [asyncio.create_task(self._receive(ws, outbox, session)),
+                 asyncio.create_task(self._send(ws, outbox, session))]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if not task.cancelled() and task.exception() is not None and not _is_disconnect(task.exception()):
+                    log.error("studio connection failed", exc_info=task.exception())
+        finally:
+            self.render_loop.remove(session)  # disconnects free everything the session held
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(BaseException):
+                    await task
+
+    async def _receive(self, ws: WebSocket, outbox: Outbox, session: Session) -> None:
+        bucket = TokenBucket(self.control_rate, self.control_burst)
+        for n in itertools.count(1):
+            msg = await ws.receive()
+            if msg["type"] == "websocket.disconnect":
+                return
+            if n % 64 == 0:
+                await asyncio.sleep(0)  # a flood of messages must not starve the other viewers
+            text = msg.get("text")
+            if text is None:
+                outbox.error("binary messages are not accepted; send JSON text")
+                continue
+            if len(text) > self.max_message:
+                outbox.error(f"message of {len(text)} characters is too large (limit {self.max_message})")
+                continue
+            try:
+                obj = json.loads(text)
+            except (ValueError, RecursionError) as e:
+                outbox.error(f"malformed JSON: {_short(str(e))}")
+                continue
+            if isinstance(obj, dict) and obj.get("type") == "credit":
+                t = obj.get("t")
+                ok = isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t)
+                session.return_credit(float(t) if ok else None)
+                self.render_loop.wake()
+                continue
+            if not bucket.take():
+                outbox.limited(self.control_rate)
+                continue
+            try:
+                cmd = parse_control(obj, self.specs, self.G.num_classes)
+            except ControlError as e:
+                outbox.error(str(e))
+                continue
+            if cmd["type"] == "ping":
+                outbox.text({"type": "pong", "t": cmd.get("t")})
+            elif session.post(cmd):
+                self.render_loop.wake()
+            else:
+                outbox.error("too many controls waiting to be applied; this one was dropped")
+
+    async def _send(self, ws: WebSocket, outbox: Outbox, session: Session) -> None:
+        loop = asyncio.get_running_loop()
+        next_stats, last_sent = loop.time() + 1.0, 0
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(outbox.event.wait(), max(0.0, next_stats - loop.time()))
+            outbox.event.clear()
+            now = loop.time()
+            if now >= next_stats:
+                outbox.text({"type": "stats", "fps": outbox.sent - last_sent, "render_ms": round(session.render_ms, 2),
+                             "batch": session.batch, "clients": self.render_loop.count(), "errors": outbox.errors,
+                             "dropped": outbox.rate_limited + session.dropped,
+                             "ignored_credits": session.ignored_credits, "render_errors": self.render_loop.errors})
+                next_stats, last_sent = now + 1.0, outbox.sent
+            while outbox.texts:
+                await ws.send_text(outbox.texts.popleft())
+            while outbox.pngs:
+                await ws.send_bytes(outbox.pngs.popleft())
+            if outbox.frame is not None:
+                frame, outbox.frame = outbox.frame, None
+                session.frame_taken()
+                self.render_loop.wake()
+                await ws.send_bytes(frame)
+                outbox.sent += 1
+
+
+def _is_disconnect(exc: BaseException) -> bool:
+    from starlette.websockets import WebSocketDisconnect
+    return isinstance(exc, (WebSocketDisconnect, OSError, RuntimeError))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Serving
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Bind before printing the URL, so a taken port is a clear error and port 0 gets a real number."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise StudioError(f"cannot resolve host {host!r}: {e}") from None
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as e:
+        sock.close()
+        raise StudioError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def uvicorn_config(app, log_level: str = "warning") -> uvicorn.Config:
+    return uvicorn.Config(app, log_level=log_level, lifespan="on", ws_max_size=1 << 20,
+                          ws_per_message_deflate=False,  # JPEGs do not compress; deflate only costs time
+                          timeout_graceful_shutdown=2)
+
+
+class BackgroundServer:
+    """Serve a Studio from a background thread: `with BackgroundServer(studio) as srv: srv.url`. For tests,
+    benchmarks and notebooks."""
+
+    def __init__(self, studio: Studio, host: str = "127.0.0.1", port: int = 0):
+        self.studio = studio
+        self.sock = bind_socket(host, port)
+        self.host, self.port = host, self.sock.getsockname()[1]
+        self.server = uvicorn.Server(uvicorn_config(studio.app))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
+                                       name="progan-studio-server", daemon=True)
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/"
+
+    def __enter__(self) -> "BackgroundServer":
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise StudioError("the studio server did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+        self.sock.close()
+
+
+def access_policy(host: str, token: str | None) -> tuple[bool, str | None]:
+    """-> (loopback, token). Off loopback a token is required: a random one when none is given."""
+    loopback = is_loopback(host)
+    if token is not None and not token.strip():
+        raise StudioError("the access token must not be empty")
+    if not loopback and token is None:
+        token = secrets.token_urlsafe(16)
+    return loopback, token
+
+
+def studio_url(host: str, port: int, token: str | None) -> str:
+    if host in ("0.0.0.0", "::", ""):
+        host = socket.gethostname()
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{port}/" + (f"?token={token}" if token else "")
+
+
+def run_studio(model_path, host: str = "127.0.0.1", port: int = 8000, device: str = "cpu", token: str | None = None,
+               open_browser: bool = False, threads: int | None = None, jpeg_quality: int = 80,
+               max_clients: int = 32) -> None:
+    """`progan studio`: load the model, print the URL and serve until interrupted.
+
+    A host other than loopback needs an access token; one is made up when not given and printed in the URL.
+    `threads` sets torch's intra-op threads for rendering (default: leave one core to the event loop).
+    Raises ModelLoadError for a path that is not a model and StudioError when the port cannot be used.
+    """
+    import torch
+
+    if threads is None:
+        threads = max(1, (torch.get_num_threads() or 1) - 1)
+    if threads < 1:
+        raise StudioError(f"threads must be >= 1, got {threads}")
+    torch.set_num_threads(threads)
+    G = load_generator(model_path, device)
+    loopback, token = access_policy(host, token)
+    if not 1 <= jpeg_quality <= 95:
+        raise StudioError(f"jpeg_quality must be in [1, 95], got {jpeg_quality}")
+    studio = Studio(G, token=token, loopback=loopback, jpeg_quality=jpeg_quality, max_clients=max_clients)
+    sock = bind_socket(host, port)
+    port = sock.getsockname()[1]
+    url = studio_url(host, port, token)
+    info = studio.renderer.info()
+    print(f"progan studio: {info['output_resolution']}x{info['output_resolution']} model, {info['kimg']:g} kimg, "
+          f"{info['parameters']:,} parameters, on {device} ({threads} render threads)", flush=True)
+    print(f"open {url}", flush=True)
+    if not loopback:
+        print("the token in the URL is required: share it only with people who may use this machine", flush=True)
+    if open_browser:
+        threading.Timer(1.0, webbrowser.open, args=(url,)).start()
+    server = uvicorn.Server(uvicorn_config(studio.app))
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()

@@ -1,0 +1,253 @@
+// progan studio page: draws the frames a WebSocket brings and sends the controls back.
+// Flow control: the server sends a frame only against a credit; we return one credit per frame once it has been
+// drawn (or skipped for a newer one), so a slow or hidden tab pauses the stream instead of queueing it.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const token = new URLSearchParams(location.search).get("token");
+const query = token ? "?token=" + encodeURIComponent(token) : "";
+const canvas = $("view");
+const ctx = canvas.getContext("2d");
+
+let ws = null;
+let info = null;
+let nextId = 1;
+const sentAt = new Map();        // control id -> time sent, until a frame acknowledges it
+let pending = null;              // newest decoded frame waiting for the next animation frame
+let pendingHeader = null;
+let owed = 0;                    // credits to return at the next animation frame
+let drawQueued = false;
+const arrivals = [];             // frame arrival times over the last second, for frames/s
+const coalesced = new Map();     // key -> control, sent once per animation frame (sliders)
+let lastSeq = 0;
+
+function status(text) { $("status").textContent = text; }
+
+function send(obj) {
+  if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(obj));
+}
+
+function control(type, fields = {}) {
+  const id = nextId++;
+  sentAt.set(id, performance.now());
+  send({ type, id, ...fields });
+  return id;
+}
+
+function controlSoon(key, type, fields) {
+  coalesced.set(key, [type, fields]);
+  queueDraw();
+}
+
+function connect() {
+  const proto = location.protocol === "https:" ? "wss:" : "ws:";
+  ws = new WebSocket(`${proto}//${location.host}/ws${query}`);
+  ws.binaryType = "arraybuffer";
+  ws.onopen = () => { status(""); resendState(); };
+  ws.onmessage = (ev) => (typeof ev.data === "string" ? onText(JSON.parse(ev.data)) : onFrame(ev.data));
+  ws.onclose = (ev) => {
+    status(ev.code === 1008 ? "access refused: open the URL with its ?token=" : "disconnected; reconnecting\u2026");
+    owed = 0;
+    setTimeout(connect, 1000);
+  };
+}
+
+function onText(msg) {
+  if (msg.type === "info") showInfo(msg);
+  else if (msg.type === "stats") {
+    $("clients").textContent = msg.clients;
+    if (msg.dropped || msg.errors) document.body.dataset.errors = msg.errors;
+  } else if (msg.type === "error") {
+    status(msg.message);
+    document.body.dataset.errors = msg.errors;
+    setTimeout(() => { if ($("status").textContent === msg.message) status(""); }, 4000);
+  }
+}
+
+function onFrame(buf) {
+  const n = new DataView(buf).getUint32(0, true);
+  const header = JSON.parse(new TextDecoder().decode(new Uint8Array(buf, 4, n)));
+  const bytes = new Uint8Array(buf, 4 + n);
+  if (header.kind === "png") { download(new Blob([bytes], { type: "image/png" }), header); return; }
+  const now = performance.now();
+  arrivals.push(now);
+  if (header.t !== null && header.t !== undefined) $("latency").textContent = (now - header.t).toFixed(0);
+  if (header.ack !== null && header.ack !== undefined) {
+    for (const [id, t] of sentAt) {
+      if (id <= header.ack) { $("ctl").textContent = (now - t).toFixed(0); sentAt.delete(id); }
+    }
+  }
+  owed += 1;
+  createImageBitmap(new Blob([bytes], { type: "image/jpeg" })).then((bitmap) => {
+    if (header.seq < lastSeq) { bitmap.close(); return; }
+    if (pending) pending.close();
+    pending = bitmap;
+    pendingHeader = header;
+    lastSeq = header.seq;
+    queueDraw();
+  }, () => queueDraw());
+}
+
+function queueDraw() {
+  if (!drawQueued) { drawQueued = true; requestAnimationFrame(draw); }
+}
+
+function draw() {
+  drawQueued = false;
+  if (pending) {
+    if (canvas.width !== pending.width || canvas.height !== pending.height) {
+      canvas.width = pending.width;
+      canvas.height = pending.height;
+    }
+    ctx.drawImage(pending, 0, 0);
+    pending.close();
+    pending = null;
+    showHeader(pendingHeader);
+  }
+  for (const [type, fields] of coalesced.values()) control(type, fields);
+  coalesced.clear();
+  for (; owed > 0; owed--) send({ type: "credit", t: performance.now() });
+}
+
+function showHeader(h) {
+  const now = performance.now();
+  while (arrivals.length && arrivals[0] < now - 1000) arrivals.shift();
+  $("fps").textContent = arrivals.length;
+  $("render").textContent = h.render_ms.toFixed(1);
+  $("batch").textContent = h.batch;
+  $("likes").textContent = h.likes;
+  $("dislikes").textContent = h.dislikes;
+  document.body.dataset.frames = h.seq;
+  setPressed($("freeze"), h.frozen);
+}
+
+function setPressed(button, on) { button.setAttribute("aria-pressed", on ? "true" : "false"); }
+
+function download(blob, header) {
+  const a = document.createElement("a");
+  a.href = URL.createObjectURL(blob);
+  a.download = header.seed !== null && header.grid === 1 ? `progan-seed${header.seed}.png`
+                                                          : `progan-frame${header.seq}.png`;
+  document.body.appendChild(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+}
+
+function showInfo(msg) {
+  const first = info === null;
+  info = msg;
+  $("model-line").textContent = `${msg.output_resolution}\u00d7${msg.output_resolution}, ` +
+    `${msg.kimg.toFixed(0)} kimg, ${msg.parameters.toLocaleString()} parameters`;
+  const rows = [
+    ["resolution", `${msg.output_resolution} (architecture ${msg.resolution}, lod ${msg.lod})`],
+    ["training", `${msg.kimg.toFixed(1)} kimg`],
+    ["parameters", msg.parameters.toLocaleString()],
+    ["latent", msg.latent_size + (msg.num_classes ? `, ${msg.num_classes} classes` : "")],
+    ["device", msg.device],
+    ["source", msg.source || "\u2013"],
+  ];
+  const dl = $("info");
+  dl.replaceChildren();
+  for (const [k, v] of rows) {
+    const dt = document.createElement("dt"); dt.textContent = k;
+    const dd = document.createElement("dd"); dd.textContent = v;
+    dl.append(dt, dd);
+  }
+  $("label-row").hidden = !msg.num_classes;
+  if (first) buildSliders(msg);
+}
+
+function buildSliders(msg) {
+  const box = $("sliders");
+  box.replaceChildren();
+  for (let i = 0; i < msg.sliders; i++) {
+    const label = document.createElement("label");
+    const input = Object.assign(document.createElement("input"), {
+      type: "range", min: -msg.slider_range, max: msg.slider_range, step: 0.05, value: 0, className: "sefa" });
+    input.dataset.index = i;
+    input.title = `direction ${i} (eigenvalue ${msg.sefa_eigenvalues[i]})`;
+    const out = document.createElement("output");
+    out.textContent = "0.00";
+    input.addEventListener("input", () => {
+      out.textContent = Number(input.value).toFixed(2);
+      controlSoon(`slider${i}`, "slider", { index: i, value: Number(input.value) });
+    });
+    label.append(`#${i}`, input, out);
+    box.append(label);
+  }
+}
+
+// After a reconnect the server holds a fresh session: tell it what the page shows.
+function resendState() {
+  control("speed", { value: Number($("speed").value) });
+  control("truncation", { value: Number($("truncation").value) });
+  control("freeze", { value: $("freeze").getAttribute("aria-pressed") === "true" });
+  const grid = Number($("grid").value);
+  if (grid !== 1) control("grid", { value: grid });
+  for (const input of document.querySelectorAll("input.sefa")) {
+    if (Number(input.value) !== 0) control("slider", { index: Number(input.dataset.index), value: Number(input.value) });
+  }
+}
+
+function bindRange(id, digits) {
+  const input = $(id);
+  input.addEventListener("input", () => {
+    $(`${id}-out`).textContent = Number(input.value).toFixed(digits);
+    controlSoon(id, id, { value: Number(input.value) });
+  });
+}
+
+function toggleFreeze() {
+  const on = $("freeze").getAttribute("aria-pressed") !== "true";
+  setPressed($("freeze"), on);
+  control("freeze", { value: on });
+}
+
+function jump() {
+  const seed = Number($("seed").value);
+  if (!Number.isInteger(seed) || seed < 0 || seed > 4294967295) { status("seed must be an integer in [0, 2^32)"); return; }
+  setPressed($("freeze"), true);
+  control("freeze", { value: true });
+  control("seed", { value: seed });
+}
+
+function setup() {
+  bindRange("speed", 2);
+  bindRange("truncation", 2);
+  $("freeze").addEventListener("click", toggleFreeze);
+  $("save").addEventListener("click", () => control("save"));
+  $("go").addEventListener("click", jump);
+  $("seed").addEventListener("keydown", (e) => { if (e.key === "Enter") jump(); });
+  $("grid").addEventListener("change", () => control("grid", { value: Number($("grid").value) }));
+  $("shuffle").addEventListener("click", () => control("shuffle"));
+  $("label").addEventListener("change", () => control("label", { value: Number($("label").value) }));
+  $("like").addEventListener("click", () => control("like", { frame: lastSeq }));
+  $("dislike").addEventListener("click", () => control("dislike", { frame: lastSeq }));
+  $("reset-prefs").addEventListener("click", () => control("reset_preferences"));
+  $("reset-sliders").addEventListener("click", () => {
+    for (const input of document.querySelectorAll("input.sefa")) {
+      input.value = 0;
+      input.nextElementSibling.textContent = "0.00";
+    }
+    control("reset_sliders");
+  });
+  canvas.addEventListener("click", (e) => {
+    const grid = Number($("grid").value);
+    if (grid === 1) return;
+    const r = canvas.getBoundingClientRect();
+    const col = Math.min(grid - 1, Math.floor((e.clientX - r.left) / r.width * grid));
+    const row = Math.min(grid - 1, Math.floor((e.clientY - r.top) / r.height * grid));
+    control(e.shiftKey ? "dislike" : "like", { frame: lastSeq, cell: row * grid + col });
+  });
+  document.addEventListener("keydown", (e) => {
+    if (e.target instanceof HTMLInputElement || e.target instanceof HTMLSelectElement || e.ctrlKey || e.metaKey) return;
+    if (e.key === " ") { e.preventDefault(); toggleFreeze(); }
+    else if (e.key === "l") control("like", { frame: lastSeq });
+    else if (e.key === "d") control("dislike", { frame: lastSeq });
+    else if (e.key === "s") control("save");
+  });
+  connect();
+}
+
+setup();

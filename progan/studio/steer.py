@@ -1,0 +1,177 @@
+"""Steering the studio's stream: closed-form directions, truncation, latent walks and like/dislike preferences.
+
+Pure tensor maths on the CPU, no server. Latents live in "normalised z" units: the generator pixel-normalises z on
+input, so only a latent's direction matters, and we keep walk positions at norm sqrt(latent_size) where each
+coordinate is about N(0, 1). Slider offsets and preference coordinates are in those units.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+from progan.layers import pixel_norm
+from progan.networks import Generator
+
+
+def seed_latent(seed: int, latent_size: int) -> torch.Tensor:
+    """The latent of an integer seed: [latent_size], drawn from its own CPU generator (reproducible anywhere)."""
+    return torch.randn(latent_size, generator=torch.Generator().manual_seed(int(seed)))
+
+
+def sefa(G: Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Closed-form factorisation of the first layer (SeFa, Shen & Zhou, CVPR 2021).
+
+    The unit latent directions n that change the dense layer's output most are the top eigenvectors of W^T W.
+    As in the reference code, each output unit's weight vector is normalised first, so a few large units do not
+    dominate. Returns (eigenvalues [L], directions [L, L]) strongest first, one direction per row.
+    """
+    w = (G.dense.weight.detach() * G.dense.scale)[:, :G.latent_size].float().cpu()
+    w = w / w.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    values, vectors = torch.linalg.eigh((w.T @ w).double())  # float32 product, float64 eigensolver
+    order = values.argsort(descending=True)
+    return values[order].float(), vectors[:, order].T.contiguous().float()
+
+
+def preference_dims(eigenvalues: torch.Tensor, energy: float = 0.5, lo: int = 4, hi: int = 32) -> int:
+    """How many SeFa directions the preference model uses: enough to hold `energy` of the first layer's response,
+    clamped to [lo, hi] (a trained model's spectrum is steep, a random one flat)."""
+    share = eigenvalues.clamp_min(0).cumsum(0) / eigenvalues.clamp_min(0).sum().clamp_min(1e-12)
+    k = int((share < energy).sum()) + 1
+    return max(min(k, hi, len(eigenvalues)), min(lo, len(eigenvalues)))
+
+
+@torch.inference_mode()
+def mean_embedding(G: Generator, samples: int = 2048, seed: int = 0, batch: int = 512) -> torch.Tensor:
+    """Mean of the first 4x4 feature map G.embed(z) over many z: the centre that truncation pulls toward."""
+    rng = torch.Generator().manual_seed(seed)
+    device = G.dense.weight.device
+    total, count = None, 0
+    while count < samples:
+        n = min(batch, samples - count)
+        z = torch.randn(n, G.latent_size, generator=rng)
+        labels = torch.randint(0, G.num_classes, (n,), generator=rng) if G.num_classes else None
+        x4 = G.embed(z.to(device), None if labels is None else labels.to(device)).double().sum(0)
+        total = x4 if total is None else total + x4
+        count += n
+    return (total / count).float().unsqueeze(0)
+
+
+def truncate(x4: torch.Tensor, mean: torch.Tensor, psi: torch.Tensor) -> torch.Tensor:
+    """Pull each 4x4 activation toward the mean by psi in [0, 1] (psi = 1 leaves it exactly as it was).
+
+    This is the truncation trick placed where it can act in ProGAN: scaling z does nothing after pixel norm.
+    """
+    return x4 + (1 - psi).view(-1, 1, 1, 1) * (mean - x4)
+
+
+def normalize(z: torch.Tensor) -> torch.Tensor:
+    """Rows to norm sqrt(L): the units in which offsets and coordinates are measured."""
+    return pixel_norm(z, eps=1e-12)
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+    """Spherical interpolation between rows of a and b (any norms; the result has norm sqrt(L))."""
+    a, b = normalize(a), normalize(b)
+    length = math.sqrt(a.shape[-1])
+    cos = ((a * b).sum(-1, keepdim=True) / length**2).clamp(-1.0, 1.0)
+    omega = torch.acos(cos)
+    sin = torch.sin(omega)
+    near = sin.abs() < 1e-6  # (anti)parallel rows: fall back to a normalised lerp
+    wa = torch.where(near, torch.full_like(sin, 1 - t), torch.sin((1 - t) * omega) / sin.where(~near, 1))
+    wb = torch.where(near, torch.full_like(sin, t), torch.sin(t * omega) / sin.where(~near, 1))
+    return normalize(wa * a + wb * b)
+
+
+class Preferences:
+    """Likes and dislikes as a point in the top SeFa coordinates, around which new keyframes are drawn.
+
+    like(z) moves the preferred point `rate` of the way toward z's coordinates; dislike(z) moves it the same way
+    from them. Every like also narrows the spread of new keyframes there, so a few clicks make the walk personal;
+    the remaining coordinates stay random, so it keeps showing new images.
+    """
+
+    def __init__(self, basis: torch.Tensor, rate: float = 0.5, limit: float = 2.5, shrink: float = 0.7,
+                 min_spread: float = 0.35):
+        self.basis = basis  # [K, L] orthonormal rows
+        self.rate, self.limit, self.shrink, self.min_spread = rate, limit, shrink, min_spread
+        self.reset()
+
+    def reset(self) -> None:
+        self.point = torch.zeros(self.basis.shape[0])
+        self.likes = 0
+        self.dislikes = 0
+
+    @property
+    def spread(self) -> float:
+        return max(self.min_spread, self.shrink**self.likes)
+
+    def coords(self, z: torch.Tensor) -> torch.Tensor:
+        return normalize(z) @ self.basis.T
+
+    def like(self, z: torch.Tensor) -> None:
+        self.point = (self.point + self.rate * (self.coords(z.view(1, -1))[0] - self.point)).clamp(-self.limit,
+                                                                                                  self.limit)
+        self.likes += 1
+
+    def dislike(self, z: torch.Tensor) -> None:
+        self.point = (self.point - self.rate * (self.coords(z.view(1, -1))[0] - self.point)).clamp(-self.limit,
+                                                                                                  self.limit)
+        self.dislikes += 1
+
+    def sample(self, n: int, rng: torch.Generator) -> torch.Tensor:
+        """n keyframes [n, L]: N(0, I) except along the basis, where the coordinates are N(point, spread^2)."""
+        z = torch.randn(n, self.basis.shape[1], generator=rng)
+        c = z @ self.basis.T
+        return z + (self.point + self.spread * c - c) @ self.basis
+
+
+class LatentWalk:
+    """An endless walk: slerp from keyframe to keyframe, one lane per grid cell, all lanes in step.
+
+    `keyframes(n)` supplies new keyframes [n, L] (so preferences decide where the walk goes next).
+    """
+
+    def __init__(self, keyframes: Callable[[int], torch.Tensor], lanes: int = 1):
+        self.keyframes = keyframes
+        self.start = normalize(keyframes(lanes))
+        self.end = normalize(keyframes(lanes))
+        self.t = 0.0
+
+    @property
+    def lanes(self) -> int:
+        return self.start.shape[0]
+
+    def position(self) -> torch.Tensor:
+        """Current latents [lanes, L] at norm sqrt(L)."""
+        return self.start.clone() if self.t == 0.0 else slerp(self.start, self.end, self.t)
+
+    def advance(self, keyframes: float) -> None:
+        """Move on by a number of keyframe intervals (speed x seconds)."""
+        self.t += keyframes
+        while self.t >= 1.0:
+            self.start, self.end = self.end, normalize(self.keyframes(self.lanes))
+            self.t -= 1.0
+
+    def retarget(self) -> None:
+        """Turn from where we are toward fresh keyframes (after a like or dislike)."""
+        self.start, self.end, self.t = self.position(), normalize(self.keyframes(self.lanes)), 0.0
+
+    def jump(self, z: torch.Tensor) -> None:
+        """Stand exactly at z [lanes, L] and walk on from there."""
+        self.start, self.end, self.t = normalize(z), normalize(self.keyframes(z.shape[0])), 0.0
+
+    def shuffle(self) -> None:
+        """Fresh samples in every lane."""
+        self.jump(self.keyframes(self.lanes))
+
+    def set_lanes(self, lanes: int) -> None:
+        """Change the number of lanes; lane 0 goes on from where it is."""
+        if lanes == self.lanes:
+            return
+        here = self.position()[:1]
+        self.start = torch.cat([here, normalize(self.keyframes(lanes - 1))]) if lanes > 1 else here
+        self.end = normalize(self.keyframes(lanes))
+        self.t = 0.0

@@ -1,0 +1,29 @@
+"""Run under torchrun by tests/test_ddp.py: trains, then every rank writes a digest of its weights."""
+
+import hashlib
+import json
+import os
+import sys
+
+import torch
+
+from progan.config import preset
+from progan.train.loop import train
+
+
+def digest(module: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for k, v in sorted(module.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+if __name__ == "__main__":
+    data, run_dir, out_dir = sys.argv[1:4]
+    cfg = preset("tiny", 8)
+    cfg.data = data
+    state = train(cfg, run_dir, device="cpu", progress=False)
+    rank = int(os.environ["RANK"])
+    with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
+        json.dump({name: digest(m) for name, m in state.nets.items()} | {"cur_nimg": state.cur_nimg}, f)

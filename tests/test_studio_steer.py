@@ -1,0 +1,290 @@
+"""Studio maths and rendering without a server: SeFa, truncation, walks, preferences, baked generator, controls."""
+
+import io
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from progan.config import ModelConfig
+from progan.networks import Generator
+from progan.studio.render import (FrameRenderer, Session, bake, encode_jpeg, pack_message, tile, to_uint8,
+                                  unpack_message)
+from progan.studio.server import ControlError, access_policy, control_specs, is_loopback, parse_control
+from progan.studio.steer import (LatentWalk, Preferences, mean_embedding, normalize, sefa, seed_latent, slerp,
+                                 truncate)
+
+
+def demo_generator(resolution=32, seed=0, **kw):
+    torch.manual_seed(seed)
+    cfg = ModelConfig(resolution=resolution, latent_size=64, fmap_base=512, fmap_max=64, **kw)
+    return Generator(cfg).eval().requires_grad_(False)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """What the studio runs with on a 2-core box (run_studio leaves a core to the event loop); restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def G():
+    return demo_generator()
+
+
+def test_sefa_directions_are_orthonormal_and_ordered(G):
+    values, dirs = sefa(G)
+    assert dirs.shape == (64, 64)
+    torch.testing.assert_close(dirs @ dirs.T, torch.eye(64), atol=1e-4, rtol=0)
+    assert torch.all(values[:-1] >= values[1:] - 1e-5)
+    # The first direction is the unit latent step that moves the (row-normalised) dense output most.
+    w = G.dense.weight * G.dense.scale
+    w = w / w.norm(dim=1, keepdim=True)
+    random_dirs = torch.randn(64, 500)
+    gains = (w @ (random_dirs / random_dirs.norm(dim=0))).norm(dim=0)
+    assert (w @ dirs[0]).norm() >= gains.max() - 1e-4
+    assert (w @ dirs[0]).norm() ** 2 == pytest.approx(values[0].item(), rel=1e-4)
+
+
+def test_sefa_ignores_class_columns():
+    G = demo_generator(num_classes=3)
+    values, dirs = sefa(G)
+    assert dirs.shape == (64, 64)
+
+
+def test_truncation_pulls_toward_the_mean(G):
+    x4 = G.embed(torch.randn(3, 64))
+    mean = mean_embedding(G, samples=256)
+    assert torch.equal(truncate(x4, mean, torch.ones(3)), x4)  # psi = 1 is exactly no truncation
+    torch.testing.assert_close(truncate(x4, mean, torch.zeros(3)), mean.expand_as(x4))
+    half = truncate(x4, mean, torch.full((3,), 0.5))
+    torch.testing.assert_close(half, (x4 + mean) / 2)
+    # and the mean is a real average, not the activation of the mean latent
+    assert mean.shape == (1, G.dense_bias.shape[0], 4, 4)
+    assert mean.abs().sum() > 0
+
+
+def test_mean_embedding_handles_class_conditional_models():
+    G = demo_generator(num_classes=4)
+    assert torch.isfinite(mean_embedding(G, samples=64)).all()
+
+
+def test_slerp_endpoints_norm_and_parallel_rows():
+    a, b = torch.randn(4, 64), torch.randn(4, 64)
+    torch.testing.assert_close(slerp(a, b, 0.0), normalize(a))
+    torch.testing.assert_close(slerp(a, b, 1.0), normalize(b), atol=1e-5, rtol=0)
+    mid = slerp(a, b, 0.3)
+    torch.testing.assert_close(mid.norm(dim=1), torch.full((4,), 8.0))
+    # equal angles to both ends at t = 0.5
+    half = slerp(a, b, 0.5)
+    cos_a = (half * normalize(a)).sum(1)
+    cos_b = (half * normalize(b)).sum(1)
+    torch.testing.assert_close(cos_a, cos_b, atol=1e-3, rtol=0)
+    assert torch.isfinite(slerp(a, a * 3, 0.4)).all()  # parallel rows do not divide by zero
+
+
+def test_walk_is_continuous_and_endless():
+    rng = torch.Generator().manual_seed(1)
+    walk = LatentWalk(lambda n: torch.randn(n, 64, generator=rng))
+    prev = walk.position()
+    biggest = 0.0
+    for _ in range(300):  # 300 small steps cross many keyframes
+        walk.advance(0.05)
+        here = walk.position()
+        biggest = max(biggest, (here - prev).norm().item())
+        prev = here
+    assert biggest < 1.5  # no jumps (a jump between random latents is about sqrt(2) * 8 = 11)
+    assert torch.isfinite(prev).all()
+
+
+def test_walk_jump_stands_exactly_on_the_latent_and_lanes_change():
+    rng = torch.Generator().manual_seed(1)
+    walk = LatentWalk(lambda n: torch.randn(n, 64, generator=rng))
+    z = seed_latent(7, 64).view(1, -1)
+    walk.jump(z)
+    torch.testing.assert_close(walk.position(), normalize(z))
+    walk.set_lanes(9)
+    assert walk.position().shape == (9, 64)
+    torch.testing.assert_close(walk.position()[0], normalize(z)[0])  # lane 0 goes on from where it was
+    walk.set_lanes(1)
+    assert walk.position().shape == (1, 64)
+
+
+def test_seed_latent_is_reproducible():
+    assert torch.equal(seed_latent(5, 64), seed_latent(5, 64))
+    assert not torch.equal(seed_latent(5, 64), seed_latent(6, 64))
+
+
+def test_likes_pull_new_keyframes_toward_the_liked_image():
+    basis = torch.linalg.qr(torch.randn(64, 8))[0].T  # 8 orthonormal directions
+    prefs = Preferences(basis)
+    liked = torch.randn(64)
+    target = prefs.coords(liked.view(1, -1))[0]
+    rng = torch.Generator().manual_seed(0)
+    before = (prefs.coords(prefs.sample(512, rng)) - target).norm(dim=1).mean()
+    for _ in range(3):
+        prefs.like(liked)
+    after = (prefs.coords(prefs.sample(512, rng)) - target).norm(dim=1).mean()
+    assert prefs.likes == 3
+    assert after < 0.5 * before
+    # coordinates outside the basis stay random: the stream keeps changing
+    samples = prefs.sample(512, rng)
+    rest = samples - (samples @ basis.T) @ basis
+    assert rest.std() == pytest.approx(1.0, rel=0.1)
+    prefs.dislike(liked)
+    assert prefs.dislikes == 1
+    prefs.reset()
+    assert prefs.likes == 0 and prefs.point.abs().sum() == 0
+
+
+def test_dislikes_push_keyframes_away():
+    basis = torch.eye(64)[:8]
+    prefs = Preferences(basis)
+    disliked = torch.zeros(64)
+    disliked[:8] = 2.0
+    rng = torch.Generator().manual_seed(0)
+    for _ in range(2):
+        prefs.dislike(disliked)
+    c = prefs.coords(prefs.sample(512, rng))
+    assert (c.mean(0) < 0).all()  # moved away from the disliked corner
+
+
+def test_baked_generator_is_exactly_the_generator():
+    for fused in (True, False):
+        G = demo_generator(fused_scale=fused)
+        B = bake(G)
+        z = torch.randn(3, 64)
+        with torch.inference_mode():
+            for lod in (0.0, 0.4, 2.0):
+                assert torch.equal(G(z, lod), B(z, lod))
+        assert isinstance(G.dense.weight, torch.nn.Parameter)  # the original is untouched
+
+
+def test_renderer_matches_generator_and_truncation_zero_collapses(G):
+    r = FrameRenderer(G, mean_samples=256)
+    z = torch.stack([seed_latent(s, 64) for s in (1, 2)])
+    frames = r.render(z, torch.ones(2))
+    assert frames.shape == (2, 32, 32, 3) and frames.dtype == np.uint8
+    with torch.inference_mode():
+        expected = to_uint8(G(z))
+    assert np.abs(frames.astype(int) - expected).max() <= 1
+    collapsed = r.render(z, torch.zeros(2))
+    assert np.array_equal(collapsed[0], collapsed[1])  # psi = 0: every latent gives the mean image
+    assert not np.array_equal(frames[0], frames[1])
+
+
+def test_renderer_splits_big_batches(G):
+    r = FrameRenderer(G, mean_samples=64, max_pixels=32 * 32 * 3)
+    assert r.max_batch == 3
+    z = torch.randn(7, 64)
+    full = FrameRenderer(G, mean_samples=64).render(z, torch.ones(7))
+    assert np.abs(r.render(z, torch.ones(7)).astype(int) - full).max() <= 1
+
+
+def test_renderer_with_lod_renders_the_trained_resolution():
+    G = demo_generator()
+    G.lod = 1.5  # fading 16x16 in
+    r = FrameRenderer(G, mean_samples=64)
+    assert r.size == 16 and r.render(torch.randn(1, 64), torch.ones(1)).shape == (1, 16, 16, 3)
+
+
+def test_session_applies_controls_and_renders_grid(G):
+    r = FrameRenderer(G, mean_samples=64)
+    got = []
+    s = Session(r, lambda header, jpeg, png: got.append((header, jpeg, png)), seed=0)
+    s.post({"type": "grid", "value": 3, "id": 4})
+    s.apply_pending()
+    assert s.walk.lanes == 9 and s.ack == 4
+    z, psi, labels = s.next_latents()
+    assert z.shape == (9, 64) and labels is None
+    assert s.post({"type": "like", "frame": s.seq + 1, "cell": 4})
+    s.apply_pending()
+    assert s.prefs.likes == 1
+    # the queue is bounded: a flood is dropped and counted, never unbounded memory
+    s.max_pending = 3
+    assert [s.post({"type": "shuffle"}) for _ in range(5)] == [True, True, True, False, False]
+    assert s.dropped == 2
+
+
+def test_session_credits_bound_frames_in_flight(G):
+    s = Session(FrameRenderer(G, mean_samples=64), lambda *a: None, seed=0, max_in_flight=2)
+    assert s.reserve(0.0)
+    assert not s.reserve(0.0)  # busy until the sender takes the frame
+    s.frame_taken()
+    assert s.reserve(0.0)
+    s.frame_taken()
+    assert not s.reserve(0.0)  # both credits spent
+    assert s.return_credit() and s.reserve(0.0)
+    s.frame_taken()
+    assert s.return_credit() and s.return_credit()
+    assert not s.return_credit()  # never more than max_in_flight credits
+    assert s.ignored_credits == 1
+
+
+def test_tile_and_messages():
+    images = np.arange(4 * 2 * 2 * 3, dtype=np.uint8).reshape(4, 2, 2, 3)
+    grid = tile(images, 2)
+    assert grid.shape == (4, 4, 3)
+    assert np.array_equal(grid[:2, 2:], images[1]) and np.array_equal(grid[2:, :2], images[2])
+    header, payload = unpack_message(pack_message({"kind": "frame", "seq": 3}, b"\xff\xd8abc"))
+    assert header == {"kind": "frame", "seq": 3} and payload == b"\xff\xd8abc"
+    jpeg = encode_jpeg(np.zeros((8, 8, 3), np.uint8))
+    assert Image.open(io.BytesIO(jpeg)).size == (8, 8)
+
+
+SPECS = control_specs(sliders=8, num_classes=0)
+
+
+@pytest.mark.parametrize("msg, fragment", [
+    ([1, 2], "JSON object"),
+    ({"value": 1}, '"type"'),
+    ({"type": "explode"}, "unknown message type"),
+    ({"type": "speed"}, "missing field"),
+    ({"type": "speed", "value": "fast"}, "must be a number"),
+    ({"type": "speed", "value": True}, "must be a number"),
+    ({"type": "speed", "value": math.nan}, "finite"),
+    ({"type": "speed", "value": math.inf}, "finite"),
+    ({"type": "speed", "value": 10**400}, "finite"),
+    ({"type": "speed", "value": -1}, "[0, 4]"),
+    ({"type": "truncation", "value": 1.5}, "[0, 1]"),
+    ({"type": "slider", "index": 8, "value": 0}, "slider.index"),
+    ({"type": "slider", "index": 0, "value": 99}, "slider.value"),
+    ({"type": "seed", "value": 1.5}, "integer"),
+    ({"type": "seed", "value": -3}, "seed.value"),
+    ({"type": "seed", "value": 2**40}, "seed.value"),
+    ({"type": "grid", "value": 9}, "grid.value"),
+    ({"type": "freeze", "value": 1}, "true or false"),
+    ({"type": "like", "cell": 64}, "like.cell"),
+    ({"type": "speed", "value": 1, "colour": "red"}, "unknown field"),
+    ({"type": "speed", "value": 1, "id": -1}, "id"),
+    ({"type": "label", "value": 0}, "no classes"),
+])
+def test_parse_control_rejects_bad_values(msg, fragment):
+    with pytest.raises(ControlError) as e:
+        parse_control(msg, SPECS)
+    assert fragment in str(e.value)
+
+
+def test_parse_control_accepts_good_values():
+    assert parse_control({"type": "speed", "value": 2, "id": 9}, SPECS) == {"type": "speed", "value": 2.0, "id": 9}
+    assert parse_control({"type": "seed", "value": 12.0}, SPECS) == {"type": "seed", "value": 12}
+    assert parse_control({"type": "like"}, SPECS) == {"type": "like"}
+    specs = control_specs(8, num_classes=3)
+    assert parse_control({"type": "label", "value": 2}, specs, num_classes=3)["value"] == 2
+
+
+def test_access_policy_requires_a_token_off_loopback():
+    assert access_policy("127.0.0.1", None) == (True, None)
+    assert access_policy("localhost", "abc") == (True, "abc")
+    assert is_loopback("::1") and not is_loopback("0.0.0.0") and not is_loopback("example.org")
+    loopback, token = access_policy("0.0.0.0", None)
+    assert not loopback and token and len(token) >= 16
+    assert access_policy("0.0.0.0", None)[1] != token  # random each time
+    assert access_policy("192.168.1.5", "given") == (False, "given")
+    with pytest.raises(ValueError):
+        access_policy("0.0.0.0", "  ")
