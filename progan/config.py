@@ -104,7 +104,7 @@ class TrainConfig:
     data: str = ""
     seed: int = 0
     mirror: bool = False
-    ema_beta: float = 0.999
+    ema_beta: float = 0.999                   # per step, the paper's; short CPU presets need less memory
     adam_betas: tuple[float, float] = (0.0, 0.99)
     adam_eps: float = 1e-8
     minutes: float | None = None              # wall-clock bound; None = run the whole schedule
@@ -194,7 +194,7 @@ def small(resolution: int = 64) -> TrainConfig:
         model=ModelConfig(resolution=resolution, latent_size=128, fmap_base=1024, fmap_max=128, mbstd_group=4),
         schedule=ScheduleConfig(stabilize_kimg=60, fade_kimg=60, batch={4: 64, 32: 32}, lr={4: 0.002},
                                 total_kimg=900),
-        snapshot_kimg=10, checkpoint_kimg=20,
+        snapshot_kimg=10, checkpoint_kimg=20, ema_beta=0.995,
     )
 
 
@@ -205,6 +205,7 @@ def demo(resolution: int = 32) -> TrainConfig:
         model=ModelConfig(resolution=resolution, latent_size=64, fmap_base=512, fmap_max=64, mbstd_group=4),
         schedule=ScheduleConfig(stabilize_kimg=15, fade_kimg=15, batch={4: 64}, lr={4: 0.002}, total_kimg=300),
         snapshot_kimg=10, checkpoint_kimg=10, minutes=20,
+        ema_beta=0.99,  # ~2k steps in all: 0.999 would leave G_ema mostly at its initialisation
     )
 
 
@@ -215,7 +216,7 @@ def tiny(resolution: int = 8) -> TrainConfig:
         model=ModelConfig(resolution=resolution, latent_size=16, fmap_base=64, fmap_max=16, mbstd_group=4),
         schedule=ScheduleConfig(stabilize_kimg=0.064, fade_kimg=0.064, batch={4: 8}, lr={4: 0.002},
                                 total_kimg=0.32),
-        tick_kimg=0.032, snapshot_kimg=0.128, checkpoint_kimg=0.128, grid_size=4,
+        tick_kimg=0.032, snapshot_kimg=0.128, checkpoint_kimg=0.128, grid_size=4, ema_beta=0.9,
     )
 
 

@@ -126,11 +126,12 @@ def plot_run(run_dir: str | os.PathLike, out_png: str | os.PathLike | None = Non
         xs, ys = _series(rows, "value", x_key="snapshot_kimg")
         ax.plot(xs, ys, marker="o", ms=3, lw=1, color="black", label=name)
         # The reference each metric carries: SWD's real-vs-real floor, MS-SSIM of reals.
-        ref_key = {"swd": "real_floor", "msssim": "reals"}.get(name)
+        ref_key, ref_label = {"swd": ("real_floor", "real vs real (noise floor)"),
+                              "msssim": ("reals", "real pairs")}.get(name, (None, None))
         if ref_key:
             rx, ry = _series(rows, ref_key, x_key="snapshot_kimg")
             if rx:
-                ax.plot(rx, ry, ls="--", lw=1, color="gray", label=f"reals ({ref_key})")
+                ax.plot(rx, ry, ls="--", lw=1, color="gray", label=ref_label)
         ax.set_ylabel(name)
         ax.legend(loc="upper right", fontsize=8)
     axes[-1].set_xlabel("kimg")

@@ -13,11 +13,12 @@ from tqdm import tqdm
 class RunLog:
     """Rank 0 only. Appends never rewrite earlier lines, so a crash loses at most the current tick."""
 
-    def __init__(self, run_dir: Path, total_kimg: float, start_kimg: float, enabled: bool = True):
+    def __init__(self, run_dir: Path, total_kimg: float, start_kimg: float, enabled: bool = True,
+                 show_bar: bool = True):
         self.enabled = enabled
         self.stats_path = run_dir / "stats.jsonl"
         self.bar = tqdm(total=round(total_kimg, 3), initial=round(start_kimg, 3), unit="kimg", dynamic_ncols=True,
-                        disable=not enabled, file=sys.stderr,
+                        disable=not (enabled and show_bar), file=sys.stderr,
                         bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} kimg [{elapsed}<{remaining}{postfix}]")
         self.tb = _tensorboard_writer(run_dir / "tensorboard") if enabled else None
 

@@ -241,7 +241,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, device: s
         broadcast_module(module, d)
 
     total_nimg = round(cfg.schedule.total_kimg * 1000)
-    log = RunLog(run_dir, cfg.schedule.total_kimg, state.cur_nimg / 1000, enabled=d.is_main and progress)
+    log = RunLog(run_dir, cfg.schedule.total_kimg, state.cur_nimg / 1000, enabled=d.is_main, show_bar=progress)
     grid_z = torch.randn(cfg.grid_size**2, cfg.model.latent_size,
                          generator=torch.Generator().manual_seed(derive_seed(cfg.seed, "grid")))
     if d.is_main and not resume:
