@@ -91,9 +91,14 @@ def add_train(sub) -> None:
     p.add_argument("--checkpoint-kimg", type=float)
     p.add_argument("--keep-checkpoints", type=int)
     p.add_argument("--grid-size", type=int)
+    p.add_argument("--ema-beta", type=float, help="G_ema = lerp(G, G_ema, beta) per step (paper: 0.999)")
+    p.add_argument("--metrics", help="e.g. swd,msssim: appended to metrics.jsonl every --metrics-every kimg and at "
+                   "the end")
+    p.add_argument("--metrics-every", type=float, metavar="KIMG", help="0: only at the end")
+    p.add_argument("--metrics-images", type=int, help="images per metric evaluation during training")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast on CUDA")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (stats.jsonl is still written)")
     p.set_defaults(func=cmd_train)
 
 
@@ -108,8 +113,12 @@ def train_config_from_args(args) -> TrainConfig:
     overrides = {
         "data": args.data, "seed": args.seed, "mirror": args.mirror, "minutes": args.minutes, "bf16": args.bf16,
         "tick_kimg": args.tick_kimg, "snapshot_kimg": args.snapshot_kimg, "checkpoint_kimg": args.checkpoint_kimg,
-        "keep_checkpoints": args.keep_checkpoints, "grid_size": args.grid_size,
+        "keep_checkpoints": args.keep_checkpoints, "grid_size": args.grid_size, "ema_beta": args.ema_beta,
+        "metrics_kimg": args.metrics_every, "metrics_images": args.metrics_images,
     }
+    if args.metrics is not None:
+        from progan.metrics import parse_metric_list
+        cfg.metrics = parse_metric_list(args.metrics)
     for key, value in overrides.items():
         if value is not None:
             setattr(cfg, key, value)
@@ -191,12 +200,60 @@ def cmd_generate(args) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# progan eval / plot
+
+def add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="the paper's metrics (SWD, MS-SSIM) and FID/KID of a generator against a dataset")
+    p.add_argument("model", type=Path, help="run folder, exported model folder or checkpoint folder")
+    p.add_argument("--data", help="prepared dataset folder (default: the one the run trained on)")
+    p.add_argument("--metrics", default="swd,msssim", help="comma list of: swd, msssim, fid, kid")
+    p.add_argument("--num-images", type=int, default=10000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--inception-weights", help="pt_inception-2015-12-05-6726825d.pth (or $PROGAN_INCEPTION_WEIGHTS)")
+    p.add_argument("--cache", type=Path, help="where to cache real-data statistics (default: <model>/cache)")
+    p.add_argument("--json", type=Path, help="also append the results to this JSONL file")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_eval)
+
+
+def cmd_eval(args) -> None:
+    from progan.data.dataset import PreparedDataset
+    from progan.metrics import append_results, evaluate, format_table, parse_metric_list
+    from progan.model_io import load_generator
+    names = parse_metric_list(args.metrics)
+    G = load_generator(args.model, args.device)
+    data = args.data or G.meta.get("dataset") or G.meta.get("config", {}).get("data")
+    if not data:
+        raise ConfigError(f"{args.model} does not say which dataset it was trained on: pass --data DATASET")
+    cache = args.cache or (args.model if args.model.is_dir() else args.model.parent) / "cache"
+    results = evaluate(G, PreparedDataset(data), names, args.num_images, args.seed, batch_size=args.batch,
+                       device=args.device, snapshot_kimg=G.meta["kimg"], cache_dir=cache,
+                       inception_weights=args.inception_weights)
+    print(format_table(results))
+    if args.json:
+        append_results(args.json, results)
+
+
+def add_plot(sub) -> None:
+    p = sub.add_parser("plot", help="losses, images/s and metrics against kimg, resolution phases shaded, to a PNG")
+    p.add_argument("run", type=Path)
+    p.add_argument("--out", type=Path, help="default: RUN/plot.png")
+    p.set_defaults(func=cmd_plot)
+
+
+def cmd_plot(args) -> None:
+    from progan.plot import plot_run
+    print(plot_run(args.run, args.out))
+
+
+# ---------------------------------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="progan", description="Progressive Growing of GANs: train, evaluate, "
                                      "generate and steer live.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (add_dataset, add_train, add_generate):
+    for add in (add_dataset, add_train, add_generate, add_eval, add_plot):
         add(sub)
     return parser
 

@@ -234,6 +234,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, device: s
         saved = ckpt.load_checkpoint(ckpt.latest_checkpoint(run_dir), state.nets, state.opts)
         state.cur_nimg = saved["cur_nimg"]
         state.lod = saved["lod"] if saved["cur_nimg"] else None
+        state.G_ema.lod = trained_lod(state, cfg)
         state.optimizer_key = tuple(saved["optimizer_key"]) if saved["optimizer_key"] else None
         state.bad_steps_total = saved["bad_steps_total"]
         state.train_seconds = saved["train_seconds"]
@@ -267,7 +268,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, device: s
             local_batch = phase.batch // d.world_size
             stats = train_step(state, phase, real_batch(dataset, phase, state.cur_nimg, local_batch, cfg, d), cfg, d)
             prev_nimg, state.cur_nimg = state.cur_nimg, state.cur_nimg + phase.batch
-            state.lod = phase.lod
+            state.lod = state.G_ema.lod = phase.lod
             state.train_seconds += time.perf_counter() - step_start
             check_finite(state, stats["ok"], cfg)
             tick.add(stats)
@@ -280,8 +281,12 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, device: s
                 save_sample_grid(run_dir, state, grid_z, cfg)
             if crossed(prev_nimg, state.cur_nimg, cfg.checkpoint_kimg):
                 save_everything(run_dir, state, cfg, d)
+            if cfg.metrics and cfg.metrics_kimg > 0 and crossed(prev_nimg, state.cur_nimg, cfg.metrics_kimg):
+                run_metrics(run_dir, state, dataset, cfg, d, log)
 
     save_everything(run_dir, state, cfg, d)
+    if cfg.metrics:
+        run_metrics(run_dir, state, dataset, cfg, d, log)
     if d.is_main:
         save_sample_grid(run_dir, state, grid_z, cfg, name="final.png")
         if stop.signal is not None:
@@ -352,12 +357,29 @@ def trained_lod(state: TrainState, cfg: TrainConfig) -> float:
 def save_sample_grid(run_dir: Path, state: TrainState, grid_z: torch.Tensor, cfg: TrainConfig,
                      name: str | None = None) -> None:
     """The fixed latents through G_ema at the level of detail just trained."""
-    lod = trained_lod(state, cfg)
     device = next(state.G_ema.parameters()).device
-    images = torch.cat([to_uint8(state.G_ema(z.to(device), lod)).cpu() for z in grid_z.split(64)])
+    images = torch.cat([to_uint8(state.G_ema(z.to(device))).cpu() for z in grid_z.split(64)])
     res = images.shape[-1]
     name = name or f"fakes-{state.cur_nimg:010d}-{res}x{res}.png"
     save_grid(images, run_dir / "samples" / name, nrow=cfg.grid_size, min_cell=64)
+
+
+def run_metrics(run_dir: Path, state: TrainState, dataset: PreparedDataset, cfg: TrainConfig, d: Dist,
+                log: RunLog) -> None:
+    """Append G_ema's metrics to metrics.jsonl (rank 0). Their randomness is their own generator's: training
+    draws nothing from it, so a run with metrics trains exactly like one without."""
+    if d.is_main:
+        from progan.metrics import append_results, evaluate
+        from progan.metrics.registry import MIN_RESOLUTION
+        res = state.G_ema.output_resolution
+        names = [m for m in cfg.metrics if res >= MIN_RESOLUTION.get(m, 1)]
+        if names:
+            results = evaluate(state.G_ema, dataset, names, cfg.metrics_images, seed=derive_seed(cfg.seed, "metrics"),
+                               device=d.device, snapshot_kimg=state.cur_nimg / 1000, cache_dir=run_dir / "cache")
+            append_results(run_dir / "metrics.jsonl", results)
+            log.message(f"{state.cur_nimg / 1000:.1f} kimg: " + ", ".join(
+                f"{r['metric']} {r['value']:.4g}" for r in results))
+    barrier(d)
 
 
 def save_reals_grid(run_dir: Path, dataset: PreparedDataset, cfg: TrainConfig) -> None:

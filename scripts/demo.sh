@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The main job: set up, prepare the built-in emoji dataset, train a small progressive GAN on the CPU for about
+# 20 minutes (MINUTES=.. to change), then write a grid and an interpolation GIF and print where they are.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+RUN="${RUN:-runs/demo}"
+DATA="${DATA:-data/emoji32}"
+MINUTES="${MINUTES:-20}"
+
+[ -f "$DATA/manifest.json" ] || .venv/bin/progan dataset --builtin emoji --resolution 32 --out "$DATA"
+if [ -f "$RUN/config.json" ]; then
+    .venv/bin/progan train --resume "$RUN" --minutes "$MINUTES"
+else
+    .venv/bin/progan train --data "$DATA" --run "$RUN" --preset demo --resolution 32 --mirror --minutes "$MINUTES"
+fi
+.venv/bin/progan generate "$RUN" --out "$RUN/generated" --seeds 0-63 --video interpolation.gif
+echo
+echo "Final training grid:   $RUN/samples/final.png"
+echo "Grids per resolution:  $RUN/samples/"
+echo "Generated grid, video: $RUN/generated/grid.png  $RUN/generated/interpolation.gif"
+echo "Exported generator:    $RUN/model/"
+echo "Watch it live:         .venv/bin/progan studio $RUN"
