@@ -86,9 +86,12 @@ def plot_run(run_dir: str | os.PathLike, out_png: str | os.PathLike | None = Non
     metrics = read_jsonl(metrics_path, "metrics") if metrics_path.is_file() else []
     out_png = Path(out_png) if out_png is not None else run_dir / "progress.png"
 
-    # The Agg canvas attached to a bare Figure: no pyplot, no global backend switch, no display needed.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    try:
+        # The Agg canvas attached to a bare Figure: no pyplot, no global backend switch, no display needed.
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise PlotError("plotting needs matplotlib, which is not installed: pip install matplotlib") from None
 
     metric_names = sorted({m["metric"] for m in metrics if isinstance(m.get("metric"), str)})
     panels = ["losses", "speed"] + metric_names

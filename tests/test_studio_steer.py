@@ -178,12 +178,19 @@ def test_renderer_matches_generator_and_truncation_zero_collapses(G):
     assert not np.array_equal(frames[0], frames[1])
 
 
-def test_renderer_splits_big_batches(G):
-    r = FrameRenderer(G, mean_samples=64, max_pixels=32 * 32 * 3)
-    assert r.max_batch == 3
+def test_renderer_splits_and_pads_batches_to_few_shapes(G):
+    r = FrameRenderer(G, mean_samples=64, max_pixels=32 * 32 * 5)
+    assert r.max_batch == 4  # a power of two
+    shapes = set()
+    original = r.net.embed
+    r.net.embed = lambda z, labels: shapes.add(z.shape[0]) or original(z, labels)
     z = torch.randn(7, 64)
-    full = FrameRenderer(G, mean_samples=64).render(z, torch.ones(7))
-    assert np.abs(r.render(z, torch.ones(7)).astype(int) - full).max() <= 1
+    got = r.render(z, torch.linspace(0.2, 1, 7))
+    assert shapes == {4}  # 7 rows: 4, then 3 padded to 4
+    with torch.inference_mode():
+        expected = to_uint8(G.synthesize(truncate(G.embed(z), r.x4_mean, torch.linspace(0.2, 1, 7)), 3))
+    assert got.shape == (7, 32, 32, 3) and np.abs(got.astype(int) - expected).max() <= 1
+    assert FrameRenderer(G, mean_samples=64).max_batch == 16
 
 
 def test_renderer_with_lod_renders_the_trained_resolution():

@@ -211,3 +211,17 @@ def test_end_to_end_cli(tmp_path, capsys):
     assert grid.size == (3 * 64, 3 * 64)
     gif = Image.open(tmp_path / "gen" / "walk.gif")
     assert gif.n_frames == 9
+
+
+def test_metrics_during_training_leave_training_unchanged(tiny_dataset, tmp_path):
+    plain = tiny_config(tiny_dataset)
+    plain.model.resolution = 16
+    with_metrics = tiny_config(tiny_dataset, metrics=["swd"], metrics_kimg=0.256, metrics_images=64)
+    with_metrics.model.resolution = 16
+    a = weights(train(plain, tmp_path / "a", progress=False))
+    b = weights(train(with_metrics, tmp_path / "b", progress=False))
+    assert_identical(a, b)
+    rows = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["metric"] for r in rows] == ["swd", "swd"]           # at 0.256 kimg (16x16 reached) and at the end
+    assert rows[-1]["snapshot_kimg"] == pytest.approx(0.32) and rows[-1]["resolution"] == 16
+    assert not (tmp_path / "a" / "metrics.jsonl").exists()

@@ -49,7 +49,9 @@ def swd_metric(ctx: EvalContext) -> dict:
     _, fake = descriptors(ctx.fakes(), derive_seed(ctx.seed, "swd", "fakes"), **desc_kw)
     out = swd_from_descriptors(res, real, fake, dir_seed, **dir_kw)
     return {"value": out["value"], "levels": out["levels"], "real_floor": floor_result["value"],
-            "real_floor_levels": floor_result["levels"], "settings": s}
+            "real_floor_levels": floor_result["levels"],
+            # With fewer than 2 x num_images real images the two real sets share images: a lower floor.
+            "real_floor_disjoint": int(ctx.dataset.count) >= 2 * ctx.num_images, "settings": s}
 
 
 def msssim_metric(ctx: EvalContext) -> dict:

@@ -20,6 +20,7 @@ import time
 from typing import Callable
 
 import copy
+import functools
 
 import numpy as np
 import torch
@@ -127,7 +128,8 @@ class FrameRenderer:
     both take milliseconds to a second even for the paper's model.
     """
 
-    def __init__(self, G: Generator, sliders: int = 8, mean_samples: int = 2048, max_pixels: int = 1 << 22):
+    def __init__(self, G: Generator, sliders: int = 8, mean_samples: int = 2048, max_batch: int = 16,
+                 max_pixels: int = 1 << 20):
         self.G = G
         self.net = bake(G)
         self.device = G.dense.weight.device
@@ -143,20 +145,26 @@ class FrameRenderer:
         self.mean_ms = (time.perf_counter() - t0) * 1e3
         self.sliders = min(sliders, self.latent_size)
         self.pref_basis = self.directions[:preference_dims(self.eigenvalues)]
-        self.max_batch = max(1, max_pixels // self.size**2)  # bounds activation memory for large models
+        # Forward passes run in chunks of at most max_batch rows, each padded to a power of two: on the CPU,
+        # oneDNN keeps a primitive (with its buffers) per input shape, so every distinct batch size would cost
+        # memory for good (about 6 MB each at 32x32); this way there are at most log2(max_batch) + 1 shapes.
+        # max_pixels bounds the activation memory of large models.
+        self.max_batch = 1 << max(0, min(max_batch, max_pixels // self.size**2).bit_length() - 1)
 
     @torch.inference_mode()
     def render(self, z: torch.Tensor, psi: torch.Tensor, labels: torch.Tensor | None = None) -> np.ndarray:
         """z [N, L] (any norm), psi [N] truncation, labels [N] for class-conditional models -> [N, H, W, 3]."""
         out = []
         for i in range(0, z.shape[0], self.max_batch):
-            zs = z[i:i + self.max_batch].to(self.device)
-            ls = None if labels is None else labels[i:i + self.max_batch].to(self.device)
-            x4 = self.net.embed(zs, ls)
-            p = psi[i:i + self.max_batch].to(self.device, x4.dtype)
+            rows = slice(i, i + self.max_batch)
+            n = z[rows].shape[0]
+            pad = torch.zeros(((1 << (n - 1).bit_length()) - n,), dtype=torch.long)  # row 0 again, up to 2^k rows
+            take = lambda t: torch.cat([t[rows], t[rows][pad]]).to(self.device)
+            x4 = self.net.embed(take(z), None if labels is None else take(labels))
+            p = take(psi).to(x4.dtype)
             if bool((p != 1).any()):
                 x4 = truncate(x4, self.x4_mean, p)
-            out.append(to_uint8(self.net.synthesize(x4, self.level, self.alpha)))
+            out.append(to_uint8(self.net.synthesize(x4, self.level, self.alpha)[:n]))
         return np.concatenate(out)
 
     def slider_offset(self, values: torch.Tensor) -> torch.Tensor:
@@ -187,7 +195,7 @@ class Session:
         self.renderer, self.sink = renderer, sink
         self.rng = torch.Generator().manual_seed(seed)
         self.prefs = Preferences(renderer.pref_basis)
-        self.walk = LatentWalk(lambda n: self.prefs.sample(n, self.rng))
+        self.walk = LatentWalk(functools.partial(self.prefs.sample, rng=self.rng))  # no cycle back to self
         self.sliders = torch.zeros(renderer.sliders)
         self.speed, self.psi, self.frozen, self.label = 0.25, 1.0, False, 0
         self.grid = 1
@@ -389,24 +397,30 @@ class RenderLoop:
     def _run(self) -> None:
         while not self.stop_event.is_set():
             self.wake_event.clear()  # before looking, so a wake-up during the pass is not lost
-            now = time.perf_counter()
-            with self.lock:
-                sessions = list(self.sessions)
-            ready = [s for s in sessions if s.reserve(now)]
-            if not ready:
-                waits = [w for w in (s.due_in(now) for s in sessions) if w is not None]
-                self.wake_event.wait(min(waits, default=1.0))
-                continue
-            try:
-                self.render_pass(ready, now)
-            except Exception:  # never let one bad pass kill the stream for everyone
-                self.errors += 1
-                log.exception("studio render pass failed")
-                for s in ready:
-                    s.frame_taken()
-                    s.return_credit()
-                time.sleep(0.05)
-            self.passes += 1
+            idle = self._step()
+            if idle is not None:
+                self.wake_event.wait(idle)
+
+    def _step(self) -> float | None:
+        """One render pass over the sessions that can take a frame, or how long to sleep if none can. (A function
+        of its own so that no session outlives its connection in a local variable while the thread sleeps.)"""
+        now = time.perf_counter()
+        with self.lock:
+            sessions = list(self.sessions)
+        ready = [s for s in sessions if s.reserve(now)]
+        if not ready:
+            return min((w for w in (s.due_in(now) for s in sessions) if w is not None), default=1.0)
+        try:
+            self.render_pass(ready, now)
+        except Exception:  # never let one bad pass kill the stream for everyone
+            self.errors += 1
+            log.exception("studio render pass failed")
+            for s in ready:
+                s.frame_taken()
+                s.return_credit()
+            time.sleep(0.05)
+        self.passes += 1
+        return None
 
     def render_pass(self, sessions: list[Session], now: float) -> None:
         fresh, zs, psis, labels = [], [], [], []
