@@ -248,12 +248,34 @@ def cmd_plot(args) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# progan studio
+
+def add_studio(sub) -> None:
+    p = sub.add_parser("studio", help="live, steerable stream of samples in the browser")
+    p.add_argument("model", help="exported model folder, run folder or checkpoint folder")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on; anything but loopback requires an access token (printed in the URL)")
+    p.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--token", default=None, help="access token (default: a random one when --host is not loopback)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads for rendering (default: cores - 1)")
+    p.add_argument("--open", action="store_true", help="open the page in a web browser")
+    p.set_defaults(func=cmd_studio)
+
+
+def cmd_studio(args) -> None:
+    from progan.studio import run_studio
+    run_studio(args.model, host=args.host, port=args.port, device=args.device, token=args.token,
+               open_browser=args.open, threads=args.threads)
+
+
+# ---------------------------------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="progan", description="Progressive Growing of GANs: train, evaluate, "
                                      "generate and steer live.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (add_dataset, add_train, add_generate, add_eval, add_plot):
+    for add in (add_dataset, add_train, add_generate, add_eval, add_plot, add_studio):
         add(sub)
     return parser
 

@@ -15,29 +15,48 @@ from PIL import Image
 
 from progan.data.dataset import to_uint8
 from progan.fileio import atomic_write_bytes
+from progan.layers import pixel_norm
 from progan.networks import Generator, level_and_alpha
 
 
+def seed_latent(seed: int, latent_size: int) -> torch.Tensor:
+    """The latent of an integer seed: [latent_size], from its own CPU generator (the same image everywhere:
+    generate, the studio, any batch composition)."""
+    return torch.randn(latent_size, generator=torch.Generator().manual_seed(int(seed)))
+
+
 def latents_from_seeds(seeds: list[int], latent_size: int) -> torch.Tensor:
-    """One latent per seed, independent of batch composition: seed s always gives the same image."""
-    return torch.stack([torch.randn(latent_size, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+    return torch.stack([seed_latent(s, latent_size) for s in seeds])
 
 
-def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
-    """Spherical interpolation along the last dim (latents are pixel-normalised, so the sphere is what matters)."""
-    a_n, b_n = a / a.norm(dim=-1, keepdim=True), b / b.norm(dim=-1, keepdim=True)
-    omega = torch.arccos((a_n * b_n).sum(-1, keepdim=True).clamp(-1 + 1e-7, 1 - 1e-7))
-    t = torch.as_tensor(t, dtype=a.dtype).reshape(-1, 1) if not isinstance(t, float) else t
-    so = torch.sin(omega)
-    return (torch.sin((1 - t) * omega) / so) * a + (torch.sin(t * omega) / so) * b
+def slerp(a: torch.Tensor, b: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation between rows of a and b; t a float or a [N, 1] tensor. The result has norm sqrt(L):
+    G pixel-normalises z, so only a latent's direction matters."""
+    a, b = pixel_norm(a, eps=1e-12), pixel_norm(b, eps=1e-12)
+    length = math.sqrt(a.shape[-1])
+    cos = ((a * b).sum(-1, keepdim=True) / length**2).clamp(-1.0, 1.0)
+    omega = torch.acos(cos)
+    sin = torch.sin(omega)
+    near = sin.abs() < 1e-6  # (anti)parallel rows: fall back to a normalised lerp
+    wa = torch.where(near, (1 - t) * torch.ones_like(sin), torch.sin((1 - t) * omega) / sin.where(~near, 1))
+    wb = torch.where(near, t * torch.ones_like(sin), torch.sin(t * omega) / sin.where(~near, 1))
+    return pixel_norm(wa * a + wb * b, eps=1e-12)
 
 
-def feature_mean(G: Generator, num_samples: int = 4096, seed: int = 0) -> torch.Tensor:
-    """Mean of the first 4x4 feature map over random latents: the centre that truncation pulls toward."""
-    z = torch.randn(num_samples, G.latent_size, generator=torch.Generator().manual_seed(seed))
-    device = next(G.parameters()).device
-    with torch.inference_mode():
-        return torch.cat([G.embed(c.to(device)) for c in z.split(512)]).mean(dim=0)
+@torch.inference_mode()
+def mean_embedding(G: Generator, samples: int = 2048, seed: int = 0, batch: int = 512) -> torch.Tensor:
+    """Mean of the first 4x4 feature map G.embed(z) over many z, [1, C, 4, 4]: the centre truncation pulls toward."""
+    rng = torch.Generator().manual_seed(seed)
+    device = G.dense.weight.device
+    total, count = None, 0
+    while count < samples:
+        n = min(batch, samples - count)
+        z = torch.randn(n, G.latent_size, generator=rng)
+        labels = torch.randint(0, G.num_classes, (n,), generator=rng) if G.num_classes else None
+        x4 = G.embed(z.to(device), None if labels is None else labels.to(device)).double().sum(0)
+        total = x4 if total is None else total + x4
+        count += n
+    return (total / count).float().unsqueeze(0)
 
 
 @torch.inference_mode()
@@ -51,7 +70,7 @@ def render(G: Generator, z: torch.Tensor, truncation: float = 1.0, mean: torch.T
     device = next(G.parameters()).device
     level, alpha = level_and_alpha(G.lod, G.resolution)
     if truncation != 1.0 and mean is None:
-        mean = feature_mean(G)
+        mean = mean_embedding(G)
     out = []
     for chunk in z.split(batch_size):
         x = G.embed(chunk.to(device))
@@ -92,7 +111,7 @@ def interpolation_frames(G: Generator, seeds: list[int], frames_per_seed: int, t
     if frames_per_seed < 1:
         raise ValueError(f"frames per seed must be >= 1, got {frames_per_seed}")
     keys = latents_from_seeds(seeds + ([seeds[0]] if loop else []), G.latent_size)
-    t = torch.arange(frames_per_seed, dtype=torch.float32) / frames_per_seed
+    t = (torch.arange(frames_per_seed, dtype=torch.float32) / frames_per_seed).view(-1, 1)
     z = torch.cat([slerp(keys[i].expand(frames_per_seed, -1), keys[i + 1].expand(frames_per_seed, -1), t)
                    for i in range(len(keys) - 1)])
     return render(G, z, truncation)

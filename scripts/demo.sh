@@ -3,7 +3,7 @@
 # 20 minutes (MINUTES=.. to change), then write a grid and an interpolation GIF and print where they are.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh studio,metrics
 RUN="${RUN:-runs/demo}"
 DATA="${DATA:-data/emoji32}"
 MINUTES="${MINUTES:-20}"

@@ -19,7 +19,7 @@ from progan.config import ModelConfig
 from progan.model_io import ModelLoadError, export_generator, load_generator
 from progan.networks import Generator
 from progan.studio.render import Session, encode_jpeg, to_uint8, unpack_message
-from progan.studio.server import BackgroundServer, Outbox, Studio, run_studio
+from progan.studio.server import BackgroundServer, Outbox, Studio, StudioError, run_studio
 from progan.studio.steer import seed_latent
 
 RES = 32
@@ -426,3 +426,20 @@ def test_twenty_clients_for_twenty_seconds_with_steady_memory(server):
         time.sleep(0.1)
     assert left == 0
     assert loop_.errors == 0
+
+
+def test_port_in_use_and_full_studio_are_clear(G, server):
+    with pytest.raises(StudioError, match="cannot listen"):
+        BackgroundServer(server.studio, port=server.port)
+    with BackgroundServer(Studio(G, max_clients=1)) as srv:
+        async def main():
+            async with websockets.connect(ws_url(srv)) as first:
+                await Viewer(first).frame()
+                async with websockets.connect(ws_url(srv)) as second:
+                    msg = json.loads(await second.recv())
+                    assert msg["type"] == "error" and "full" in msg["message"]
+                    with pytest.raises(websockets.exceptions.ConnectionClosed) as e:
+                        await second.recv()
+                    assert e.value.rcvd.code == 1013
+                await Viewer(first).frame()  # the first viewer is not disturbed
+        run(main)

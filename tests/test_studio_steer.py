@@ -10,7 +10,7 @@ from PIL import Image
 
 from progan.config import ModelConfig
 from progan.networks import Generator
-from progan.studio.render import (FrameRenderer, Session, bake, encode_jpeg, pack_message, tile, to_uint8,
+from progan.studio.render import (FrameRenderer, RenderLoop, Session, bake, encode_jpeg, pack_message, tile, to_uint8,
                                   unpack_message)
 from progan.studio.server import ControlError, access_policy, control_specs, is_loopback, parse_control
 from progan.studio.steer import (LatentWalk, Preferences, mean_embedding, normalize, sefa, seed_latent, slerp,
@@ -295,3 +295,32 @@ def test_access_policy_requires_a_token_off_loopback():
     assert access_policy("192.168.1.5", "given") == (False, "given")
     with pytest.raises(ValueError):
         access_policy("0.0.0.0", "  ")
+
+
+def test_render_pass_batches_sessions_and_reuses_frozen_frames():
+    G = demo_generator(num_classes=3)
+    r = FrameRenderer(G, mean_samples=64)
+    loop = RenderLoop(r)
+    got = {0: [], 1: []}
+    a = Session(r, lambda h, jpeg, png: got[0].append((h, jpeg, png)), seed=0)
+    b = Session(r, lambda h, jpeg, png: got[1].append((h, jpeg, png)), seed=1)
+    b.post({"type": "grid", "value": 2})
+    b.post({"type": "label", "value": 2})
+    loop.render_pass([a, b], now=0.0)
+    (ha, ja, _), (hb, jb, _) = got[0][-1], got[1][-1]
+    assert ha["batch"] == hb["batch"] == 1 + 4  # one forward pass for both viewers
+    assert Image.open(io.BytesIO(ja)).size == (32, 32) and Image.open(io.BytesIO(jb)).size == (64, 64)
+    assert b.next_latents()[2].tolist() == [2, 2, 2, 2]  # the class label reaches the generator
+    a.post({"type": "freeze", "value": True})
+    a.post({"type": "save"})
+    loop.render_pass([a], now=0.1)
+    frozen_jpeg, png = got[0][-1][1], got[0][-1][2]
+    assert png is not None and Image.open(io.BytesIO(png)).format == "PNG"
+    renders = []
+    original = r.render
+    r.render = lambda *args: renders.append(1) or original(*args)
+    loop.render_pass([a], now=0.5)
+    assert got[0][-1][1] == frozen_jpeg and not renders  # nothing changed: the frame is reused, not re-rendered
+    a.post({"type": "slider", "index": 0, "value": 3.0})
+    loop.render_pass([a], now=0.6)
+    assert renders and got[0][-1][1] != frozen_jpeg

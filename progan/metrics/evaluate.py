@@ -217,13 +217,17 @@ def evaluate(
     options: per-metric overrides, e.g. {"swd": {"dirs_per_repeat": 32}, "kid": {"subset_size": 100}}.
     inception_weights: the FID Inception weight file (else $PROGAN_INCEPTION_WEIGHTS); FID/KID only.
     """
-    names = [m.strip().lower() for m in metrics]
+    if isinstance(metrics, str):
+        raise MetricInputError(f"metrics must be a list of names, got the string {metrics!r} (use parse_metric_list)")
+    names = list(dict.fromkeys(m.strip().lower() for m in metrics))
     for name in names:
         get_metric(name)
     if not names:
         raise MetricInputError(f"no metrics requested; available: {', '.join(METRICS)}")
     if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 2:
         raise MetricInputError(f"num_images must be an integer >= 2, got {num_images!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise MetricInputError(f"seed must be an integer, got {seed!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise MetricInputError(f"batch_size must be a positive integer, got {batch_size!r}")
     for attr in ("latent_size", "resolution"):

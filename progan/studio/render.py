@@ -11,6 +11,8 @@ a slow client gets fresh frames, never a backlog.
 from __future__ import annotations
 
 import collections
+import copy
+import functools
 import io
 import json
 import logging
@@ -19,16 +21,15 @@ import threading
 import time
 from typing import Callable
 
-import copy
-import functools
-
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
-from progan.layers import EqualizedConv2d, EqualizedLinear, downsample2x, fused_down_kernel, fused_up_kernel, upsample2x
+from progan.data.dataset import to_uint8 as dataset_to_uint8
+from progan.layers import (EqualizedConv2d, EqualizedLinear, downsample2x, fused_down_kernel, fused_up_kernel,
+                           upsample2x)
 from progan.networks import Generator, count_parameters, level_and_alpha
 from progan.studio.steer import (LatentWalk, Preferences, mean_embedding, normalize, preference_dims, sefa,
                                  seed_latent, truncate)
@@ -50,8 +51,7 @@ def unpack_message(data: bytes) -> tuple[dict, bytes]:
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     """[B, 3, H, W] floats in about [-1, 1] -> [B, H, W, 3] uint8 (NHWC, as image files want)."""
-    x = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+    return dataset_to_uint8(images).permute(0, 2, 3, 1).contiguous().cpu().numpy()
 
 
 def encode_jpeg(image: np.ndarray, quality: int = 80) -> bytes:
@@ -122,7 +122,7 @@ def bake(G: Generator) -> Generator:
 
 
 class FrameRenderer:
-    """The model side: latents plus truncation -> uint8 frames, any number of rows in one forward pass.
+    """The model side: latents plus truncation -> uint8 frames, for any number of viewers at once.
 
     At start-up it factorises the first layer (SeFa) and averages the first 4x4 activation over many latents;
     both take milliseconds to a second even for the paper's model.
@@ -159,9 +159,12 @@ class FrameRenderer:
             rows = slice(i, i + self.max_batch)
             n = z[rows].shape[0]
             pad = torch.zeros(((1 << (n - 1).bit_length()) - n,), dtype=torch.long)  # row 0 again, up to 2^k rows
-            take = lambda t: torch.cat([t[rows], t[rows][pad]]).to(self.device)
-            x4 = self.net.embed(take(z), None if labels is None else take(labels))
-            p = take(psi).to(x4.dtype)
+
+            def chunk(t: torch.Tensor) -> torch.Tensor:
+                return torch.cat([t[rows], t[rows][pad]]).to(self.device)
+
+            x4 = self.net.embed(chunk(z), None if labels is None else chunk(labels))
+            p = chunk(psi).to(x4.dtype)
             if bool((p != 1).any()):
                 x4 = truncate(x4, self.x4_mean, p)
             out.append(to_uint8(self.net.synthesize(x4, self.level, self.alpha)[:n]))
@@ -262,7 +265,8 @@ class Session:
             return True
 
     def due_in(self, now: float) -> float | None:
-        """Seconds until this session is only waiting for its frame-rate cap, or None if it waits for more."""
+        """Seconds until its frame-rate cap lets this session be rendered, or None while it waits for a credit or
+        for its last frame to be taken (a wake-up will come then)."""
         with self.lock:
             if self.closed or self.busy or self.credits <= 0:
                 return None

@@ -3,7 +3,7 @@ an MJPEG fallback. Rendering happens on one render thread (render.py); this modu
 controls and enforces limits.
 
 WebSocket protocol. Up: JSON text, {"type": ..., ...}; "credit" returns one frame credit (at most 2 frames are in
-flight per viewer), everything else is a control (see CONTROLS) and may carry an "id" that frames echo as "ack"
+flight per viewer), everything else is a control (see control_specs) and may carry an "id" that frames echo as "ack"
 once it has been applied. Down: JSON text ("info", "stats", "error", "pong") and binary messages: uint32 header
 length, JSON header ({"kind": "frame" | "png", "seq", "ack", "t", ...}), then the JPEG or PNG bytes.
 """
@@ -20,6 +20,7 @@ import itertools
 import json
 import logging
 import math
+import os
 import secrets
 import socket
 import threading
@@ -28,6 +29,7 @@ import webbrowser
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
+import torch
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -315,22 +317,8 @@ class Studio:
         grid, fps. TCP back-pressure paces it: one frame in flight, at most `fps` a second."""
         if reason := self._refusal(request):
             return PlainTextResponse(reason + "\n", status_code=403)
-        commands = []
-        fps = self.mjpeg_fps
         try:
-            for key, convert in (("speed", float), ("truncation", float), ("grid", int), ("seed", int)):
-                if key in request.query_params:
-                    raw = request.query_params[key]
-                    try:
-                        value = convert(raw)
-                    except ValueError:
-                        raise ControlError(f"{key} must be a number, got {_short(raw)}") from None
-                    commands.append(parse_control({"type": key, "value": value}, self.specs))
-            if "fps" in request.query_params:
-                try:
-                    fps = _number(0.5, 60.0)("fps", float(request.query_params["fps"]))
-                except ValueError as e:
-                    raise ControlError(str(e) if isinstance(e, ControlError) else "fps must be a number") from None
+            commands, fps = self._mjpeg_options(request.query_params)
         except ControlError as e:
             return PlainTextResponse(f"{e}\n", status_code=400)
         if self.render_loop.count() >= self.max_clients:
@@ -339,9 +327,9 @@ class Studio:
         session = Session(self.renderer, outbox.sink, seed=next(self._seeds), max_in_flight=1, min_interval=1 / fps)
         for cmd in commands:
             session.post(cmd)
-        self.render_loop.add(session)
 
         async def parts():
+            self.render_loop.add(session)  # here, so that a response never started never holds a session
             try:
                 while True:
                     await outbox.event.wait()
@@ -360,6 +348,20 @@ class Studio:
 
         return StreamingResponse(parts(), media_type="multipart/x-mixed-replace; boundary=frame",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+    def _mjpeg_options(self, query) -> tuple[list[dict], float]:
+        def convert(key, kind):
+            try:
+                return kind(query[key])
+            except ValueError:
+                raise ControlError(f"{key} must be {'an integer' if kind is int else 'a number'}, "
+                                   f"got {_short(query[key])}") from None
+
+        commands = [parse_control({"type": key, "value": convert(key, kind)}, self.specs)
+                    for key, kind in (("speed", float), ("truncation", float), ("grid", int), ("seed", int))
+                    if key in query]
+        fps = _number(0.5, 60.0)("fps", convert("fps", float)) if "fps" in query else self.mjpeg_fps
+        return commands, fps
 
     # -- WebSocket ----------------------------------------------------------------------------------------------
     async def websocket(self, ws: WebSocket) -> None:
@@ -547,24 +549,22 @@ def run_studio(model_path, host: str = "127.0.0.1", port: int = 8000, device: st
     `threads` sets torch's intra-op threads for rendering (default: leave one core to the event loop).
     Raises ModelLoadError for a path that is not a model and StudioError when the port cannot be used.
     """
-    import torch
-
     if threads is None:
-        threads = max(1, (torch.get_num_threads() or 1) - 1)
+        threads = max(1, min(torch.get_num_threads(), (os.cpu_count() or 2) - 1))
     if threads < 1:
         raise StudioError(f"threads must be >= 1, got {threads}")
-    torch.set_num_threads(threads)
-    G = load_generator(model_path, device)
-    loopback, token = access_policy(host, token)
     if not 1 <= jpeg_quality <= 95:
         raise StudioError(f"jpeg_quality must be in [1, 95], got {jpeg_quality}")
+    loopback, token = access_policy(host, token)
+    G = load_generator(model_path, device)
+    torch.set_num_threads(threads)
     studio = Studio(G, token=token, loopback=loopback, jpeg_quality=jpeg_quality, max_clients=max_clients)
     sock = bind_socket(host, port)
     port = sock.getsockname()[1]
     url = studio_url(host, port, token)
     info = studio.renderer.info()
     print(f"progan studio: {info['output_resolution']}x{info['output_resolution']} model, {info['kimg']:g} kimg, "
-          f"{info['parameters']:,} parameters, on {device} ({threads} render threads)", flush=True)
+          f"{info['parameters']:,} parameters, on {device}, render threads: {threads}", flush=True)
     print(f"open {url}", flush=True)
     if not loopback:
         print("the token in the URL is required: share it only with people who may use this machine", flush=True)

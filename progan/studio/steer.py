@@ -7,18 +7,13 @@ coordinate is about N(0, 1). Slider offsets and preference coordinates are in th
 
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import torch
 
+from progan.generate import mean_embedding, seed_latent, slerp  # noqa: F401 (the studio's API too)
 from progan.layers import pixel_norm
 from progan.networks import Generator
-
-
-def seed_latent(seed: int, latent_size: int) -> torch.Tensor:
-    """The latent of an integer seed: [latent_size], drawn from its own CPU generator (reproducible anywhere)."""
-    return torch.randn(latent_size, generator=torch.Generator().manual_seed(int(seed)))
 
 
 def sefa(G: Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -43,22 +38,6 @@ def preference_dims(eigenvalues: torch.Tensor, energy: float = 0.5, lo: int = 4,
     return max(min(k, hi, len(eigenvalues)), min(lo, len(eigenvalues)))
 
 
-@torch.inference_mode()
-def mean_embedding(G: Generator, samples: int = 2048, seed: int = 0, batch: int = 512) -> torch.Tensor:
-    """Mean of the first 4x4 feature map G.embed(z) over many z: the centre that truncation pulls toward."""
-    rng = torch.Generator().manual_seed(seed)
-    device = G.dense.weight.device
-    total, count = None, 0
-    while count < samples:
-        n = min(batch, samples - count)
-        z = torch.randn(n, G.latent_size, generator=rng)
-        labels = torch.randint(0, G.num_classes, (n,), generator=rng) if G.num_classes else None
-        x4 = G.embed(z.to(device), None if labels is None else labels.to(device)).double().sum(0)
-        total = x4 if total is None else total + x4
-        count += n
-    return (total / count).float().unsqueeze(0)
-
-
 def truncate(x4: torch.Tensor, mean: torch.Tensor, psi: torch.Tensor) -> torch.Tensor:
     """Pull each 4x4 activation toward the mean by psi in [0, 1] (psi = 1 leaves it exactly as it was).
 
@@ -70,19 +49,6 @@ def truncate(x4: torch.Tensor, mean: torch.Tensor, psi: torch.Tensor) -> torch.T
 def normalize(z: torch.Tensor) -> torch.Tensor:
     """Rows to norm sqrt(L): the units in which offsets and coordinates are measured."""
     return pixel_norm(z, eps=1e-12)
-
-
-def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
-    """Spherical interpolation between rows of a and b (any norms; the result has norm sqrt(L))."""
-    a, b = normalize(a), normalize(b)
-    length = math.sqrt(a.shape[-1])
-    cos = ((a * b).sum(-1, keepdim=True) / length**2).clamp(-1.0, 1.0)
-    omega = torch.acos(cos)
-    sin = torch.sin(omega)
-    near = sin.abs() < 1e-6  # (anti)parallel rows: fall back to a normalised lerp
-    wa = torch.where(near, torch.full_like(sin, 1 - t), torch.sin((1 - t) * omega) / sin.where(~near, 1))
-    wb = torch.where(near, torch.full_like(sin, t), torch.sin(t * omega) / sin.where(~near, 1))
-    return normalize(wa * a + wb * b)
 
 
 class Preferences:
@@ -112,14 +78,17 @@ class Preferences:
         return normalize(z) @ self.basis.T
 
     def like(self, z: torch.Tensor) -> None:
-        self.point = (self.point + self.rate * (self.coords(z.view(1, -1))[0] - self.point)).clamp(-self.limit,
-                                                                                                  self.limit)
+        self._move(z, +self.rate)
         self.likes += 1
 
     def dislike(self, z: torch.Tensor) -> None:
-        self.point = (self.point - self.rate * (self.coords(z.view(1, -1))[0] - self.point)).clamp(-self.limit,
-                                                                                                  self.limit)
+        self._move(z, -self.rate)
         self.dislikes += 1
+
+    def _move(self, z: torch.Tensor, rate: float) -> None:
+        """Toward (rate > 0) or away from z's coordinates, kept within `limit` so keyframes stay plausible."""
+        target = self.coords(z.reshape(1, -1))[0]
+        self.point = (self.point + rate * (target - self.point)).clamp(-self.limit, self.limit)
 
     def sample(self, n: int, rng: torch.Generator) -> torch.Tensor:
         """n keyframes [n, L]: N(0, I) except along the basis, where the coordinates are N(point, spread^2)."""

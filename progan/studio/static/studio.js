@@ -43,7 +43,7 @@ function connect() {
   const proto = location.protocol === "https:" ? "wss:" : "ws:";
   ws = new WebSocket(`${proto}//${location.host}/ws${query}`);
   ws.binaryType = "arraybuffer";
-  ws.onopen = () => { status(""); resendState(); };
+  ws.onopen = () => { status(""); lastSeq = 0; sentAt.clear(); resendState(); };
   ws.onmessage = (ev) => (typeof ev.data === "string" ? onText(JSON.parse(ev.data)) : onFrame(ev.data));
   ws.onclose = (ev) => {
     status(ev.code === 1008 ? "access refused: open the URL with its ?token=" : "disconnected; reconnecting\u2026");

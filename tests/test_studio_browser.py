@@ -1,0 +1,87 @@
+"""The studio page in a real browser: Playwright driving Debian's chromium, headless, with no network but ours."""
+
+import pytest
+import torch
+from playwright import sync_api  # pip install playwright; the browser is Debian's chromium (never `playwright install`)
+
+from progan.config import ModelConfig
+from progan.networks import Generator
+from progan.studio.server import BackgroundServer, Studio
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def server():
+    torch.manual_seed(0)
+    G = Generator(ModelConfig(resolution=32, latent_size=64, fmap_base=512, fmap_max=64)).eval().requires_grad_(False)
+    G.meta = {"kimg": 42.0, "source": "random weights"}
+    with BackgroundServer(Studio(G, seed=0)) as srv:
+        yield srv
+
+
+def canvas_pixels(page) -> str:
+    return page.evaluate("document.getElementById('view').toDataURL()")
+
+
+def frames(page) -> int:
+    return int(page.evaluate("document.body.dataset.frames || 0"))
+
+
+def test_page_streams_likes_and_steers(server, tmp_path):
+    requests, problems = [], []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 800})
+            page.on("request", lambda r: requests.append(r.url))
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            page.goto(server.url)
+
+            page.wait_for_function("() => Number(document.body.dataset.frames || 0) > 5", timeout=20000)
+            assert page.locator("#model-line").inner_text().startswith("32\u00d732, 42 kimg")
+            assert page.locator("#info").inner_text().count("random weights") == 1
+            first = canvas_pixels(page)
+            start = frames(page)
+            page.wait_for_function(f"() => Number(document.body.dataset.frames) > {start + 10}", timeout=20000)
+            assert canvas_pixels(page) != first  # the walk moves
+            page.wait_for_function("() => Number(document.getElementById('fps').textContent) > 0", timeout=10000)
+
+            page.click("#like")
+            page.wait_for_function("() => document.getElementById('likes').textContent === '1'", timeout=10000)
+
+            page.click("#freeze")
+            page.wait_for_function("() => document.getElementById('freeze').getAttribute('aria-pressed') === 'true'")
+            page.wait_for_timeout(300)
+            frozen = canvas_pixels(page)
+            start = frames(page)
+            page.wait_for_function(f"() => Number(document.body.dataset.frames) > {start + 3}", timeout=10000)
+            assert canvas_pixels(page) == frozen  # frozen: the picture holds still
+
+            slider = page.locator("input.sefa").first
+            box = slider.bounding_box()
+            page.mouse.click(box["x"] + box["width"] * 0.95, box["y"] + box["height"] / 2)  # drag it near the end
+            assert float(slider.input_value()) > 3
+            page.wait_for_function("() => document.getElementById('ctl').textContent !== '\u2013'", timeout=10000)
+            start = frames(page)
+            page.wait_for_function(f"() => Number(document.body.dataset.frames) > {start + 2}", timeout=10000)
+            assert canvas_pixels(page) != frozen  # the slider moved the (frozen) image
+
+            shot = tmp_path / "studio_screenshot.png"
+            page.screenshot(path=str(shot))
+            assert shot.stat().st_size > 10_000
+        finally:
+            browser.close()
+    assert all(url.startswith(server.url) for url in requests), requests  # nothing from the internet
+    assert not problems, problems
