@@ -244,7 +244,7 @@ def add_plot(sub) -> None:
 
 def cmd_plot(args) -> None:
     from progan.plot import plot_run
-    print(plot_run(args.run, args.out))
+    print(plot_run(args.run, args.out or args.run / "plot.png"))
 
 
 # ---------------------------------------------------------------------------------------------------------------

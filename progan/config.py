@@ -203,7 +203,7 @@ def demo(resolution: int = 32) -> TrainConfig:
     return TrainConfig(
         preset="demo",
         model=ModelConfig(resolution=resolution, latent_size=64, fmap_base=512, fmap_max=64, mbstd_group=4),
-        schedule=ScheduleConfig(stabilize_kimg=15, fade_kimg=15, batch={4: 64}, lr={4: 0.002}, total_kimg=300),
+        schedule=ScheduleConfig(stabilize_kimg=20, fade_kimg=20, batch={4: 64, 16: 32}, lr={4: 0.002}, total_kimg=300),
         snapshot_kimg=10, checkpoint_kimg=10, minutes=20,
         ema_beta=0.99,  # ~2k steps in all: 0.999 would leave G_ema mostly at its initialisation
     )

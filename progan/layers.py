@@ -20,7 +20,8 @@ class EqualizedConv2d(nn.Module):
 
     `up=True` is nearest-2x upsampling followed by this conv; `down=True` is this conv followed by 2x2 average
     pooling. With `fused=True` either is computed as one stride-2 (transposed) convolution with a 4x4 kernel built
-    from the 3x3 one: exactly the same maths, less than half the multiply-adds.
+    from the 3x3 one: exactly the same maths, less than half the multiply-adds. On a CPU the fused form is taken
+    only where it is also faster (`FUSED_MIN_POSITIONS_CPU`).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, gain: float = SQRT2,
@@ -33,13 +34,30 @@ class EqualizedConv2d(nn.Module):
         self.padding = kernel_size // 2
         self.up, self.down = up, down
         self.fused = fused and kernel_size == 3 and (up or down)
+        self.plain = False  # the textbook computation: the speed benchmark's reference (see `set_plain`)
+        if self.fused:
+            # The 3x3 -> 4x4 map with the run-time scale (and the pooling's 1/4) folded in: the fused kernel is then
+            # one small matmul, not a scaling pass, a pad, three adds and a flip over the whole weight.
+            shifts = shift_sum_matrix(flip=up) * (self.scale if up else self.scale * 0.25)
+            self.register_buffer("shifts", shifts, persistent=False)
+
+    def use_fused(self, x: torch.Tensor) -> bool:
+        if not self.fused or self.plain:
+            return False
+        if x.device.type != "cpu":
+            return True
+        low_res_positions = x.shape[0] * x.shape[-2] * x.shape[-1] // (4 if self.down else 1)
+        return low_res_positions >= FUSED_MIN_POSITIONS_CPU
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.weight * self.scale
-        if self.fused and self.up:
-            return F.conv_transpose2d(x, fused_up_kernel(w), self.bias, stride=2, padding=1)
-        if self.fused and self.down:
-            return F.conv2d(x, fused_down_kernel(w), self.bias, stride=2, padding=1)
+        if self.use_fused(x):
+            o, i = self.weight.shape[:2]
+            if self.up:  # conv_transpose2d wants its weight as [in, out, k, k]
+                kernel = (self.weight.transpose(0, 1).reshape(i * o, 9) @ self.shifts).view(i, o, 4, 4)
+                return F.conv_transpose2d(x, kernel, self.bias, stride=2, padding=1)
+            kernel = (self.weight.view(o * i, 9) @ self.shifts).view(o, i, 4, 4)
+            return F.conv2d(x, kernel, self.bias, stride=2, padding=1)
+        x, w = (x, self.weight * self.scale) if self.plain else scale_smaller(x, self.weight, self.scale)
         if self.up:
             x = upsample2x(x)
         x = F.conv2d(x, w, self.bias, padding=self.padding)
@@ -52,10 +70,26 @@ class EqualizedConv2d(nn.Module):
         return f"{i}, {o}, kernel_size={k}, up={self.up}, down={self.down}, fused={self.fused}"
 
 
-def _sum_of_shifts(w: torch.Tensor) -> torch.Tensor:
-    """[.., 3, 3] -> [.., 4, 4]: the kernel summed over its four 1-pixel shifts (the official code's trick)."""
-    w = F.pad(w, (1, 1, 1, 1))
-    return w[..., 1:, 1:] + w[..., :-1, 1:] + w[..., 1:, :-1] + w[..., :-1, :-1]
+# oneDNN's stride-2 and transposed convolutions lose to upsample+conv / conv+pool when the low-resolution side has
+# few positions (batch x height x width); above this the fused form's 4/9 of the multiply-adds wins. Measured on
+# an AMD EPYC (AVX2, 2 cores) with torch 2.13 (benchmarks/README.md). GPUs always take the fused form.
+FUSED_MIN_POSITIONS_CPU = 512
+
+
+def scale_smaller(x: torch.Tensor, w: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """conv(x, w * scale) == conv(x * scale, w): scale whichever tensor is smaller (the input at low resolutions
+    and small batches, the weight otherwise)."""
+    return (x * scale, w) if x.numel() < w.numel() else (x, w * scale)
+
+
+def shift_sum_matrix(flip: bool = False) -> torch.Tensor:
+    """[9, 16]: a row-major 3x3 kernel times this is the 4x4 kernel summed over its four 1-pixel shifts (the
+    official code's trick), flipped in both axes if `flip`."""
+    m = torch.zeros(3, 3, 4, 4)
+    for dy in (0, 1):
+        for dx in (0, 1):
+            m[:, :, dy:dy + 3, dx:dx + 3] += torch.eye(9).view(3, 3, 3, 3)
+    return (m.flip(-1, -2) if flip else m).reshape(9, 16)
 
 
 def fused_up_kernel(w: torch.Tensor) -> torch.Tensor:
@@ -63,12 +97,14 @@ def fused_up_kernel(w: torch.Tensor) -> torch.Tensor:
 
     conv_transpose2d correlates with the flipped kernel, hence the flip; its weight layout is [in, out, k, k].
     """
-    return _sum_of_shifts(w).flip(-1, -2).transpose(0, 1)
+    o, i = w.shape[:2]
+    return (w.transpose(0, 1).reshape(i * o, 9) @ shift_sum_matrix(flip=True).to(w)).view(i, o, 4, 4)
 
 
 def fused_down_kernel(w: torch.Tensor) -> torch.Tensor:
     """Kernel for conv2d(stride 2, padding 1) equal to avgpool2x2(conv3x3(x))."""
-    return _sum_of_shifts(w) * 0.25
+    o, i = w.shape[:2]
+    return (w.reshape(o * i, 9) @ (shift_sum_matrix() * 0.25).to(w)).view(o, i, 4, 4)
 
 
 class EqualizedLinear(nn.Module):
@@ -77,9 +113,20 @@ class EqualizedLinear(nn.Module):
         self.weight = nn.Parameter(torch.randn(out_features, in_features))
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
         self.scale = gain / math.sqrt(in_features)
+        self.plain = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight * self.scale, self.bias)
+        x, w = (x, self.weight * self.scale) if self.plain else scale_smaller(x, self.weight, self.scale)
+        return F.linear(x, w, self.bias)
+
+
+def set_plain(module: nn.Module, plain: bool = True) -> nn.Module:
+    """Switch every equalized layer in `module` to the textbook computation (weights scaled on every call, never
+    fused) or back. The same maths either way; the speed benchmark and the equivalence tests compare the two."""
+    for m in module.modules():
+        if isinstance(m, (EqualizedConv2d, EqualizedLinear)):
+            m.plain = plain
+    return module
 
 
 def pixel_norm(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:

@@ -3,7 +3,7 @@
 # 20 minutes (MINUTES=.. to change), then write a grid and an interpolation GIF and print where they are.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh studio,metrics
+bash scripts/setup.sh studio,plot
 RUN="${RUN:-runs/demo}"
 DATA="${DATA:-data/emoji32}"
 MINUTES="${MINUTES:-20}"
@@ -15,9 +15,13 @@ else
     .venv/bin/progan train --data "$DATA" --run "$RUN" --preset demo --resolution 32 --mirror --minutes "$MINUTES"
 fi
 .venv/bin/progan generate "$RUN" --out "$RUN/generated" --seeds 0-63 --video interpolation.gif
+.venv/bin/progan plot "$RUN" >/dev/null
+echo "Sliced Wasserstein distance (x1e3) of the final generator against the real-vs-real noise floor:"
+.venv/bin/progan eval "$RUN" --metrics swd,msssim --num-images 2048
 echo
 echo "Final training grid:   $RUN/samples/final.png"
 echo "Grids per resolution:  $RUN/samples/"
 echo "Generated grid, video: $RUN/generated/grid.png  $RUN/generated/interpolation.gif"
 echo "Exported generator:    $RUN/model/"
+echo "Training curves:       $RUN/plot.png"
 echo "Watch it live:         .venv/bin/progan studio $RUN"
