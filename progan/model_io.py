@@ -89,19 +89,26 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Gene
     return G.to(device).eval().requires_grad_(False)
 
 
+def state_dict_mismatch(module: torch.nn.Module, state: dict[str, torch.Tensor], ignore_suffix: str = "\0") -> str:
+    """'' when `state` fits `module` exactly, else a short account: missing, unexpected and mis-shaped entries."""
+    expected = {k: tuple(v.shape) for k, v in module.state_dict().items() if not k.endswith(ignore_suffix)}
+    given = {k: tuple(v.shape) for k, v in state.items() if not k.endswith(ignore_suffix)}
+    missing = sorted(set(expected) - set(given))
+    unexpected = sorted(set(given) - set(expected))
+    shapes = sorted(k for k in set(expected) & set(given) if expected[k] != given[k])
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
+    if shapes:
+        k = shapes[0]
+        parts.append(f"{len(shapes)} with wrong shapes (e.g. {k}: {given[k]} instead of {expected[k]})")
+    return "; ".join(parts)
+
+
 def check_state_dict(module: torch.nn.Module, state: dict[str, torch.Tensor], source) -> None:
     """A clear message for weights that do not fit the architecture, instead of load_state_dict's wall of text."""
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    mismatched = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
-                  for k, v in expected.items() if k in state and state[k].shape != v.shape]
-    if missing or unexpected or mismatched:
-        parts = []
-        if missing:
-            parts.append(f"missing {missing[:5]}{' ...' if len(missing) > 5 else ''}")
-        if unexpected:
-            parts.append(f"unexpected {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
-        if mismatched:
-            parts.append(f"shape mismatch {mismatched[:3]}")
-        raise ModelLoadError(f"{source} does not match its config: " + "; ".join(parts))
+    problem = state_dict_mismatch(module, state)
+    if problem:
+        raise ModelLoadError(f"{source} does not match its config: {problem}")

@@ -25,6 +25,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from progan.model_io import state_dict_mismatch
+
 from .common import check_uint8_images, iter_batches, sha256_file
 
 WEIGHTS_FILENAME = "pt_inception-2015-12-05-6726825d.pth"
@@ -266,22 +268,10 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """Clear error listing missing/unexpected/mis-shaped entries before load_state_dict's own."""
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
-    given = {k: tuple(v.shape) for k, v in state.items() if not k.endswith("num_batches_tracked")}
-    missing = sorted(set(expected) - set(given))
-    unexpected = sorted(set(given) - set(expected))
-    shapes = sorted(k for k in set(expected) & set(given) if expected[k] != given[k])
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
-        if shapes:
-            k = shapes[0]
-            parts.append(f"{len(shapes)} with wrong shapes (e.g. {k}: {given[k]} instead of {expected[k]})")
+    problem = state_dict_mismatch(model, state, ignore_suffix="num_batches_tracked")
+    if problem:
         raise BadInceptionWeights(
-            f"{source} does not match the FID Inception network: {'; '.join(parts)}. "
+            f"{source} does not match the FID Inception network: {problem}. "
             f"Expected pytorch-fid's {WEIGHTS_FILENAME} ({WEIGHTS_URL}) or a safetensors conversion of it."
         )
 
