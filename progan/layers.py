@@ -49,14 +49,20 @@ class EqualizedConv2d(nn.Module):
         low_res_positions = x.shape[0] * x.shape[-2] * x.shape[-1] // (4 if self.down else 1)
         return low_res_positions >= FUSED_MIN_POSITIONS_CPU
 
+    def fused_kernel(self) -> torch.Tensor:
+        """The fused form's 4x4 kernel, scale included. In full precision even under autocast: a bf16 matmul would
+        round the scale itself, the same error in every weight of the layer."""
+        o, i = self.weight.shape[:2]
+        with torch.autocast(self.weight.device.type, enabled=False):
+            if self.up:  # conv_transpose2d wants its weight as [in, out, k, k]
+                return (self.weight.transpose(0, 1).reshape(i * o, 9) @ self.shifts).view(i, o, 4, 4)
+            return (self.weight.view(o * i, 9) @ self.shifts).view(o, i, 4, 4)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.use_fused(x):
-            o, i = self.weight.shape[:2]
-            if self.up:  # conv_transpose2d wants its weight as [in, out, k, k]
-                kernel = (self.weight.transpose(0, 1).reshape(i * o, 9) @ self.shifts).view(i, o, 4, 4)
-                return F.conv_transpose2d(x, kernel, self.bias, stride=2, padding=1)
-            kernel = (self.weight.view(o * i, 9) @ self.shifts).view(o, i, 4, 4)
-            return F.conv2d(x, kernel, self.bias, stride=2, padding=1)
+            if self.up:
+                return F.conv_transpose2d(x, self.fused_kernel(), self.bias, stride=2, padding=1)
+            return F.conv2d(x, self.fused_kernel(), self.bias, stride=2, padding=1)
         x, w = (x, self.weight * self.scale) if self.plain else scale_smaller(x, self.weight, self.scale)
         if self.up:
             x = upsample2x(x)
@@ -73,7 +79,7 @@ class EqualizedConv2d(nn.Module):
 # oneDNN's stride-2 and transposed convolutions lose to upsample+conv / conv+pool when the low-resolution side has
 # few positions (batch x height x width); above this the fused form's 4/9 of the multiply-adds wins. Measured on
 # an AMD EPYC (AVX2, 2 cores) with torch 2.13 (benchmarks/README.md). GPUs always take the fused form.
-FUSED_MIN_POSITIONS_CPU = 512
+FUSED_MIN_POSITIONS_CPU = 256
 
 
 def scale_smaller(x: torch.Tensor, w: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:

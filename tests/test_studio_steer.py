@@ -154,14 +154,15 @@ def test_dislikes_push_keyframes_away():
     assert (c.mean(0) < 0).all()  # moved away from the disliked corner
 
 
-def test_baked_generator_is_exactly_the_generator():
+def test_baked_generator_equals_the_generator():
+    """Same maths; not bit-identical, since G scales whichever of input and weight is smaller."""
     for fused in (True, False):
         G = demo_generator(fused_scale=fused)
         B = bake(G)
         z = torch.randn(3, 64)
         with torch.inference_mode():
             for lod in (0.0, 0.4, 2.0):
-                assert torch.equal(G(z, lod), B(z, lod))
+                torch.testing.assert_close(B(z, lod), G(z, lod), rtol=1e-5, atol=1e-5)
         assert isinstance(G.dense.weight, torch.nn.Parameter)  # the original is untouched
 
 

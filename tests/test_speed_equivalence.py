@@ -1,0 +1,224 @@
+"""The speed work changes how things are computed, never what: the optimised code against the textbook form."""
+
+import copy
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import progan.layers as layers
+from progan.config import ModelConfig, preset
+from progan.layers import (EqualizedConv2d, EqualizedLinear, downsample2x, fused_down_kernel, fused_up_kernel,
+                           scale_smaller, set_plain, upsample2x)
+from progan.networks import Discriminator, Generator
+from progan.schedule import Phase
+from progan.train.distributed import Dist
+from progan.train.loop import build_state, train_step
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def small_config():
+    """16x16, batch 16: every resampling conv takes the fused form (enough positions even on a CPU); the 4x4 convs
+    and G's dense layer scale their input, the bigger convs their weight."""
+    cfg = preset("tiny", 16)
+    cfg.model = ModelConfig(resolution=16, latent_size=16, fmap_base=128, fmap_max=32, mbstd_group=4)
+    return cfg
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These networks are tiny: a second thread buys nothing, and OpenMP's spin-waiting threads lose a scheduler
+    tick on every operation whenever another process holds the other core."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def float64():
+    """Leaky ReLU and the gradient penalty turn float32 rounding into visible differences wherever a pre-activation
+    sits next to 0 (its mask flips), so the exact-maths checks run in float64, where only a real difference shows."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(before)
+
+
+def states(cfg, lr):
+    opt = build_state(cfg, torch.device("cpu"))
+    ref = copy.deepcopy(opt)
+    for net in ref.nets.values():
+        set_plain(net)
+    for st in (opt, ref):  # SGD: the weights after a step are a plain function of the gradients
+        st.opt_G = torch.optim.SGD(st.G.parameters(), lr=lr)
+        st.opt_D = torch.optim.SGD(st.D.parameters(), lr=lr)
+    return ref, opt
+
+
+def assert_params_close(a: torch.nn.Module, b: torch.nn.Module, grads: bool = False, **tol):
+    for (name, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
+        x, y = (p.grad, q.grad) if grads else (p, q)
+        if x is None or y is None:
+            assert x is None and y is None, name
+            continue
+        torch.testing.assert_close(x, y, msg=lambda m: f"{name}: {m}", **tol)
+
+
+def test_small_config_takes_both_paths():
+    cfg = small_config().model
+    G, D = Generator(cfg), Discriminator(cfg)
+    assert G.blocks[0].conv0.use_fused(torch.empty(16, 32, 4, 4))       # 4x4 -> 8x8 up-conv
+    assert G.blocks[1].conv0.use_fused(torch.empty(16, 32, 8, 8))       # 8x8 -> 16x16
+    assert D.blocks[1].conv1.use_fused(torch.empty(16, 16, 16, 16))     # 16x16 -> 8x8 down-conv
+    assert D.blocks[0].conv1.use_fused(torch.empty(16, 32, 8, 8))       # 8x8 -> 4x4
+    assert not D.blocks[0].conv1.use_fused(torch.empty(8, 32, 8, 8))    # too few positions for a CPU
+    set_plain(D)
+    assert not D.blocks[1].conv1.use_fused(torch.empty(16, 16, 16, 16))
+
+
+@pytest.mark.parametrize("lod", [0.0, 0.5, 1.0])  # stable 16x16, fading 16x16 in, stable 8x8
+def test_train_step_losses_and_gradients_match_reference(lod, float64):
+    """One full step (D with gradient penalty, G, EMA) with lr 0: the same losses and the same gradients."""
+    cfg = small_config()
+    ref, opt = states(cfg, lr=0.0)
+    res = 16 if lod < 1 else 8
+    phase = Phase(kimg=0, lod=lod, resolution=res, alpha=1 - (lod - math.floor(lod)), batch=16, lr=0.0)
+    real = torch.rand(16, 3, res, res, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    a = train_step(ref, phase, real, cfg, Dist())
+    b = train_step(opt, phase, real, cfg, Dist())
+    for key in ("loss_d", "loss_g", "d_real", "d_fake", "gp"):
+        torch.testing.assert_close(a[key], b[key], rtol=1e-10, atol=1e-12, msg=key)
+    assert a["ok"] and b["ok"]
+    # D keeps its D-step gradients (frozen during G's step); G holds its G-step gradients
+    assert_params_close(ref.D, opt.D, grads=True, rtol=1e-9, atol=1e-12)
+    assert_params_close(ref.G, opt.G, grads=True, rtol=1e-9, atol=1e-12)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in opt.D.from_rgb.parameters())
+
+
+def test_three_training_steps_track_the_reference(float64):
+    cfg = small_config()
+    ref, opt = states(cfg, lr=0.01)
+    for step, lod in enumerate([0.6, 0.4, 0.0]):
+        ref.cur_nimg = opt.cur_nimg = 16 * step
+        phase = Phase(kimg=0, lod=lod, resolution=16, alpha=1 - (lod - math.floor(lod)), batch=16, lr=0.01)
+        real = torch.rand(16, 3, 16, 16, generator=torch.Generator().manual_seed(step)) * 2 - 1
+        a, b = train_step(ref, phase, real, cfg, Dist()), train_step(opt, phase, real, cfg, Dist())
+        torch.testing.assert_close(a["loss_d"], b["loss_d"], rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(a["loss_g"], b["loss_g"], rtol=1e-10, atol=1e-12)
+    for name in ("G", "D", "G_ema"):
+        assert_params_close(ref.nets[name], opt.nets[name], rtol=1e-9, atol=1e-12)
+
+
+def test_float32_step_matches_reference_within_rounding():
+    """As training runs it: float32, where the two differ only by rounding."""
+    cfg = small_config()
+    ref, opt = states(cfg, lr=0.0)
+    phase = Phase(kimg=0, lod=0.5, resolution=16, alpha=0.5, batch=16, lr=0.0)
+    real = torch.rand(16, 3, 16, 16, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    a, b = train_step(ref, phase, real, cfg, Dist()), train_step(opt, phase, real, cfg, Dist())
+    for key in ("loss_d", "loss_g", "d_real", "d_fake", "gp"):
+        torch.testing.assert_close(a[key], b[key], rtol=1e-3, atol=1e-4, msg=key)
+
+
+@pytest.mark.parametrize("direction", ["up", "down"])
+def test_fused_and_plain_conv_agree_to_second_order(direction, monkeypatch, float64):
+    """Outputs, first gradients and the gradient penalty's double backward, fused against plain."""
+    monkeypatch.setattr(layers, "FUSED_MIN_POSITIONS_CPU", 0)
+    torch.manual_seed(0)
+    conv = EqualizedConv2d(6, 5, 3, up=direction == "up", down=direction == "down")
+    conv.bias.data.normal_()
+    plain = set_plain(copy.deepcopy(conv))
+    x = torch.randn(4, 6, 8, 8)
+    assert conv.use_fused(x) and not plain.use_fused(x)
+
+    def penalty_grads(layer):
+        xg = x.clone().requires_grad_(True)
+        y = layer(xg)
+        (g,) = torch.autograd.grad(F.leaky_relu(y, 0.2).square().sum(), xg, create_graph=True)
+        loss = g.square().sum() + y.mean()
+        return (y, *torch.autograd.grad(loss, [xg, layer.weight, layer.bias]))
+
+    for u, v in zip(penalty_grads(conv), penalty_grads(plain)):
+        torch.testing.assert_close(u, v, rtol=1e-10, atol=1e-12)
+
+
+def test_fused_rule_on_cpu(monkeypatch):
+    up = EqualizedConv2d(8, 8, 3, up=True)
+    down = EqualizedConv2d(8, 8, 3, down=True)
+    n = layers.FUSED_MIN_POSITIONS_CPU
+    assert up.use_fused(torch.empty(n // 16, 8, 4, 4)) and not up.use_fused(torch.empty(n // 16 - 1, 8, 4, 4))
+    # a down-conv's positions are those of its (low-resolution) output
+    assert down.use_fused(torch.empty(n // 16, 8, 8, 8)) and not down.use_fused(torch.empty(n // 16 - 1, 8, 8, 8))
+    assert not EqualizedConv2d(8, 8, 3, up=True, fused=False).use_fused(torch.empty(4096, 8, 4, 4))
+    assert not EqualizedConv2d(8, 8, 3).use_fused(torch.empty(4096, 8, 4, 4))
+
+
+def test_fused_kernels_equal_the_pad_and_add_definition():
+    w = torch.randn(5, 3, 3, 3, dtype=torch.float64)
+    p = F.pad(w, (1, 1, 1, 1))
+    summed = p[..., 1:, 1:] + p[..., :-1, 1:] + p[..., 1:, :-1] + p[..., :-1, :-1]
+    torch.testing.assert_close(fused_down_kernel(w), summed * 0.25)
+    torch.testing.assert_close(fused_up_kernel(w), summed.flip(-1, -2).transpose(0, 1))
+    # and the layer's folded-in scale gives the same kernel as scaling first
+    conv = EqualizedConv2d(3, 5, 3, down=True).double()
+    torch.testing.assert_close(conv.fused_kernel().reshape(15, 16),
+                               fused_down_kernel(conv.weight * conv.scale).reshape(15, 16))
+
+
+@pytest.mark.parametrize("batch", [1, 64])  # input smaller than the weight, then larger
+def test_scaling_the_input_or_the_weight_is_the_same(batch):
+    x, w = torch.randn(batch, 32, 4, 4), torch.randn(32, 32, 3, 3)
+    xs, ws = scale_smaller(x, w, 0.1)
+    assert (xs is x) != (ws is w)
+    torch.testing.assert_close(F.conv2d(xs, ws, padding=1), F.conv2d(x, w * 0.1, padding=1), rtol=1e-5, atol=1e-6)
+    lin = EqualizedLinear(64, 128)
+    lin.bias.data.normal_()
+    z = torch.randn(batch, 64)
+    torch.testing.assert_close(lin(z), F.linear(z, lin.weight * lin.scale, lin.bias), rtol=1e-5, atol=1e-6)
+
+
+def test_plain_layers_are_the_textbook_form():
+    conv = set_plain(EqualizedConv2d(4, 6, 3, up=True))
+    x = torch.randn(64, 4, 8, 8)
+    torch.testing.assert_close(conv(x), F.conv2d(upsample2x(x), conv.weight * conv.scale, conv.bias, padding=1))
+    conv = set_plain(EqualizedConv2d(4, 6, 3, down=True))
+    torch.testing.assert_close(conv(x), downsample2x(F.conv2d(x, conv.weight * conv.scale, conv.bias, padding=1)))
+    set_plain(conv, False)
+    assert not conv.plain and conv.use_fused(x)
+
+
+def load_benchmark(name):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_train_speed_benchmark_runs_and_counts_flops(tmp_path, capsys):
+    bench = load_benchmark("train_speed")
+    out = tmp_path / "train.json"
+    assert bench.main(["--preset", "tiny", "--resolution", "8", "--steps", "1", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert [r["resolution"] for r in result["rows"]] == [4, 8]
+    for row in result["rows"]:
+        ref, opt = row["modes"]["reference"], row["modes"]["optimised"]
+        assert ref["images_per_sec"] > 0 and opt["images_per_sec"] > 0 and row["matmul_gflops"] > 0
+        # the per-operation count (double backward included) agrees with the analytic count of the reference
+        assert ref["gflop_per_image"] == pytest.approx(row["analytic_reference_gflop_per_image"], rel=0.1)
+        assert ref["loss_d"] == pytest.approx(opt["loss_d"], rel=1e-4, abs=1e-5)
+    assert "speedup" in capsys.readouterr().out
+
+
+def test_generate_speed_benchmark_runs(tmp_path):
+    bench = load_benchmark("generate_speed")
+    out = tmp_path / "gen.json"
+    assert bench.main(["--models", "tiny:8", "--repeats", "2", "--big-batch", "4", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert {(r["model"], r["resolution"]) for r in rows} == {("tiny", 4), ("tiny", 8)}
+    assert all(r["batch1_ms"]["optimised"] > 0 and r["big_batch_images_per_sec"]["optimised"] > 0 for r in rows)
