@@ -280,7 +280,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=3, help="timed steps per mode and resolution (default 3)")
     p.add_argument("--batch", type=int, default=None, help="batch at every resolution (default: the preset's, "
                    "halved while one step would exceed --max-step-gflop)")
-    p.add_argument("--max-step-gflop", type=float, default=800.0)
+    p.add_argument("--max-step-gflop", type=float, default=1400.0)
     p.add_argument("--alpha", type=float, default=1.0, help="fade-in of the newest block (default 1: stable)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--resampling", action="store_true", help="instead: fused against unfused up/down convs, "
