@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image, ImageDraw
 
 from progan.data.prepare import prepare_dataset
@@ -26,3 +27,12 @@ def tiny_dataset(tmp_path_factory) -> str:
     out = tmp_path_factory.mktemp("data") / "shapes16"
     prepare_dataset(src, out, 16, progress=False)
     return str(out)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """What the studio runs with on a 2-core box (run_studio leaves a core to the event loop); restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

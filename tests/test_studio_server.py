@@ -22,16 +22,9 @@ from progan.studio.render import Session, encode_jpeg, to_uint8, unpack_message
 from progan.studio.server import BackgroundServer, Outbox, Studio, StudioError, run_studio
 from progan.studio.steer import seed_latent
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 RES = 32
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """What run_studio uses on a 2-core box (one core left to the event loop); restored after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -16,20 +16,13 @@ from progan.studio.server import ControlError, access_policy, control_specs, is_
 from progan.studio.steer import (LatentWalk, Preferences, mean_embedding, normalize, sefa, seed_latent, slerp,
                                  truncate)
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def demo_generator(resolution=32, seed=0, **kw):
     torch.manual_seed(seed)
     cfg = ModelConfig(resolution=resolution, latent_size=64, fmap_base=512, fmap_max=64, **kw)
     return Generator(cfg).eval().requires_grad_(False)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """What the studio runs with on a 2-core box (run_studio leaves a core to the event loop); restored after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
