@@ -2,14 +2,15 @@
 
     python benchmarks/train_speed.py                                   # paper preset, 4x4 .. 32x32
     python benchmarks/train_speed.py --preset demo --steps 5 --out /tmp/demo.json
-    OMP_WAIT_POLICY=PASSIVE python benchmarks/train_speed.py           # on a machine shared with other jobs
+    python benchmarks/train_speed.py --resampling                      # fused vs unfused, layer by layer
+    OMP_WAIT_POLICY=ACTIVE python benchmarks/train_speed.py            # spin-waiting OpenMP threads
 
 For each resolution, one full training step (D step with gradient penalty, G step, EMA: `train_step` from the loop,
 on random reals) in two modes, interleaved step by step so that both see the same machine load:
   reference  every layer in its textbook form (`set_plain`: unfused up/down sampling, weights scaled on every call),
              NCHW, eager, for-loop Adam
   optimised  the library as it runs in training
-Images/s are medians over --steps timed steps (after one untimed warm-up step per mode); the speedup is the median
+Images/s are medians over --steps timed steps (after two untimed warm-up steps per mode); the speedup is the median
 of the step-by-step ratios (each pair ran back to back, so a busy moment on a shared machine hits both).
 
 FLOPs are counted per operation while the warm-up step runs: a dispatch mode adds up torch.utils.flop_counter's
@@ -24,10 +25,16 @@ threads) is measured between the steps, so every row says what fraction of the m
 
 from __future__ import annotations
 
+import os
+
+# Before torch loads OpenMP: threads that spin while waiting lose a whole scheduler tick per operation whenever
+# another process (another torch job above all) holds a core, which made steps here 2.5-40x slower on a shared
+# 2-core machine. Passive waiting keeps the numbers about the code. Set OMP_WAIT_POLICY=ACTIVE to compare.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import argparse
 import collections
 import math
-import os
 import platform
 import statistics
 import sys
@@ -154,6 +161,8 @@ def bench_resolution(cfg: TrainConfig, states: dict, res: int, batch: int, steps
         row["modes"][mode] = {"gflop_per_image": fc.total / batch / 1e9, "seconds": [],
                               "gflop_by_op": {k: v / batch / 1e9 for k, v in fc.by_op.items()},
                               "loss_d": float(stats["loss_d"]), "loss_g": float(stats["loss_g"])}
+    for state in states.values():  # a second warm-up: the allocator is still growing its pools after the first
+        train_step(state, phase, real, cfg, d)
     matmul = []
     for i in range(steps):
         for mode, state in list(states.items())[::1 if i % 2 == 0 else -1]:  # alternate who goes first

@@ -57,11 +57,14 @@ def test_minibatch_stddev_group_larger_than_batch_uses_whole_batch():
 
 
 @pytest.mark.parametrize("direction", ["up", "down"])
-def test_fused_resampling_equals_unfused(direction):
+def test_fused_resampling_equals_unfused(direction, monkeypatch):
+    import progan.layers
+    monkeypatch.setattr(progan.layers, "FUSED_MIN_POSITIONS_CPU", 0)  # take the fused path even for tiny inputs
     torch.manual_seed(1)
     conv = EqualizedConv2d(5, 6, 3, up=direction == "up", down=direction == "down", fused=True)
     conv.bias.data.normal_()
     x = torch.randn(3, 5, 8, 8)
+    assert conv.use_fused(x)
     fused = conv(x)
     conv.fused = False
     unfused = conv(x)

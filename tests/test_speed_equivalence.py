@@ -23,8 +23,9 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
 def small_config():
-    """16x16, batch 16: every resampling conv takes the fused form (enough positions even on a CPU); the 4x4 convs
-    and G's dense layer scale their input, the bigger convs their weight."""
+    """16x16, batch 16: every resampling conv takes the fused form (enough positions even on a CPU); G's dense layer
+    and the 4x4 convs at batch 16 scale their input, D's 4x4 conv over reals + fakes (32) and the bigger convs their
+    weight."""
     cfg = preset("tiny", 16)
     cfg.model = ModelConfig(resolution=16, latent_size=16, fmap_base=128, fmap_max=32, mbstd_group=4)
     return cfg
@@ -70,7 +71,7 @@ def assert_params_close(a: torch.nn.Module, b: torch.nn.Module, grads: bool = Fa
         torch.testing.assert_close(x, y, msg=lambda m: f"{name}: {m}", **tol)
 
 
-def test_small_config_takes_both_paths():
+def test_fused_form_taken_where_the_rule_says():
     cfg = small_config().model
     G, D = Generator(cfg), Discriminator(cfg)
     assert G.blocks[0].conv0.use_fused(torch.empty(16, 32, 4, 4))       # 4x4 -> 8x8 up-conv
