@@ -36,6 +36,7 @@ import argparse
 import collections
 import math
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -51,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from progan.config import TrainConfig, preset  # noqa: E402
 from progan.fileio import atomic_write_json  # noqa: E402
 from progan.layers import set_plain  # noqa: E402
+from progan.runtime import keep_freed_memory  # noqa: E402
 from progan.schedule import Phase  # noqa: E402
 from progan.train.distributed import Dist  # noqa: E402
 from progan.train.loop import TrainState, build_state, train_step  # noqa: E402
@@ -109,6 +111,49 @@ def analytic_step_flops(cfg: TrainConfig, res: int, fused: bool) -> float:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Where the time goes
+
+CATEGORIES = ("convolution", "matmul", "optimizer", "ema", "other ops", "outside ops")
+FLOP_CATEGORY = {"aten.convolution": "convolution", "aten.convolution_backward": "convolution",
+                 "aten._convolution": "convolution", "aten.mm": "matmul", "aten.addmm": "matmul",
+                 "aten.bmm": "matmul", "aten.baddbmm": "matmul"}
+
+
+def op_category(name: str, in_optimizer: bool) -> str:
+    if in_optimizer:
+        return "optimizer"
+    if "convolution" in name or "conv_transpose" in name or name.startswith("aten::conv"):
+        return "convolution"
+    if name in ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matmul"):
+        return "matmul"
+    if name == "aten::_foreach_lerp_":  # only the EMA of G's weights uses it
+        return "ema"
+    return "other ops"
+
+
+def time_breakdown(state: TrainState, phase: Phase, real: torch.Tensor, cfg: TrainConfig) -> dict[str, float]:
+    """Seconds of one profiled step by category: the self time of every aten operation (the optimizers' own in
+    "optimizer"), and the rest of the step's wall time, spent outside any operation (Python, the autograd engine's
+    bookkeeping, idle threads), as "outside ops". The profiler slows small operations a little."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        t0 = time.perf_counter()
+        train_step(state, phase, real, cfg, Dist())
+        wall = time.perf_counter() - t0
+    seconds = dict.fromkeys(CATEGORIES, 0.0)
+    for event in prof.events():
+        if not event.name.startswith("aten::"):
+            continue
+        parent, in_optimizer = event.cpu_parent, False
+        while parent is not None and not in_optimizer:
+            in_optimizer = parent.name.startswith("Optimizer.step")
+            parent = parent.cpu_parent
+        seconds[op_category(event.name, in_optimizer)] += event.self_cpu_time_total / 1e6
+    seconds["outside ops"] = max(0.0, wall - sum(seconds.values()))
+    return seconds
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Timing
 
 def matmul_gflops(n: int = 2048, repeats: int = 3) -> float:
@@ -121,6 +166,11 @@ def matmul_gflops(n: int = 2048, repeats: int = 3) -> float:
         a @ b
         times.append(time.perf_counter() - t0)
     return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def minor_faults() -> int:
+    """Page faults served without I/O so far: memory the kernel hands (back) to the process, zero-filled."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def make_state(cfg: TrainConfig, mode: str) -> TrainState:
@@ -161,14 +211,20 @@ def bench_resolution(cfg: TrainConfig, states: dict, res: int, batch: int, steps
         row["modes"][mode] = {"gflop_per_image": fc.total / batch / 1e9, "seconds": [],
                               "gflop_by_op": {k: v / batch / 1e9 for k, v in fc.by_op.items()},
                               "loss_d": float(stats["loss_d"]), "loss_g": float(stats["loss_g"])}
-    for state in states.values():  # a second warm-up: the allocator is still growing its pools after the first
-        train_step(state, phase, real, cfg, d)
+    for mode, state in states.items():  # a second warm-up (the allocator is still growing after the first), profiled
+        seconds = time_breakdown(state, phase, real, cfg)
+        flops = row["modes"][mode]["gflop_by_op"]
+        row["modes"][mode]["profile_seconds"] = seconds
+        row["modes"][mode]["gflops_in"] = {
+            cat: batch * sum(v for op, v in flops.items() if FLOP_CATEGORY.get(op) == cat) / max(seconds[cat], 1e-9)
+            for cat in ("convolution", "matmul")}
     matmul = []
     for i in range(steps):
         for mode, state in list(states.items())[::1 if i % 2 == 0 else -1]:  # alternate who goes first
-            t0 = time.perf_counter()
+            faults, t0 = minor_faults(), time.perf_counter()
             train_step(state, phase, real, cfg, d)
             row["modes"][mode]["seconds"].append(time.perf_counter() - t0)
+            row["modes"][mode].setdefault("minor_faults", []).append(minor_faults() - faults)
         matmul.append(matmul_gflops())
     row["matmul_gflops"] = statistics.median(matmul)
     for m in row["modes"].values():
@@ -179,19 +235,35 @@ def bench_resolution(cfg: TrainConfig, states: dict, res: int, batch: int, steps
     # the median of step-by-step ratios: each pair of steps ran back to back, under the same load
     ref, opt = row["modes"]["reference"]["seconds"], row["modes"]["optimised"]["seconds"]
     row["speedup"] = statistics.median(r / o for r, o in zip(ref, opt))
+    # The best this step could do on this machine: the optimised FLOPs, every one at the matmul rate.
+    best_seconds = row["modes"]["optimised"]["gflop_per_image"] * batch / row["matmul_gflops"]
+    row["speedup_ceiling"] = statistics.median(ref) / best_seconds
     return row
 
 
 def print_table(rows: list[dict]) -> None:
-    print(f"\n{'res':>4} {'batch':>5} | {'ref img/s':>9} {'opt img/s':>9} {'speedup':>7} | "
+    print(f"\n{'res':>4} {'batch':>5} | {'ref img/s':>9} {'opt img/s':>9} {'speedup':>7} {'ceiling':>7} | "
           f"{'GFLOP/img ref':>13} {'opt':>6} {'analytic':>8} | {'GFLOP/s ref':>11} {'opt':>6} | "
-          f"{'matmul':>6} {'opt/matmul':>10}")
+          f"{'matmul':>6} {'ref/matmul':>10} {'opt/matmul':>10}")
     for r in rows:
         ref, opt = r["modes"]["reference"], r["modes"]["optimised"]
         print(f"{r['resolution']:>4} {r['batch']:>5} | {ref['images_per_sec']:>9.2f} {opt['images_per_sec']:>9.2f} "
-              f"{r['speedup']:>6.2f}x | {ref['gflop_per_image']:>13.2f} {opt['gflop_per_image']:>6.2f} "
-              f"{r['analytic_reference_gflop_per_image']:>8.2f} | {ref['gflops']:>11.1f} {opt['gflops']:>6.1f} | "
-              f"{r['matmul_gflops']:>6.1f} {opt['fraction_of_matmul']:>9.0%}")
+              f"{r['speedup']:>6.2f}x {r['speedup_ceiling']:>6.2f}x | {ref['gflop_per_image']:>13.2f} "
+              f"{opt['gflop_per_image']:>6.2f} {r['analytic_reference_gflop_per_image']:>8.2f} | "
+              f"{ref['gflops']:>11.1f} {opt['gflops']:>6.1f} | {r['matmul_gflops']:>6.1f} "
+              f"{ref['fraction_of_matmul']:>9.0%} {opt['fraction_of_matmul']:>9.0%}")
+
+
+def print_breakdown(rows: list[dict]) -> None:
+    print(f"\nWhere the time goes (ms of one profiled step; GFLOP/s inside the convolutions and matmuls):")
+    print(f"{'res':>4} {'mode':>9} | " + " ".join(f"{c:>11}" for c in CATEGORIES) + f" | {'conv GFLOP/s':>12} "
+          f"{'matmul GFLOP/s':>14} | {'page faults/step':>16}")
+    for r in rows:
+        for mode, m in r["modes"].items():
+            print(f"{r['resolution']:>4} {mode:>9} | " + " ".join(f"{m['profile_seconds'][c] * 1e3:>11.1f}"
+                                                              for c in CATEGORIES)
+                  + f" | {m['gflops_in']['convolution']:>12.1f} {m['gflops_in']['matmul']:>14.1f} | "
+                  f"{statistics.median(m['minor_faults']):>16.0f}")
 
 
 def bench_resampling(repeats: int = 3) -> list[dict]:
@@ -296,19 +368,23 @@ def main(argv=None) -> int:
                    "layer by layer (the measurements behind FUSED_MIN_POSITIONS_CPU)")
     p.add_argument("--profile", action="store_true", help="also print a profile of one optimised step at the "
                    "highest resolution")
+    p.add_argument("--glibc-malloc-defaults", action="store_true", help="leave glibc's allocator as it is (training "
+                   "keeps freed memory, progan.runtime.keep_freed_memory; both modes share the process's setting)")
     p.add_argument("--out", type=Path, default=None, help="JSON results (default benchmarks/results/"
                    "train_speed-PRESET.json)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    kept = False if args.glibc_malloc_defaults else keep_freed_memory()
     if not 0 < args.alpha <= 1:
         p.error(f"--alpha must be in (0, 1], got {args.alpha}")
     cfg = preset(args.preset, args.resolution)
     out = args.out or RESULTS / f"train_speed-{args.preset}.json"
-    machine = machine_info()
+    machine = {**machine_info(), "keep_freed_memory": kept}
     print(f"{args.preset} preset up to {args.resolution}x{args.resolution}: {machine['cpu']}, "
           f"{machine['torch_threads']} threads, torch {machine['torch']}, OMP_WAIT_POLICY "
-          f"{machine['omp_wait_policy']}, load average {machine['loadavg_at_start'][0]:.2f}", flush=True)
+          f"{machine['omp_wait_policy']}, freed memory {'kept' if kept else 'returned (glibc defaults)'}, "
+          f"load average {machine['loadavg_at_start'][0]:.2f}", flush=True)
 
     if args.resampling:
         out = args.out or RESULTS / "resampling_speed.json"
@@ -331,7 +407,9 @@ def main(argv=None) -> int:
         res *= 2
     print_table(rows)
     print(f"\nreference: unfused, weights scaled every call, NCHW, eager, for-loop Adam; optimised: the library. "
-          f"Medians of {args.steps} steps; FLOPs counted per operation; matmul = 2048^3 fp32 sgemm.")
+          f"Medians of {args.steps} steps; FLOPs counted per operation; matmul = 2048^3 fp32 sgemm; ceiling = the "
+          f"speedup if every optimised FLOP ran at the matmul rate.")
+    print_breakdown(rows)
     if args.profile:
         top = rows[-1]
         print(profile_step(cfg, states["optimised"], top["resolution"], top["batch"], args.alpha))

@@ -11,7 +11,7 @@ apt_install() {  # apt_install PACKAGE... (root, or sudo when available)
     if ! command -v apt-get >/dev/null; then
         echo "setup: please install these system packages yourself: $*" >&2; return 1
     fi
-    $sudo apt-get update -qq && $sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+    $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
 
 if [ ! -f /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ]; then

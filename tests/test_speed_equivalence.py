@@ -16,6 +16,8 @@ from progan.layers import (EqualizedConv2d, EqualizedLinear, downsample2x, fused
                            scale_smaller, set_plain, upsample2x)
 from progan.networks import Discriminator, Generator
 from progan.schedule import Phase
+from progan.train import checkpoint as ckpt
+from progan.train import loop
 from progan.train.distributed import Dist
 from progan.train.loop import build_state, train_step
 
@@ -223,3 +225,38 @@ def test_generate_speed_benchmark_runs(tmp_path):
     rows = json.loads(out.read_text())["rows"]
     assert {(r["model"], r["resolution"]) for r in rows} == {("tiny", 4), ("tiny", 8)}
     assert all(r["batch1_ms"]["optimised"] > 0 and r["big_batch_images_per_sec"]["optimised"] > 0 for r in rows)
+
+
+def test_fused_adam_is_the_for_loop_update_within_rounding():
+    cfg = small_config()
+    G = Generator(cfg.model)
+    fused = loop.make_optimizer(G, 0.01, cfg)
+    assert fused.defaults["fused"]  # the library's choice on a CPU
+    G_ref = copy.deepcopy(G)
+    plain = torch.optim.Adam(G_ref.parameters(), lr=0.01, betas=cfg.adam_betas, eps=cfg.adam_eps, foreach=False)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        for p, q in zip(G.parameters(), G_ref.parameters()):
+            p.grad = torch.randn(p.shape, generator=gen)
+            q.grad = p.grad.clone()
+        fused.step()
+        plain.step()
+    assert_params_close(G, G_ref, rtol=1e-5, atol=1e-6)
+    assert any((p - q0).abs().max() > 1e-3 for p, q0 in zip(G.parameters(), Generator(cfg.model).parameters()))
+
+
+def test_checkpoint_keeps_the_running_optimizer_implementation(tmp_path):
+    """A checkpoint written by a for-loop Adam (an older run, another machine) resumes into the fused one."""
+    cfg = small_config()
+    G = Generator(cfg.model)
+    old = torch.optim.Adam(G.parameters(), lr=0.01, betas=cfg.adam_betas, eps=cfg.adam_eps, foreach=False)
+    for p in G.parameters():
+        p.grad = torch.ones_like(p)
+    old.step()
+    tensors, groups = ckpt.optimizer_tensors(old)
+    assert groups[0]["fused"] is None
+    new = loop.make_optimizer(G, 0.01, cfg)
+    ckpt.load_optimizer(new, tensors, json.loads(json.dumps(groups)))
+    assert new.param_groups[0]["fused"] is True and new.param_groups[0]["lr"] == 0.01
+    first = next(iter(G.parameters()))
+    torch.testing.assert_close(new.state[first]["exp_avg_sq"], old.state[first]["exp_avg_sq"])

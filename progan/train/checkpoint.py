@@ -33,11 +33,18 @@ def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tenso
     return tensors, sd["param_groups"]
 
 
+# How the optimizer computes, not what: the running process decides these (a run may resume on another device or
+# torch), the checkpoint's values would otherwise overwrite them.
+IMPLEMENTATION_KEYS = ("foreach", "fused", "capturable")
+
+
 def load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: list[dict]) -> None:
     state: dict[int, dict] = {}
     for name, t in tensors.items():
         i, k = name.split(".", 1)
         state.setdefault(int(i), {})[k] = t
+    groups = [{**saved, **{k: now[k] for k in IMPLEMENTATION_KEYS if k in now}}
+              for saved, now in zip(groups, opt.param_groups)]
     opt.load_state_dict({"state": state, "param_groups": groups})
 
 

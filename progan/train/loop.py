@@ -27,6 +27,7 @@ from progan.generate import save_grid
 from progan.losses import discriminator_loss, generator_loss
 from progan.model_io import export_generator
 from progan.networks import Discriminator, Generator
+from progan.runtime import keep_freed_memory
 from progan.schedule import Phase, phase_at
 from progan.train import checkpoint as ckpt
 from progan.train.distributed import Dist, any_rank, average_gradients, barrier, broadcast_module, init_from_env
@@ -66,8 +67,15 @@ def derive_seed(*parts) -> int:
     return int.from_bytes(digest, "little") >> 1
 
 
+FUSED_ADAM_DEVICES = ("cpu", "cuda")
+
+
 def make_optimizer(module: torch.nn.Module, lr: float, cfg: TrainConfig) -> torch.optim.Adam:
-    return torch.optim.Adam(module.parameters(), lr=lr, betas=cfg.adam_betas, eps=cfg.adam_eps)
+    """Adam over every weight of `module`. Fused where torch has the kernel: one pass over each tensor instead of a
+    dozen, 3-4x faster on a CPU (benchmarks/README.md), the same update within float rounding."""
+    device = next(module.parameters()).device
+    return torch.optim.Adam(module.parameters(), lr=lr, betas=cfg.adam_betas, eps=cfg.adam_eps,
+                            fused=device.type in FUSED_ADAM_DEVICES)
 
 
 def build_state(cfg: TrainConfig, device: torch.device) -> TrainState:
@@ -218,6 +226,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, device: s
     """Train (or continue) the run in `run_dir` until the schedule's total, the time limit or a signal."""
     run_dir = Path(run_dir)
     cfg.validate()
+    keep_freed_memory()
     d = init_from_env(device)
     cfg.check_batches(d.world_size)
     dataset = PreparedDataset(cfg.data)
