@@ -11,16 +11,10 @@ of --repeats calls, as frames per second; big batch (--big-batch, default 64): i
 
 from __future__ import annotations
 
-import os
-
-# Before torch loads OpenMP: threads that spin while waiting lose a whole scheduler tick per operation whenever
-# another process (another torch job above all) holds a core, which made steps here 2.5-40x slower on a shared
-# 2-core machine. Passive waiting keeps the numbers about the code. Set OMP_WAIT_POLICY=ACTIVE to compare.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import argparse
 import copy
 import math
+import os
 import statistics
 import sys
 import time

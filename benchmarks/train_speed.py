@@ -3,15 +3,17 @@
     python benchmarks/train_speed.py                                   # paper preset, 4x4 .. 32x32
     python benchmarks/train_speed.py --preset demo --steps 5 --out /tmp/demo.json
     python benchmarks/train_speed.py --resampling                      # fused vs unfused, layer by layer
-    OMP_WAIT_POLICY=ACTIVE python benchmarks/train_speed.py            # spin-waiting OpenMP threads
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/train_speed.py           # OpenMP threads that never spin
 
 For each resolution, one full training step (D step with gradient penalty, G step, EMA: `train_step` from the loop,
-on random reals) in two modes, interleaved step by step so that both see the same machine load:
-  reference  every layer in its textbook form (`set_plain`: unfused up/down sampling, weights scaled on every call),
-             NCHW, eager, for-loop Adam
-  optimised  the library as it runs in training
-Images/s are medians over --steps timed steps (after two untimed warm-up steps per mode); the speedup is the median
-of the step-by-step ratios (each pair ran back to back, so a busy moment on a shared machine hits both).
+on random reals) in two modes, each in a process of its own, stepped alternately so that both see the same machine:
+  reference  the same networks in their textbook form (`set_plain`: unfused up/down sampling, weights scaled on
+             every call, torch's leaky ReLU), NCHW, eager, for-loop Adam, and the process as torch leaves it
+  optimised  the library as it runs in training, process settings included (`progan.runtime.keep_freed_memory`)
+Separate processes because some of what is measured is process-wide: the allocator's settings here, OpenMP's
+waiting policy (read once, when torch loads) when a user sets one. Images/s are medians over --steps timed steps
+(after two untimed warm-up steps per mode); the speedup is the median of the step-by-step ratios (each pair ran back
+to back, so a busy moment on a shared machine hits both).
 
 FLOPs are counted per operation while the warm-up step runs: a dispatch mode adds up torch.utils.flop_counter's
 formulas for every convolution, convolution backward and matmul, the penalty's double backward included
@@ -20,24 +22,22 @@ counted. As a cross-check the table also gives an analytic count of the referenc
 image from the layer shapes, times 4 for G (a no-grad forward for the fakes; forward + backward in its own step)
 and 14 for D (forward + backward over reals and fakes: 2 x 3; the penalty's forward, input gradient and double
 backward: 6; forward + input gradient in G's step: 2). The machine's fp32 matmul speed (2048^3 sgemm, same
-threads) is measured between the steps, so every row says what fraction of the machine it uses.
+threads) is measured between the steps, so every row says what fraction of the machine it uses, and the speedup
+the optimised FLOPs would give if every one of them ran at that rate (the ceiling). One more step per mode runs
+under torch.profiler to say where the time goes.
 """
 
 from __future__ import annotations
 
-import os
-
-# Before torch loads OpenMP: threads that spin while waiting lose a whole scheduler tick per operation whenever
-# another process (another torch job above all) holds a core, which made steps here 2.5-40x slower on a shared
-# 2-core machine. Passive waiting keeps the numbers about the code. Set OMP_WAIT_POLICY=ACTIVE to compare.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import argparse
 import collections
+import json
 import math
+import os
 import platform
 import resource
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -48,6 +48,7 @@ from torch.utils._pytree import tree_map
 from torch.utils.flop_counter import flop_registry
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # for generate_speed, which imports from here
 
 from progan.config import TrainConfig, preset  # noqa: E402
 from progan.fileio import atomic_write_json  # noqa: E402
@@ -85,29 +86,35 @@ class FlopCount(TorchDispatchMode):
         return sum(self.by_op.values())
 
 
-def forward_flops(cfg: TrainConfig, res: int, fused: bool) -> tuple[float, float]:
-    """Analytic forward FLOPs of (G, D) per image at resolution `res` (stable phase), from the layer shapes."""
+def forward_flops(cfg: TrainConfig, res: int, fused: bool) -> tuple[float, float, float]:
+    """Analytic forward FLOPs per image at resolution `res` (stable phase), from the layer shapes: G, D's body (up to
+    minibatch stddev) and D's head (its 4x4 conv and dense layers)."""
     m = cfg.model
     c = m.channels
     c4 = c(4)
     conv = lambda cin, cout, r, k=3: 2 * k * k * cin * cout * r * r  # noqa: E731
     resample = lambda cin, cout, r: (2 * 16 * cin * cout * (r // 2) ** 2) if fused else conv(cin, cout, r)  # noqa: E731
     g = 2 * (m.latent_size + m.num_classes) * c4 * 16 + conv(c4, c4, 4) + conv(c(res), 3, res, k=1)
-    d = conv(3, c(res), res, k=1) + conv(c4 + 1, c4, 4) + 2 * c4 * 16 * c4 + 2 * c4 * (1 + m.num_classes)
+    d_body = conv(3, c(res), res, k=1)
+    d_head = conv(c4 + 1, c4, 4) + 2 * c4 * 16 * c4 + 2 * c4 * (1 + m.num_classes)
     r = 8
     while r <= res:
         g += resample(c(r // 2), c(r), r) + conv(c(r), c(r), r)
-        d += conv(c(r), c(r), r) + resample(c(r), c(r // 2), r)
+        d_body += conv(c(r), c(r), r) + resample(c(r), c(r // 2), r)
         r *= 2
-    return g, d
+    return g, d_body, d_head
 
 
-STEP_MULTIPLIERS = {"G": 4, "D": 14}  # forward-equivalents per image in one training step (see the docstring)
+# Forward-equivalents per image in one training step (see the docstring). D's head: in the penalty's double backward
+# only torch's leaky ReLU sends (all-zero) gradients back through the head's forward (progan.layers.LeakyReLU).
+STEP_MULTIPLIERS = {"G": 4, "D body": 14, "D head": 14, "D head, masked leaky ReLU": 12}
 
 
-def analytic_step_flops(cfg: TrainConfig, res: int, fused: bool) -> float:
-    g, d = forward_flops(cfg, res, fused)
-    return STEP_MULTIPLIERS["G"] * g + STEP_MULTIPLIERS["D"] * d
+def analytic_step_flops(cfg: TrainConfig, res: int, plain: bool) -> float:
+    """The reference's FLOPs per image (`plain`), or the optimised mode's with the fused form everywhere."""
+    g, d_body, d_head = forward_flops(cfg, res, fused=not plain)
+    head = STEP_MULTIPLIERS["D head" if plain else "D head, masked leaky ReLU"]
+    return STEP_MULTIPLIERS["G"] * g + STEP_MULTIPLIERS["D body"] * d_body + head * d_head
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -119,15 +126,20 @@ FLOP_CATEGORY = {"aten.convolution": "convolution", "aten.convolution_backward":
                  "aten.bmm": "matmul", "aten.baddbmm": "matmul"}
 
 
-def op_category(name: str, in_optimizer: bool) -> str:
-    if in_optimizer:
-        return "optimizer"
+def op_category(event) -> str:
+    """The category of a profiler event: that of its outermost optimizer step or EMA if inside one, else its own."""
+    parent = event
+    while parent is not None:
+        if parent.name.startswith("Optimizer.step"):
+            return "optimizer"
+        if parent.name == "aten::_foreach_lerp_":  # only the EMA of G's weights uses it
+            return "ema"
+        parent = parent.cpu_parent
+    name = event.name
     if "convolution" in name or "conv_transpose" in name or name.startswith("aten::conv"):
         return "convolution"
     if name in ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matmul"):
         return "matmul"
-    if name == "aten::_foreach_lerp_":  # only the EMA of G's weights uses it
-        return "ema"
     return "other ops"
 
 
@@ -142,13 +154,8 @@ def time_breakdown(state: TrainState, phase: Phase, real: torch.Tensor, cfg: Tra
         wall = time.perf_counter() - t0
     seconds = dict.fromkeys(CATEGORIES, 0.0)
     for event in prof.events():
-        if not event.name.startswith("aten::"):
-            continue
-        parent, in_optimizer = event.cpu_parent, False
-        while parent is not None and not in_optimizer:
-            in_optimizer = parent.name.startswith("Optimizer.step")
-            parent = parent.cpu_parent
-        seconds[op_category(event.name, in_optimizer)] += event.self_cpu_time_total / 1e6
+        if event.name.startswith("aten::"):
+            seconds[op_category(event)] += event.self_cpu_time_total / 1e6
     seconds["outside ops"] = max(0.0, wall - sum(seconds.values()))
     return seconds
 
@@ -194,44 +201,118 @@ def phase_for(cfg: TrainConfig, res: int, batch: int, alpha: float) -> Phase:
 def default_batch(cfg: TrainConfig, res: int, max_step_gflop: float) -> int:
     """The preset's batch at `res`, halved while one optimised step would exceed `max_step_gflop`."""
     batch = cfg.schedule.batch_at(res)
-    per_image = analytic_step_flops(cfg, res, fused=cfg.model.fused_scale) / 1e9
+    per_image = analytic_step_flops(cfg, res, plain=False) / 1e9
     while batch > 1 and batch % 2 == 0 and batch * per_image > max_step_gflop:
         batch //= 2
     return batch
 
 
-def bench_resolution(cfg: TrainConfig, states: dict, res: int, batch: int, steps: int, alpha: float) -> dict:
-    d = Dist()
+# ---------------------------------------------------------------------------------------------------------------
+# One process per mode
+
+class Worker:
+    """A mode in a process of its own, answering one JSON line per JSON command line (see `serve`)."""
+
+    def __init__(self, mode: str, args):
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", mode, "--preset", args.preset,
+               "--resolution", str(args.resolution)] + (["--threads", str(args.threads)] if args.threads else [])
+        self.mode = mode
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.info = self._reply()
+
+    def __call__(self, command: str, **kw) -> dict:
+        self.proc.stdin.write(json.dumps({"command": command, **kw}) + "\n")
+        return self._reply()
+
+    def _reply(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the {self.mode} worker exited (code {self.proc.wait()}); its stderr is above")
+        return json.loads(line)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=60)
+
+
+def serve(mode: str, cfg: TrainConfig) -> None:
+    """The worker's side: build the state, then run commands from stdin until it closes."""
+    kept = keep_freed_memory() if mode == "optimised" else False
+    state = make_state(cfg, mode)
+    out = sys.stdout
+    sys.stdout = sys.stderr  # anything else printed must not break the protocol
+    out.write(json.dumps({"machine": machine_info(), "keep_freed_memory": kept}) + "\n")
+    out.flush()
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        if cmd["command"] == "matmul":
+            reply = {"gflops": matmul_gflops()}
+        else:
+            phase = phase_for(cfg, cmd["res"], cmd["batch"], cmd["alpha"])
+            real = torch.rand(cmd["batch"], 3, cmd["res"], cmd["res"],
+                              generator=torch.Generator().manual_seed(cmd["res"])) * 2 - 1
+            reply = COMMANDS[cmd["command"]](state, phase, real, cfg)
+        out.write(json.dumps(reply) + "\n")
+        out.flush()
+
+
+def count_flops(state: TrainState, phase: Phase, real: torch.Tensor, cfg: TrainConfig) -> dict:
+    with FlopCount() as fc:
+        stats = train_step(state, phase, real, cfg, Dist())
+    return {"flops_by_op": dict(fc.by_op), "loss_d": float(stats["loss_d"]), "loss_g": float(stats["loss_g"])}
+
+
+def timed_step(state: TrainState, phase: Phase, real: torch.Tensor, cfg: TrainConfig) -> dict:
+    faults, t0 = minor_faults(), time.perf_counter()
+    train_step(state, phase, real, cfg, Dist())
+    return {"seconds": time.perf_counter() - t0, "minor_faults": minor_faults() - faults}
+
+
+def op_table(state: TrainState, phase: Phase, real: torch.Tensor, cfg: TrainConfig, rows: int = 25) -> dict:
+    """torch.profiler's table of one step, by operation and input shape."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        train_step(state, phase, real, cfg, Dist())
+    return {"table": prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total",
+                                                                         row_limit=rows)}
+
+
+COMMANDS = {"flops": count_flops, "step": timed_step, "op_table": op_table,
+            "breakdown": lambda *a: {"seconds": time_breakdown(*a)}}
+
+
+def bench_resolution(cfg: TrainConfig, workers: dict[str, Worker], res: int, batch: int, steps: int,
+                     alpha: float) -> dict:
+    at = {"res": res, "batch": batch, "alpha": alpha}
     phase = phase_for(cfg, res, batch, alpha)
-    real = torch.rand(batch, 3, res, res, generator=torch.Generator().manual_seed(res)) * 2 - 1
     row = {"resolution": res, "batch": batch, "alpha": phase.alpha, "lod": phase.lod, "modes": {}}
-    for mode, state in states.items():  # warm-up step, counting FLOPs
-        with FlopCount() as fc:
-            stats = train_step(state, phase, real, cfg, d)
-        row["modes"][mode] = {"gflop_per_image": fc.total / batch / 1e9, "seconds": [],
-                              "gflop_by_op": {k: v / batch / 1e9 for k, v in fc.by_op.items()},
-                              "loss_d": float(stats["loss_d"]), "loss_g": float(stats["loss_g"])}
-    for mode, state in states.items():  # a second warm-up (the allocator is still growing after the first), profiled
-        seconds = time_breakdown(state, phase, real, cfg)
-        flops = row["modes"][mode]["gflop_by_op"]
-        row["modes"][mode]["profile_seconds"] = seconds
-        row["modes"][mode]["gflops_in"] = {
-            cat: batch * sum(v for op, v in flops.items() if FLOP_CATEGORY.get(op) == cat) / max(seconds[cat], 1e-9)
-            for cat in ("convolution", "matmul")}
+    for mode, worker in workers.items():  # warm-up step, counting FLOPs
+        counted = worker("flops", **at)
+        row["modes"][mode] = {"gflop_per_image": sum(counted["flops_by_op"].values()) / batch / 1e9,
+                              "gflop_by_op": {k: v / batch / 1e9 for k, v in counted["flops_by_op"].items()},
+                              "loss_d": counted["loss_d"], "loss_g": counted["loss_g"],
+                              "seconds": [], "minor_faults": []}
+    for worker in workers.values():  # a second warm-up: the allocator is still growing its pools after the first
+        worker("step", **at)
     matmul = []
     for i in range(steps):
-        for mode, state in list(states.items())[::1 if i % 2 == 0 else -1]:  # alternate who goes first
-            faults, t0 = minor_faults(), time.perf_counter()
-            train_step(state, phase, real, cfg, d)
-            row["modes"][mode]["seconds"].append(time.perf_counter() - t0)
-            row["modes"][mode].setdefault("minor_faults", []).append(minor_faults() - faults)
-        matmul.append(matmul_gflops())
+        for mode, worker in list(workers.items())[::1 if i % 2 == 0 else -1]:  # alternate who goes first
+            timed = worker("step", **at)
+            row["modes"][mode]["seconds"].append(timed["seconds"])
+            row["modes"][mode]["minor_faults"].append(timed["minor_faults"])
+        matmul.append(workers["reference"]("matmul")["gflops"])
     row["matmul_gflops"] = statistics.median(matmul)
+    for mode, worker in workers.items():  # one more step each, profiled
+        m = row["modes"][mode]
+        m["profile_seconds"] = worker("breakdown", **at)["seconds"]
+        m["gflops_in"] = {cat: sum(v for op, v in m["gflop_by_op"].items() if FLOP_CATEGORY.get(op) == cat) * batch
+                          / max(m["profile_seconds"][cat], 1e-9) for cat in ("convolution", "matmul")}
     for m in row["modes"].values():
         m["images_per_sec"] = batch / statistics.median(m["seconds"])
         m["gflops"] = m["gflop_per_image"] * m["images_per_sec"]
         m["fraction_of_matmul"] = m["gflops"] / row["matmul_gflops"]
-    row["analytic_reference_gflop_per_image"] = analytic_step_flops(cfg, res, fused=False) / 1e9
+    row["analytic_reference_gflop_per_image"] = analytic_step_flops(cfg, res, plain=True) / 1e9
     # the median of step-by-step ratios: each pair of steps ran back to back, under the same load
     ref, opt = row["modes"]["reference"]["seconds"], row["modes"]["optimised"]["seconds"]
     row["speedup"] = statistics.median(r / o for r, o in zip(ref, opt))
@@ -344,16 +425,6 @@ def machine_info() -> dict:
             "loadavg_at_start": os.getloadavg()}
 
 
-def profile_step(cfg: TrainConfig, state: TrainState, res: int, batch: int, alpha: float, rows: int = 25) -> str:
-    """torch.profiler table of one optimised step: where the time goes."""
-    from torch.profiler import ProfilerActivity, profile
-    phase = phase_for(cfg, res, batch, alpha)
-    real = torch.rand(batch, 3, res, res) * 2 - 1
-    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
-        train_step(state, phase, real, cfg, Dist())
-    return prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=rows)
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="paper")
@@ -368,23 +439,23 @@ def main(argv=None) -> int:
                    "layer by layer (the measurements behind FUSED_MIN_POSITIONS_CPU)")
     p.add_argument("--profile", action="store_true", help="also print a profile of one optimised step at the "
                    "highest resolution")
-    p.add_argument("--glibc-malloc-defaults", action="store_true", help="leave glibc's allocator as it is (training "
-                   "keeps freed memory, progan.runtime.keep_freed_memory; both modes share the process's setting)")
+    p.add_argument("--worker", choices=("reference", "optimised"), help=argparse.SUPPRESS)  # see Worker
     p.add_argument("--out", type=Path, default=None, help="JSON results (default benchmarks/results/"
                    "train_speed-PRESET.json)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    kept = False if args.glibc_malloc_defaults else keep_freed_memory()
     if not 0 < args.alpha <= 1:
         p.error(f"--alpha must be in (0, 1], got {args.alpha}")
     cfg = preset(args.preset, args.resolution)
+    if args.worker:
+        serve(args.worker, cfg)
+        return 0
     out = args.out or RESULTS / f"train_speed-{args.preset}.json"
-    machine = {**machine_info(), "keep_freed_memory": kept}
+    machine = machine_info()
     print(f"{args.preset} preset up to {args.resolution}x{args.resolution}: {machine['cpu']}, "
           f"{machine['torch_threads']} threads, torch {machine['torch']}, OMP_WAIT_POLICY "
-          f"{machine['omp_wait_policy']}, freed memory {'kept' if kept else 'returned (glibc defaults)'}, "
-          f"load average {machine['loadavg_at_start'][0]:.2f}", flush=True)
+          f"{machine['omp_wait_policy']}, load average {machine['loadavg_at_start'][0]:.2f}", flush=True)
 
     if args.resampling:
         out = args.out or RESULTS / "resampling_speed.json"
@@ -392,27 +463,32 @@ def main(argv=None) -> int:
         print(f"wrote {out}")
         return 0
 
-    states = {"reference": make_state(cfg, "reference"), "optimised": make_state(cfg, "optimised")}
-    rows = []
-    res = 4
-    while res <= args.resolution:
-        batch = args.batch or default_batch(cfg, res, args.max_step_gflop)
-        t0 = time.perf_counter()
-        row = bench_resolution(cfg, states, res, batch, args.steps, args.alpha)
-        row["loadavg"] = os.getloadavg()
-        rows.append(row)
-        print(f"  {res}x{res} batch {batch}: reference {row['modes']['reference']['images_per_sec']:.2f} img/s, "
-              f"optimised {row['modes']['optimised']['images_per_sec']:.2f} img/s ({row['speedup']:.2f}x), "
-              f"{time.perf_counter() - t0:.0f} s, load {row['loadavg'][0]:.2f}", flush=True)
-        res *= 2
-    print_table(rows)
-    print(f"\nreference: unfused, weights scaled every call, NCHW, eager, for-loop Adam; optimised: the library. "
-          f"Medians of {args.steps} steps; FLOPs counted per operation; matmul = 2048^3 fp32 sgemm; ceiling = the "
-          f"speedup if every optimised FLOP ran at the matmul rate.")
-    print_breakdown(rows)
-    if args.profile:
-        top = rows[-1]
-        print(profile_step(cfg, states["optimised"], top["resolution"], top["batch"], args.alpha))
+    workers = {mode: Worker(mode, args) for mode in ("reference", "optimised")}
+    try:
+        rows = []
+        res = 4
+        while res <= args.resolution:
+            batch = args.batch or default_batch(cfg, res, args.max_step_gflop)
+            t0 = time.perf_counter()
+            row = bench_resolution(cfg, workers, res, batch, args.steps, args.alpha)
+            row["loadavg"] = os.getloadavg()
+            rows.append(row)
+            print(f"  {res}x{res} batch {batch}: reference {row['modes']['reference']['images_per_sec']:.2f} img/s, "
+                  f"optimised {row['modes']['optimised']['images_per_sec']:.2f} img/s ({row['speedup']:.2f}x), "
+                  f"{time.perf_counter() - t0:.0f} s, load {row['loadavg'][0]:.2f}", flush=True)
+            res *= 2
+        print_table(rows)
+        print(f"\nreference: unfused, weights scaled every call, torch's leaky ReLU, NCHW, eager, for-loop Adam, torch's "
+              f"process defaults; optimised: the library. Medians of {args.steps} steps; FLOPs counted per operation; "
+              f"matmul = 2048^3 fp32 sgemm; ceiling = the speedup if every optimised FLOP ran at the matmul rate.")
+        print_breakdown(rows)
+        if args.profile:
+            top = rows[-1]
+            print(workers["optimised"]("op_table", res=top["resolution"], batch=top["batch"], alpha=args.alpha)["table"])
+    finally:
+        for worker in workers.values():
+            worker.close()
+    machine = {**machine, **{f"{mode}_process": w.info for mode, w in workers.items()}}
     atomic_write_json(out, {"preset": args.preset, "command": " ".join(["python", *sys.argv]),
                             "machine": machine, "loadavg_at_end": os.getloadavg(),
                             "step_multipliers": STEP_MULTIPLIERS, "rows": rows})

@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from progan.config import ModelConfig
-from progan.layers import (SQRT2, EqualizedConv2d, EqualizedLinear, downsample2x, leaky_relu, minibatch_stddev,
+from progan.layers import (SQRT2, EqualizedConv2d, EqualizedLinear, LeakyReLU, downsample2x, minibatch_stddev,
                            pixel_norm, upsample2x)
 
 
@@ -36,10 +36,11 @@ class GeneratorBlock(nn.Module):
         super().__init__()
         self.conv0 = EqualizedConv2d(in_channels, out_channels, 3, up=True, fused=fused)
         self.conv1 = EqualizedConv2d(out_channels, out_channels, 3)
+        self.act = LeakyReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = pixel_norm(leaky_relu(self.conv0(x)))
-        return pixel_norm(leaky_relu(self.conv1(x)))
+        x = pixel_norm(self.act(self.conv0(x)))
+        return pixel_norm(self.act(self.conv1(x)))
 
 
 class Generator(nn.Module):
@@ -59,6 +60,7 @@ class Generator(nn.Module):
         self.blocks = nn.ModuleList(
             GeneratorBlock(cfg.channels(r // 2), cfg.channels(r), cfg.fused_scale) for r in resolutions[1:])
         self.to_rgb = nn.ModuleList(EqualizedConv2d(cfg.channels(r), 3, 1, gain=1.0) for r in resolutions)
+        self.act = LeakyReLU()
 
     @property
     def output_resolution(self) -> int:
@@ -83,11 +85,11 @@ class Generator(nn.Module):
             x = torch.cat([x, F.one_hot(labels, self.num_classes).to(x.dtype)], dim=1)
         x = pixel_norm(x)
         x = self.dense(x).view(x.shape[0], -1, 4, 4) + self.dense_bias.view(1, -1, 1, 1)
-        return pixel_norm(leaky_relu(x))
+        return pixel_norm(self.act(x))
 
     def synthesize(self, x: torch.Tensor, level: int, alpha: float = 1.0) -> torch.Tensor:
         """First 4x4 feature map -> image at resolution 4 * 2^level, the top block faded in by alpha."""
-        x = pixel_norm(leaky_relu(self.conv4(x)))
+        x = pixel_norm(self.act(self.conv4(x)))
         prev = x
         for block in self.blocks[:level]:
             prev, x = x, block(x)
@@ -104,9 +106,10 @@ class DiscriminatorBlock(nn.Module):
         super().__init__()
         self.conv0 = EqualizedConv2d(in_channels, in_channels, 3)
         self.conv1 = EqualizedConv2d(in_channels, out_channels, 3, down=True, fused=fused)
+        self.act = LeakyReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return leaky_relu(self.conv1(leaky_relu(self.conv0(x))))
+        return self.act(self.conv1(self.act(self.conv0(x))))
 
 
 class Discriminator(nn.Module):
@@ -125,6 +128,7 @@ class Discriminator(nn.Module):
         self.conv4 = EqualizedConv2d(c4 + 1, c4, 3)
         self.dense0 = EqualizedLinear(c4 * 16, c4)
         self.dense1 = EqualizedLinear(c4, 1 + cfg.num_classes, gain=1.0)
+        self.act = LeakyReLU()
 
     def forward(self, img: torch.Tensor, lod: float) -> torch.Tensor:
         """Images [B, 3, r, r] -> [B, 1 + num_classes]: the critic score, then class logits if any."""
@@ -134,16 +138,16 @@ class Discriminator(nn.Module):
         return self.forward_at(img, level, alpha)
 
     def forward_at(self, img: torch.Tensor, level: int, alpha: float) -> torch.Tensor:
-        x = leaky_relu(self.from_rgb[level](img))
+        x = self.act(self.from_rgb[level](img))
         if level > 0:
             x = self.blocks[level - 1](x)
             if alpha < 1.0:
-                x = torch.lerp(leaky_relu(self.from_rgb[level - 1](downsample2x(img))), x, alpha)
+                x = torch.lerp(self.act(self.from_rgb[level - 1](downsample2x(img))), x, alpha)
             for block in reversed(self.blocks[:level - 1]):
                 x = block(x)
         x = minibatch_stddev(x, self.mbstd_group)
-        x = leaky_relu(self.conv4(x))
-        x = leaky_relu(self.dense0(x.flatten(1)))
+        x = self.act(self.conv4(x))
+        x = self.act(self.dense0(x.flatten(1)))
         return self.dense1(x)
 
 

@@ -1,5 +1,6 @@
 """The speed work changes how things are computed, never what: the optimised code against the textbook form."""
 
+import collections
 import copy
 import importlib.util
 import json
@@ -9,11 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import progan.layers as layers
 from progan.config import ModelConfig, preset
-from progan.layers import (EqualizedConv2d, EqualizedLinear, downsample2x, fused_down_kernel, fused_up_kernel,
-                           scale_smaller, set_plain, upsample2x)
+from progan.layers import (EqualizedConv2d, EqualizedLinear, LeakyReLU, downsample2x, fused_down_kernel,
+                           fused_up_kernel, scale_smaller, set_plain, upsample2x)
+from progan.losses import gradient_penalty
 from progan.networks import Discriminator, Generator
 from progan.schedule import Phase
 from progan.train import checkpoint as ckpt
@@ -214,7 +217,17 @@ def test_train_speed_benchmark_runs_and_counts_flops(tmp_path, capsys):
         assert ref["images_per_sec"] > 0 and opt["images_per_sec"] > 0 and row["matmul_gflops"] > 0
         # the per-operation count (double backward included) agrees with the analytic count of the reference
         assert ref["gflop_per_image"] == pytest.approx(row["analytic_reference_gflop_per_image"], rel=0.1)
+        assert ref["seconds"] and len(ref["seconds"]) == len(opt["seconds"]) == 1
         assert ref["loss_d"] == pytest.approx(opt["loss_d"], rel=1e-4, abs=1e-5)
+        assert sum(opt["profile_seconds"].values()) > 0 and row["speedup_ceiling"] > 0
+    # at 4x4 (nothing to fuse) the optimised mode saves the D head's backward on zeros: twice its forward
+    _, _, head = bench.forward_flops(bench.preset("tiny", 8), 4, fused=False)
+    four = result["rows"][0]["modes"]
+    saved = (four["reference"]["gflop_per_image"] - four["optimised"]["gflop_per_image"]) * 1e9
+    assert saved == pytest.approx(2 * head, rel=1e-2)
+    # each mode ran in its own process, the optimised one with the library's process settings
+    assert result["machine"]["optimised_process"]["keep_freed_memory"] is True
+    assert result["machine"]["reference_process"]["keep_freed_memory"] is False
     assert "speedup" in capsys.readouterr().out
 
 
@@ -260,3 +273,45 @@ def test_checkpoint_keeps_the_running_optimizer_implementation(tmp_path):
     assert new.param_groups[0]["fused"] is True and new.param_groups[0]["lr"] == 0.01
     first = next(iter(G.parameters()))
     torch.testing.assert_close(new.state[first]["exp_avg_sq"], old.state[first]["exp_avg_sq"])
+
+
+def test_masked_leaky_relu_is_torchs_to_second_order(float64):
+    x = torch.randn(3, 4, 5, 5, requires_grad=True)
+    act = LeakyReLU()
+    torch.testing.assert_close(act(x), F.leaky_relu(x, 0.2))
+    assert torch.autograd.gradcheck(act, (x,)) and torch.autograd.gradgradcheck(act, (x,))
+    with torch.inference_mode():  # generation: no graph at all
+        torch.testing.assert_close(act(x.detach()), F.leaky_relu(x.detach(), 0.2))
+
+
+def test_masked_leaky_relu_skips_the_d_heads_backward_on_zeros(float64):
+    """The penalty's double backward: the same D gradients with fewer convolution backward passes."""
+    cfg = small_config().model
+    D = Discriminator(cfg)
+    plain = set_plain(copy.deepcopy(D))
+    real, fake = torch.randn(8, 3, 4, 4), torch.randn(8, 3, 4, 4)
+    mix = torch.rand(8, 1, 1, 1)
+    level_lod = float(math.log2(cfg.resolution) - 2)  # 4x4: nothing fused, the activations are the only difference
+
+    def penalty_grads(net):
+        net.zero_grad(set_to_none=True)
+        with CountOps() as ops:
+            gradient_penalty(net, real, fake, level_lod, mix, 1.0).sum().backward()
+        # a weight the penalty reaches only through torch's zeros gets an all-zero gradient there, none here
+        return {n: torch.zeros_like(p) if p.grad is None else p.grad for n, p in net.named_parameters()}, ops.counts
+
+    (masked, masked_ops), (torchs, torch_ops) = penalty_grads(D), penalty_grads(plain)
+    for name, grad in masked.items():
+        torch.testing.assert_close(grad, torchs[name], rtol=1e-10, atol=1e-12, msg=name)
+    assert any(g.abs().sum() > 0 for g in masked.values())
+    assert masked_ops["convolution_backward"] < torch_ops["convolution_backward"]
+
+
+class CountOps(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.counts = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.counts[func._overloadpacket.__name__] += 1
+        return func(*args, **(kwargs or {}))
