@@ -148,7 +148,10 @@ class Discriminator(nn.Module):
         x = minibatch_stddev(x, self.mbstd_group)
         x = self.act(self.conv4(x))
         x = self.act(self.dense0(x.flatten(1)))
-        return self.dense1(x)
+        # The score in full precision even under bf16 autocast: the bias's gradient is the difference of two nearly
+        # equal sums (over fakes and reals) plus the small drift term, which bf16 rounds to exactly 0.
+        with torch.autocast(x.device.type, enabled=False):
+            return self.dense1(x.float())
 
 
 def count_parameters(module: nn.Module) -> int:
