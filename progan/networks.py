@@ -151,7 +151,7 @@ class Discriminator(nn.Module):
         # The score in full precision even under bf16 autocast: the bias's gradient is the difference of two nearly
         # equal sums (over fakes and reals) plus the small drift term, which bf16 rounds to exactly 0.
         with torch.autocast(x.device.type, enabled=False):
-            return self.dense1(x.float())
+            return self.dense1(x.to(self.dense1.weight.dtype))
 
 
 def count_parameters(module: nn.Module) -> int:
