@@ -1,6 +1,7 @@
 """Process-wide settings for long jobs: the memory allocator.
 
-(OpenMP's waiting policy is the other one, and it lives in progan/__init__.py: it has to be set before torch loads.)
+OpenMP's waiting policy is left to the user (`OMP_WAIT_POLICY`, read once when torch loads): no setting is faster
+both alone on a machine and beside another busy process (benchmarks/README.md).
 """
 
 from __future__ import annotations

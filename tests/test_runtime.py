@@ -4,7 +4,7 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
+from progan.runtime import keep_freed_memory
 
 # A training step's pattern in miniature: tensors of 256 KB to 16 MB allocated, touched and freed out of order.
 STEPS = textwrap.dedent("""
@@ -36,8 +36,10 @@ def faults_per_step(mode: str) -> int:
     return int(out.stdout.strip())
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt is glibc's (Linux)")
 def test_kept_memory_is_not_faulted_back_in():
+    if not sys.platform.startswith("linux"):  # no glibc: the call reports that it changed nothing
+        assert keep_freed_memory() is False
+        return
     default, kept = faults_per_step("default"), faults_per_step("keep")
     assert default > 2000, f"glibc's defaults should return freed memory here ({default} faults per step)"
     assert kept < default / 20, (kept, default)
