@@ -24,11 +24,12 @@ def discriminator_loss(D, real: torch.Tensor, fake: torch.Tensor, lod: float, mi
                        cfg: LossConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """L_D = D(fake) - D(real) + lambda * GP + drift * D(real)^2.
 
-    Reals and fakes go through D in one batch: minibatch-stddev groups are contiguous and the batch size is a
-    multiple of the group size, so no group mixes reals with fakes.
+    Reals, fakes and their mix go through D in separate calls, as in the official code: a minibatch-stddev group
+    then never holds a real and a fake (whose stddev would look diverse however collapsed G is), and every call
+    sees the per-process batch that `TrainConfig.check_batches` validated.
     """
-    scores = D(torch.cat([real, fake]), lod)[:, 0].float()
-    d_real, d_fake = scores.chunk(2)
+    d_real = D(real, lod)[:, 0].float()
+    d_fake = D(fake, lod)[:, 0].float()
     gp = gradient_penalty(D, real, fake, lod, mix, cfg.gp_gamma)
     loss = (d_fake - d_real + cfg.gp_lambda * gp + cfg.drift * d_real.square()).mean()
     stats = {"d_real": d_real.mean().detach(), "d_fake": d_fake.mean().detach(), "gp": gp.mean().detach()}
