@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from progan.config import ConfigError
 from progan.data.dataset import DatasetError, PreparedDataset
 from progan.data.prepare import DatasetWriter, _shrink_npy, downsample_box, prepare_dataset
 
@@ -169,7 +170,7 @@ def test_clear_errors(tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # temp folder cleaned up
     save(Image.fromarray(rgb_noise(8, 8)), tmp_path / "ok" / "x.png")
     for bad in (2, 48, 2048, 0, True, 8.0):
-        with pytest.raises(DatasetError, match="power of two"):
+        with pytest.raises(ConfigError, match="power of two"):
             prepare_dataset(tmp_path / "ok", tmp_path / "out", bad)
     with pytest.raises(DatasetError, match="crop"):
         prepare_dataset(tmp_path / "ok", tmp_path / "out", 8, crop="random")

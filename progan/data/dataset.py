@@ -18,11 +18,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from progan.config import ConfigError, check_resolution, resolutions_up_to
+from progan.seeds import derive_seed
+
 FORMAT = "progan-dataset/1"
 MANIFEST = "manifest.json"
 REPORT = "report.json"
-MIN_RESOLUTION = 4
-MAX_RESOLUTION = 1024
 
 
 class DatasetError(ValueError):
@@ -31,24 +32,6 @@ class DatasetError(ValueError):
 
 def level_filename(res: int) -> str:
     return f"level_{res:04d}.npy"
-
-
-def level_resolutions(resolution: int) -> list[int]:
-    """[4, 8, ..., resolution]."""
-    return [2**k for k in range(2, int(resolution).bit_length())]
-
-
-def check_resolution(resolution) -> int:
-    if (
-        not isinstance(resolution, (int, np.integer))
-        or isinstance(resolution, bool)
-        or not MIN_RESOLUTION <= resolution <= MAX_RESOLUTION
-        or resolution & (resolution - 1)
-    ):
-        raise DatasetError(
-            f"resolution must be a power of two between {MIN_RESOLUTION} and {MAX_RESOLUTION}, got {resolution!r}"
-        )
-    return int(resolution)
 
 
 def file_sha256(path, chunk_bytes: int = 1 << 22) -> str:
@@ -79,15 +62,18 @@ class PreparedDataset:
         self.manifest = m
         try:
             self.resolution = check_resolution(m["resolution"])
+        except (KeyError, ConfigError) as e:
+            raise DatasetError(f"{manifest_path}: bad or missing resolution ({e})") from e
+        try:
             self.count = int(m["count"])
             levels = {int(k): str(v) for k, v in m["levels"].items()}
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise DatasetError(f"{manifest_path}: missing or malformed field ({e})") from e
         if self.count <= 0:
             raise DatasetError(f"{manifest_path}: count must be positive, got {self.count}")
-        if sorted(levels) != level_resolutions(self.resolution):
+        if sorted(levels) != resolutions_up_to(self.resolution):
             raise DatasetError(
-                f"{manifest_path}: levels {sorted(levels)} should be {level_resolutions(self.resolution)}"
+                f"{manifest_path}: levels {sorted(levels)} should be {resolutions_up_to(self.resolution)}"
             )
         for name in levels.values():
             if os.path.basename(name) != name:
@@ -112,7 +98,7 @@ class PreparedDataset:
         self.num_classes = len(self.label_names) if self.labels is not None else 0
 
         self._arrays: dict[int, np.ndarray] = {}
-        for res in level_resolutions(self.resolution):
+        for res in resolutions_up_to(self.resolution):
             self.level(res)  # opens and checks every level now, so errors surface at load time
         if verify:
             self.verify()
@@ -169,17 +155,11 @@ class PreparedDataset:
 # image epoch_perm(p // N)[p % N]. Everything below is a pure function of (position, seed).
 
 
-def _epoch_seed(seed: int, epoch: int) -> int:
-    # A hash rather than seed * K + epoch: no collisions between (seed, epoch) pairs, any int seed.
-    digest = hashlib.blake2b(f"progan/{int(seed)}/{int(epoch)}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little")
-
-
 @functools.lru_cache(maxsize=4)
 def _epoch_permutation(num_images: int, seed: int, epoch: int) -> torch.Tensor:
     # Memoised only for speed (a step asks for a few dozen positions of a possibly huge permutation);
     # callers never see this tensor itself, only copies.
-    gen = torch.Generator().manual_seed(_epoch_seed(seed, epoch))
+    gen = torch.Generator().manual_seed(derive_seed(seed, "data-order", epoch))
     return torch.randperm(num_images, generator=gen)
 
 

@@ -18,7 +18,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
-from progan.data.dataset import DatasetError, check_resolution
+from progan.config import check_resolution
+from progan.data.dataset import DatasetError
 from progan.data.prepare import DatasetWriter, check_background
 
 DEFAULT_FONT = "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf"

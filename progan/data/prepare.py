@@ -24,16 +24,8 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
-from progan.data.dataset import (
-    FORMAT,
-    MANIFEST,
-    REPORT,
-    DatasetError,
-    check_resolution,
-    file_sha256,
-    level_filename,
-    level_resolutions,
-)
+from progan.config import check_resolution, resolutions_up_to
+from progan.data.dataset import FORMAT, MANIFEST, REPORT, DatasetError, file_sha256, level_filename
 from progan.data.images import (
     CROPS,
     DEFAULT_MAX_PIXELS,
@@ -153,7 +145,7 @@ class DatasetWriter:
             r: np.lib.format.open_memmap(
                 self.tmp / level_filename(r), mode="w+", dtype=np.uint8, shape=(self.capacity, 3, r, r)
             )
-            for r in level_resolutions(self.resolution)
+            for r in resolutions_up_to(self.resolution)
         }
         chunk = max(1, min(self.capacity, CHUNK_BYTES // (3 * self.resolution**2)))
         self.buffer = np.empty((chunk, 3, self.resolution, self.resolution), np.uint8)
@@ -225,7 +217,7 @@ class DatasetWriter:
         for arr in self.arrays.values():
             arr.flush()
         self.arrays = {}  # drop the memmaps before resizing their files
-        for r in level_resolutions(self.resolution):
+        for r in resolutions_up_to(self.resolution):
             name = level_filename(r)
             path = self.tmp / name
             if self.count < self.capacity:
@@ -288,7 +280,8 @@ class DatasetWriter:
 class _Entry:
     name: str  # path relative to the source, POSIX separators: what the report shows
     open: Callable[[], object]  # -> path or binary file object for Pillow
-    caption: Callable[[], str | None]
+    caption: Callable[[], str | None]  # the sidecar .txt, read only when the image is kept
+    label: int | None = None  # class index (labels_from_folders), set by _label_entries
 
 
 def _folder_entries(root: Path) -> list[_Entry]:
@@ -433,7 +426,9 @@ def prepare_dataset(
     try:
         if not entries:
             raise DatasetError(f"dataset source {source} contains no files")
-        labels, label_names = _labels(entries, source) if labels_from_folders else ([None] * len(entries), None)
+        label_names, outside = None, []
+        if labels_from_folders:
+            entries, outside, label_names = _label_entries(entries, source)
         capacity = len(entries) if max_images is None else min(len(entries), max_images)
         kw = dict(resolution=resolution, crop=crop, background=background, upscale=upscale, max_pixels=max_pixels)
         workers = workers or min(8, os.cpu_count() or 1)
@@ -445,18 +440,16 @@ def prepare_dataset(
             DatasetWriter(out_dir, resolution, capacity, overwrite=overwrite) as writer,
             tqdm(total=len(entries), unit="img", desc="prepare", disable=not progress) as bar,
         ):
+            for entry in outside:
+                writer.skip(entry.name, "not inside a class folder (labels_from_folders=True)")
             batch = max(16, 4 * workers)
             for start in range(0, len(entries), batch):
-                chunk = list(zip(entries[start : start + batch], labels[start : start + batch]))
-                todo = [(e, y) for e, y in chunk if y != -1]
-                for e, y in chunk:
-                    if y == -1:
-                        writer.skip(e.name, "not inside a class folder (labels_from_folders=True)")
-                for (entry, label), result in zip(todo, pool.map(lambda ey: _decode(ey[0], **kw), todo)):
+                chunk = entries[start : start + batch]
+                for entry, result in zip(chunk, pool.map(lambda e: _decode(e, **kw), chunk)):
                     if isinstance(result, str):
                         writer.skip(entry.name, result)
                     elif writer.written < capacity:
-                        writer.add(result, caption=entry.caption(), label=label)
+                        writer.add(result, caption=entry.caption(), label=entry.label)
                 bar.update(len(chunk))
                 if writer.written >= capacity:
                     break
@@ -472,11 +465,21 @@ def prepare_dataset(
             zsrc.close()
 
 
-def _labels(entries: list[_Entry], source: Path) -> tuple[list[int], list[str]]:
-    """Class index per entry from its first folder level; -1 for files outside any class folder."""
-    tops = [PurePosixPath(e.name).parts for e in entries]
-    label_names = sorted({p[0] for p in tops if len(p) > 1})
+def _label_entries(entries: list[_Entry], source: Path) -> tuple[list[_Entry], list[_Entry], list[str]]:
+    """(entries inside a class folder, each with its label; entries outside any; class names).
+
+    The first folder level names the class; classes are numbered in sorted order.
+    """
+    parts = [PurePosixPath(e.name).parts for e in entries]
+    label_names = sorted({p[0] for p in parts if len(p) > 1})
     if not label_names:
         raise DatasetError(f"labels_from_folders=True but {source} has no class subfolders")
     index = {n: i for i, n in enumerate(label_names)}
-    return [index[p[0]] if len(p) > 1 else -1 for p in tops], label_names
+    inside, outside = [], []
+    for e, p in zip(entries, parts):
+        if len(p) > 1:
+            e.label = index[p[0]]
+            inside.append(e)
+        else:
+            outside.append(e)
+    return inside, outside, label_names
