@@ -5,7 +5,7 @@
 
 Models are preset:resolution pairs with freshly initialised weights (speed does not depend on training). At every
 level of detail up to the model's resolution, G(z) runs under inference_mode in two modes, interleaved call by call:
-reference (every layer in its textbook form, `set_plain`) and optimised (the library). Batch 1: the median latency
+reference (every layer in its textbook form, `reference.to_reference`) and optimised (the library). Batch 1: the median latency
 of --repeats calls, as frames per second; big batch (--big-batch, default 64): images per second.
 """
 
@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from progan.config import preset  # noqa: E402
 from progan.fileio import atomic_write_json  # noqa: E402
-from progan.layers import set_plain  # noqa: E402
 from progan.networks import Generator  # noqa: E402
+from reference import to_reference  # noqa: E402
 from train_speed import RESULTS, machine_info  # noqa: E402
 
 
@@ -50,7 +50,7 @@ def bench_model(name: str, resolution: int, repeats: int, big_batch: int) -> lis
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         G = Generator(cfg).eval().requires_grad_(False)
-    nets = {"reference": set_plain(copy.deepcopy(G)), "optimised": G}
+    nets = {"reference": to_reference(copy.deepcopy(G)), "optimised": G}
     z_gen = torch.Generator().manual_seed(1)
     rows = []
     max_lod = int(math.log2(resolution)) - 2

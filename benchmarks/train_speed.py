@@ -7,7 +7,7 @@
 
 For each resolution, one full training step (D step with gradient penalty, G step, EMA: `train_step` from the loop,
 on random reals) in two modes, each in a process of its own, stepped alternately so that both see the same machine:
-  reference  the same networks in their textbook form (`set_plain`: unfused up/down sampling, weights scaled on
+  reference  the same networks in their textbook form (`reference.to_reference`: unfused up/down sampling, weights scaled on
              every call, torch's leaky ReLU), NCHW, eager, for-loop Adam, and the process as torch leaves it
   optimised  the library as it runs in training, process settings included (`progan.runtime.keep_freed_memory`)
 Separate processes because some of what is measured is process-wide: the allocator's settings here, OpenMP's
@@ -52,11 +52,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # for generate_speed, 
 
 from progan.config import TrainConfig, preset  # noqa: E402
 from progan.fileio import atomic_write_json  # noqa: E402
-from progan.layers import set_plain  # noqa: E402
 from progan.runtime import keep_freed_memory  # noqa: E402
 from progan.schedule import Phase  # noqa: E402
 from progan.train.distributed import Dist  # noqa: E402
 from progan.train.loop import TrainState, build_state, train_step  # noqa: E402
+from reference import to_reference  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -184,7 +184,7 @@ def make_state(cfg: TrainConfig, mode: str) -> TrainState:
     state = build_state(cfg, torch.device("cpu"))
     if mode == "reference":
         for net in state.nets.values():
-            set_plain(net)
+            to_reference(net)
         lr = cfg.schedule.lr_at(4)
         state.opt_G = torch.optim.Adam(state.G.parameters(), lr, cfg.adam_betas, cfg.adam_eps, foreach=False)
         state.opt_D = torch.optim.Adam(state.D.parameters(), lr, cfg.adam_betas, cfg.adam_eps, foreach=False)

@@ -6,7 +6,9 @@ Adam's per-parameter step size acts on every layer at the same dynamic range. Bi
 
 from __future__ import annotations
 
+import copy
 import math
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -16,13 +18,8 @@ SQRT2 = math.sqrt(2.0)
 
 
 class EqualizedConv2d(nn.Module):
-    """kxk convolution (stride 1, 'same' padding) with run-time weight scaling.
-
-    `up=True` is nearest-2x upsampling followed by this conv; `down=True` is this conv followed by 2x2 average
-    pooling. With `fused=True` either is computed as one stride-2 (transposed) convolution with a 4x4 kernel built
-    from the 3x3 one: exactly the same maths, less than half the multiply-adds. On a CPU the fused form is taken
-    only where it is also faster (`FUSED_MIN_POSITIONS_CPU`).
-    """
+    """kxk convolution (stride 1, 'same' padding) with run-time weight scaling, optionally with nearest-2x
+    upsampling before it (`up`) or 2x2 average pooling after it (`down`); see `resampled_conv2d`."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, gain: float = SQRT2,
                  up: bool = False, down: bool = False, fused: bool = True):
@@ -31,49 +28,47 @@ class EqualizedConv2d(nn.Module):
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.zeros(out_channels))
         self.scale = gain / math.sqrt(in_channels * kernel_size * kernel_size)
-        self.padding = kernel_size // 2
         self.up, self.down = up, down
         self.fused = fused and kernel_size == 3 and (up or down)
-        self.plain = False  # the textbook computation: the speed benchmark's reference (see `set_plain`)
         if self.fused:
-            # The 3x3 -> 4x4 map with the run-time scale (and the pooling's 1/4) folded in: the fused kernel is then
-            # one small matmul, not a scaling pass, a pad, three adds and a flip over the whole weight.
-            shifts = shift_sum_matrix(flip=up) * (self.scale if up else self.scale * 0.25)
-            self.register_buffer("shifts", shifts, persistent=False)
-
-    def use_fused(self, x: torch.Tensor) -> bool:
-        if not self.fused or self.plain:
-            return False
-        if x.device.type != "cpu":
-            return True
-        low_res_positions = x.shape[0] * x.shape[-2] * x.shape[-1] // (4 if self.down else 1)
-        return low_res_positions >= FUSED_MIN_POSITIONS_CPU
+            # The 3x3 -> 4x4 map with the run-time scale folded in, built once: the fused kernel is then one small
+            # matmul, not a scaling pass, a pad, three adds and a flip over the whole weight.
+            self.register_buffer("shifts", fused_shifts(up, self.scale), persistent=False)
 
     def fused_kernel(self) -> torch.Tensor:
-        """The fused form's 4x4 kernel, scale included. In full precision even under autocast: a bf16 matmul would
-        round the scale itself, the same error in every weight of the layer."""
-        o, i = self.weight.shape[:2]
-        with torch.autocast(self.weight.device.type, enabled=False):
-            if self.up:  # conv_transpose2d wants its weight as [in, out, k, k]
-                return (self.weight.transpose(0, 1).reshape(i * o, 9) @ self.shifts).view(i, o, 4, 4)
-            return (self.weight.view(o * i, 9) @ self.shifts).view(o, i, 4, 4)
+        return fused_kernel(self.weight, self.shifts, self.up)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.use_fused(x):
-            if self.up:
-                return F.conv_transpose2d(x, self.fused_kernel(), self.bias, stride=2, padding=1)
-            return F.conv2d(x, self.fused_kernel(), self.bias, stride=2, padding=1)
-        x, w = (x, self.weight * self.scale) if self.plain else scale_smaller(x, self.weight, self.scale)
-        if self.up:
-            x = upsample2x(x)
-        x = F.conv2d(x, w, self.bias, padding=self.padding)
-        if self.down:
-            x = downsample2x(x)
-        return x
+        return resampled_conv2d(x, self.weight, self.bias, self.scale, self.up, self.down,
+                                self.fused_kernel if self.fused else None)
 
     def extra_repr(self) -> str:
         o, i, k, _ = self.weight.shape
         return f"{i}, {o}, kernel_size={k}, up={self.up}, down={self.down}, fused={self.fused}"
+
+
+def resampled_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, scale: float,
+                     up: bool = False, down: bool = False,
+                     kernel: torch.Tensor | Callable[[], torch.Tensor] | None = None) -> torch.Tensor:
+    """The one computation of an equalized-LR conv: conv(x, weight * scale) + bias, stride 1, 'same' padding,
+    after nearest-2x upsampling (`up`) or before 2x2 average pooling (`down`).
+
+    `kernel` is the fused form's 4x4 kernel (`fused_kernel`), or a function that builds it: given one, the up-conv
+    or down-conv is computed as a single stride-2 (transposed) convolution, exactly the same maths with less than
+    half the multiply-adds, wherever that is also faster (`fused_pays_off`).
+    """
+    if kernel is not None and fused_pays_off(x, down):
+        k = kernel() if callable(kernel) else kernel
+        if up:
+            return F.conv_transpose2d(x, k, bias, stride=2, padding=1)
+        return F.conv2d(x, k, bias, stride=2, padding=1)
+    x, w = scale_smaller(x, weight, scale)
+    if up:
+        x = upsample2x(x)
+    x = F.conv2d(x, w, bias, padding=weight.shape[-1] // 2)
+    if down:
+        x = downsample2x(x)
+    return x
 
 
 # oneDNN's stride-2 and transposed convolutions lose to upsample+conv / conv+pool when the low-resolution side has
@@ -82,35 +77,50 @@ class EqualizedConv2d(nn.Module):
 FUSED_MIN_POSITIONS_CPU = 256
 
 
+def fused_pays_off(x: torch.Tensor, down: bool) -> bool:
+    """Whether the fused form is the faster one for input x (of an up-conv if not `down`)."""
+    if x.device.type != "cpu":
+        return True
+    low_res_positions = x.shape[0] * x.shape[-2] * x.shape[-1] // (4 if down else 1)
+    return low_res_positions >= FUSED_MIN_POSITIONS_CPU
+
+
 def scale_smaller(x: torch.Tensor, w: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     """conv(x, w * scale) == conv(x * scale, w): scale whichever tensor is smaller (the input at low resolutions
-    and small batches, the weight otherwise)."""
+    and small batches, the weight otherwise); a scale of 1 (a weight scaled already) costs nothing."""
+    if scale == 1.0:
+        return x, w
     return (x * scale, w) if x.numel() < w.numel() else (x, w * scale)
 
 
-def shift_sum_matrix(flip: bool = False) -> torch.Tensor:
-    """[9, 16]: a row-major 3x3 kernel times this is the 4x4 kernel summed over its four 1-pixel shifts (the
-    official code's trick), flipped in both axes if `flip`."""
+def fused_shifts(up: bool, scale: float = 1.0) -> torch.Tensor:
+    """[9, 16]: a row-major 3x3 kernel times this is the fused form's 4x4 kernel (`fused_kernel`), times `scale`.
+
+    The 4x4 kernel is the 3x3 one summed over its four 1-pixel shifts (the official code's trick); for a down-conv
+    also times the pooling's 1/4, for an up-conv flipped in both axes, as conv_transpose2d correlates with the
+    flipped kernel.
+    """
     m = torch.zeros(3, 3, 4, 4)
     for dy in (0, 1):
         for dx in (0, 1):
             m[:, :, dy:dy + 3, dx:dx + 3] += torch.eye(9).view(3, 3, 3, 3)
-    return (m.flip(-1, -2) if flip else m).reshape(9, 16)
+    m = m.flip(-1, -2) if up else m * 0.25
+    return (m * scale).reshape(9, 16)
 
 
-def fused_up_kernel(w: torch.Tensor) -> torch.Tensor:
-    """Kernel for conv_transpose2d(stride 2, padding 1) equal to conv3x3(nearest_up2x(x)).
+def fused_kernel(weight: torch.Tensor, shifts: torch.Tensor, up: bool) -> torch.Tensor:
+    """The one place the fused 4x4 kernel is built: [out, in, 3, 3] weight -> [out, in, 4, 4] for conv2d(stride 2,
+    padding 1) == avgpool2x2(conv3x3(x)), or [in, out, 4, 4] (conv_transpose2d's layout) for conv_transpose2d(
+    stride 2, padding 1) == conv3x3(nearest_up2x(x)); `shifts` from `fused_shifts(up, scale)`.
 
-    conv_transpose2d correlates with the flipped kernel, hence the flip; its weight layout is [in, out, k, k].
+    In full precision even under autocast: a bf16 matmul would round the scale itself, the same error in every
+    weight of the layer.
     """
-    o, i = w.shape[:2]
-    return (w.transpose(0, 1).reshape(i * o, 9) @ shift_sum_matrix(flip=True).to(w)).view(i, o, 4, 4)
-
-
-def fused_down_kernel(w: torch.Tensor) -> torch.Tensor:
-    """Kernel for conv2d(stride 2, padding 1) equal to avgpool2x2(conv3x3(x))."""
-    o, i = w.shape[:2]
-    return (w.reshape(o * i, 9) @ (shift_sum_matrix() * 0.25).to(w)).view(o, i, 4, 4)
+    o, i = weight.shape[:2]
+    with torch.autocast(weight.device.type, enabled=False):
+        if up:
+            return (weight.transpose(0, 1).reshape(i * o, 9) @ shifts.to(weight)).view(i, o, 4, 4)
+        return (weight.reshape(o * i, 9) @ shifts.to(weight)).view(o, i, 4, 4)
 
 
 class EqualizedLinear(nn.Module):
@@ -119,21 +129,35 @@ class EqualizedLinear(nn.Module):
         self.weight = nn.Parameter(torch.randn(out_features, in_features))
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
         self.scale = gain / math.sqrt(in_features)
-        self.plain = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x, w = (x, self.weight * self.scale) if self.plain else scale_smaller(x, self.weight, self.scale)
-        return F.linear(x, w, self.bias)
+        return F.linear(*scale_smaller(x, self.weight, self.scale), self.bias)
 
 
-def set_plain(module: nn.Module, plain: bool = True) -> nn.Module:
-    """Switch every equalized layer and activation in `module` to the textbook computation (weights scaled on every
-    call, never fused, torch's leaky ReLU) or back. The same maths either way; the speed benchmark and the
-    equivalence tests compare the two."""
-    for m in module.modules():
-        if isinstance(m, (EqualizedConv2d, EqualizedLinear, LeakyReLU)):
-            m.plain = plain
-    return module
+class FrozenConv2d(nn.Module):
+    """An EqualizedConv2d for inference: its scaled weight and fused kernel computed once, then `resampled_conv2d`
+    as in training. Re-deriving them on every call is most of the cost of a single small frame on a CPU."""
+
+    def __init__(self, conv: EqualizedConv2d):
+        super().__init__()
+        self.up, self.down = conv.up, conv.down
+        self.register_buffer("weight", (conv.weight.detach() * conv.scale).contiguous())
+        self.register_buffer("bias", conv.bias.detach().clone())
+        self.register_buffer("kernel", conv.fused_kernel().detach().contiguous() if conv.fused else None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return resampled_conv2d(x, self.weight, self.bias, 1.0, self.up, self.down, self.kernel)
+
+
+def inference_copy(module: nn.Module) -> nn.Module:
+    """A copy of `module` for inference only, each EqualizedConv2d replaced by a FrozenConv2d (`module` itself is
+    untouched)."""
+    module = copy.deepcopy(module)
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, EqualizedConv2d):
+                setattr(parent, name, FrozenConv2d(child))
+    return module.eval().requires_grad_(False)
 
 
 def pixel_norm(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -170,7 +194,7 @@ LRELU_SLOPE = 0.2
 
 
 class LeakyReLU(nn.Module):
-    """Leaky ReLU with slope 0.2, whose backward treats the slope mask as the constant it is (`plain`: torch's own).
+    """Leaky ReLU with slope 0.2, whose backward treats the slope mask as the constant it is.
 
     The same values and first derivatives. The difference is in the gradient penalty's double backward: torch's
     leaky ReLU hands an all-zero tensor to its input as the second derivative, and in D the layers above minibatch
@@ -179,12 +203,8 @@ class LeakyReLU(nn.Module):
     output instead of the input also saves memory: the next layer keeps that same tensor for its own backward.
     """
 
-    def __init__(self):
-        super().__init__()
-        self.plain = False
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.plain or not (x.requires_grad and torch.is_grad_enabled()):
+        if not (x.requires_grad and torch.is_grad_enabled()):
             return F.leaky_relu(x, LRELU_SLOPE)  # no graph to build: skip the Python function's overhead
         return _MaskedLeakyReLU.apply(x)
 

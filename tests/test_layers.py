@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from progan.layers import (EqualizedConv2d, EqualizedLinear, downsample2x, fused_down_kernel, fused_up_kernel,
-                           minibatch_stddev, pixel_norm, upsample2x)
+from progan.layers import (EqualizedConv2d, EqualizedLinear, downsample2x, fused_kernel, fused_pays_off, fused_shifts,
+                           inference_copy, minibatch_stddev, pixel_norm, upsample2x)
 
 
 def test_equalized_conv_scales_weights_at_run_time():
@@ -64,7 +64,7 @@ def test_fused_resampling_equals_unfused(direction, monkeypatch):
     conv = EqualizedConv2d(5, 6, 3, up=direction == "up", down=direction == "down", fused=True)
     conv.bias.data.normal_()
     x = torch.randn(3, 5, 8, 8)
-    assert conv.use_fused(x)
+    assert fused_pays_off(x, conv.down)
     fused = conv(x)
     conv.fused = False
     unfused = conv(x)
@@ -75,7 +75,27 @@ def test_fused_resampling_equals_unfused(direction, monkeypatch):
 def test_fused_kernels_by_hand():
     w = torch.arange(9.0).view(1, 1, 3, 3)
     x = torch.randn(1, 1, 6, 6)
-    torch.testing.assert_close(F.conv_transpose2d(x, fused_up_kernel(w), stride=2, padding=1),
+    up, down = fused_kernel(w, fused_shifts(up=True), up=True), fused_kernel(w, fused_shifts(up=False), up=False)
+    torch.testing.assert_close(F.conv_transpose2d(x, up, stride=2, padding=1),
                                F.conv2d(upsample2x(x), w, padding=1), rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(F.conv2d(x, fused_down_kernel(w), stride=2, padding=1),
+    torch.testing.assert_close(F.conv2d(x, down, stride=2, padding=1),
                                downsample2x(F.conv2d(x, w, padding=1)), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("positions", [0, 1 << 30])  # every conv fused, none fused
+def test_inference_copy_computes_what_the_layers_do(positions, monkeypatch):
+    """The studio's frozen generator: scaled weights and fused kernels computed once, the same outputs."""
+    import progan.layers
+    from progan.config import ModelConfig
+    from progan.networks import Generator
+    monkeypatch.setattr(progan.layers, "FUSED_MIN_POSITIONS_CPU", positions)
+    torch.manual_seed(0)
+    G = Generator(ModelConfig(resolution=32, latent_size=16, fmap_base=64, fmap_max=16)).eval()
+    for p in G.parameters():
+        p.data.normal_()  # biases too, so a bias dropped or doubled shows
+    frozen = inference_copy(G)
+    z = torch.randn(4, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(frozen(z, 0.5), G(z, 0.5), rtol=1e-4, atol=1e-4)
+    assert not any(p.requires_grad for p in frozen.parameters())
+    assert all(p.requires_grad for p in G.parameters())  # the original is untouched

@@ -14,8 +14,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import progan.layers as layers
 from progan.config import ModelConfig, preset
-from progan.layers import (EqualizedConv2d, EqualizedLinear, LeakyReLU, downsample2x, fused_down_kernel,
-                           fused_up_kernel, scale_smaller, set_plain, upsample2x)
+from progan.layers import (EqualizedConv2d, EqualizedLinear, LeakyReLU, downsample2x, fused_kernel, fused_pays_off,
+                           fused_shifts, scale_smaller, upsample2x)
 from progan.losses import gradient_penalty
 from progan.networks import Discriminator, Generator
 from progan.schedule import Phase
@@ -25,6 +25,17 @@ from progan.train.distributed import Dist
 from progan.train.loop import build_state, train_step
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def load_benchmark(name):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+reference = load_benchmark("reference")  # the textbook form of every layer
+to_reference = reference.to_reference
 
 
 def small_config():
@@ -60,7 +71,7 @@ def states(cfg, lr):
     opt = build_state(cfg, torch.device("cpu"))
     ref = copy.deepcopy(opt)
     for net in ref.nets.values():
-        set_plain(net)
+        to_reference(net)
     for st in (opt, ref):  # SGD: the weights after a step are a plain function of the gradients
         st.opt_G = torch.optim.SGD(st.G.parameters(), lr=lr)
         st.opt_D = torch.optim.SGD(st.D.parameters(), lr=lr)
@@ -76,16 +87,24 @@ def assert_params_close(a: torch.nn.Module, b: torch.nn.Module, grads: bool = Fa
         torch.testing.assert_close(x, y, msg=lambda m: f"{name}: {m}", **tol)
 
 
+def takes_fused(conv: EqualizedConv2d, x: torch.Tensor) -> bool:
+    """Whether conv(x) runs the fused form: a single strided (transposed) convolution, no resampling pass."""
+    with CountOps() as ops:
+        conv(x)
+    resampled = ops.counts["upsample_nearest2d"] + ops.counts["avg_pool2d"]
+    fused = (conv.up or conv.down) and ops.counts["convolution"] == 1 and not resampled
+    assert fused == (conv.fused and fused_pays_off(x, conv.down))  # the rule and what ran agree
+    return fused
+
+
 def test_fused_form_taken_where_the_rule_says():
     cfg = small_config().model
     G, D = Generator(cfg), Discriminator(cfg)
-    assert G.blocks[0].conv0.use_fused(torch.empty(16, 32, 4, 4))       # 4x4 -> 8x8 up-conv
-    assert G.blocks[1].conv0.use_fused(torch.empty(16, 32, 8, 8))       # 8x8 -> 16x16
-    assert D.blocks[1].conv1.use_fused(torch.empty(16, 16, 16, 16))     # 16x16 -> 8x8 down-conv
-    assert D.blocks[0].conv1.use_fused(torch.empty(16, 32, 8, 8))       # 8x8 -> 4x4
-    assert not D.blocks[0].conv1.use_fused(torch.empty(8, 32, 8, 8))    # too few positions for a CPU
-    set_plain(D)
-    assert not D.blocks[1].conv1.use_fused(torch.empty(16, 16, 16, 16))
+    assert takes_fused(G.blocks[0].conv0, torch.empty(16, 32, 4, 4))       # 4x4 -> 8x8 up-conv
+    assert takes_fused(G.blocks[1].conv0, torch.empty(16, 32, 8, 8))       # 8x8 -> 16x16
+    assert takes_fused(D.blocks[1].conv1, torch.empty(16, 16, 16, 16))     # 16x16 -> 8x8 down-conv
+    assert takes_fused(D.blocks[0].conv1, torch.empty(16, 32, 8, 8))       # 8x8 -> 4x4
+    assert not takes_fused(D.blocks[0].conv1, torch.empty(8, 32, 8, 8))    # too few positions for a CPU
 
 
 @pytest.mark.parametrize("lod", [0.0, 0.5, 1.0])  # stable 16x16, fading 16x16 in, stable 8x8
@@ -134,14 +153,14 @@ def test_float32_step_matches_reference_within_rounding():
 
 @pytest.mark.parametrize("direction", ["up", "down"])
 def test_fused_and_plain_conv_agree_to_second_order(direction, monkeypatch, float64):
-    """Outputs, first gradients and the gradient penalty's double backward, fused against plain."""
+    """Outputs, first gradients and the gradient penalty's double backward, fused against the textbook form."""
     monkeypatch.setattr(layers, "FUSED_MIN_POSITIONS_CPU", 0)
     torch.manual_seed(0)
     conv = EqualizedConv2d(6, 5, 3, up=direction == "up", down=direction == "down")
     conv.bias.data.normal_()
-    plain = set_plain(copy.deepcopy(conv))
+    plain = to_reference(torch.nn.Sequential(copy.deepcopy(conv)))[0]
     x = torch.randn(4, 6, 8, 8)
-    assert conv.use_fused(x) and not plain.use_fused(x)
+    assert takes_fused(conv, x)
 
     def penalty_grads(layer):
         xg = x.clone().requires_grad_(True)
@@ -158,23 +177,25 @@ def test_fused_rule_on_cpu(monkeypatch):
     up = EqualizedConv2d(8, 8, 3, up=True)
     down = EqualizedConv2d(8, 8, 3, down=True)
     n = layers.FUSED_MIN_POSITIONS_CPU
-    assert up.use_fused(torch.empty(n // 16, 8, 4, 4)) and not up.use_fused(torch.empty(n // 16 - 1, 8, 4, 4))
+    assert takes_fused(up, torch.empty(n // 16, 8, 4, 4)) and not takes_fused(up, torch.empty(n // 16 - 1, 8, 4, 4))
     # a down-conv's positions are those of its (low-resolution) output
-    assert down.use_fused(torch.empty(n // 16, 8, 8, 8)) and not down.use_fused(torch.empty(n // 16 - 1, 8, 8, 8))
-    assert not EqualizedConv2d(8, 8, 3, up=True, fused=False).use_fused(torch.empty(4096, 8, 4, 4))
-    assert not EqualizedConv2d(8, 8, 3).use_fused(torch.empty(4096, 8, 4, 4))
+    assert takes_fused(down, torch.empty(n // 16, 8, 8, 8))
+    assert not takes_fused(down, torch.empty(n // 16 - 1, 8, 8, 8))
+    assert not takes_fused(EqualizedConv2d(8, 8, 3, up=True, fused=False), torch.empty(4096, 8, 4, 4))
+    assert not EqualizedConv2d(8, 8, 3).fused
 
 
 def test_fused_kernels_equal_the_pad_and_add_definition():
     w = torch.randn(5, 3, 3, 3, dtype=torch.float64)
     p = F.pad(w, (1, 1, 1, 1))
     summed = p[..., 1:, 1:] + p[..., :-1, 1:] + p[..., 1:, :-1] + p[..., :-1, :-1]
-    torch.testing.assert_close(fused_down_kernel(w), summed * 0.25)
-    torch.testing.assert_close(fused_up_kernel(w), summed.flip(-1, -2).transpose(0, 1))
+    torch.testing.assert_close(fused_kernel(w, fused_shifts(up=False), up=False), summed * 0.25)
+    torch.testing.assert_close(fused_kernel(w, fused_shifts(up=True), up=True), summed.flip(-1, -2).transpose(0, 1))
     # and the layer's folded-in scale gives the same kernel as scaling first
-    conv = EqualizedConv2d(3, 5, 3, down=True).double()
-    torch.testing.assert_close(conv.fused_kernel().reshape(15, 16),
-                               fused_down_kernel(conv.weight * conv.scale).reshape(15, 16))
+    for direction in ("up", "down"):
+        conv = EqualizedConv2d(3, 5, 3, up=direction == "up", down=direction == "down").double()
+        torch.testing.assert_close(conv.fused_kernel(),
+                                   fused_kernel(conv.weight * conv.scale, fused_shifts(conv.up), conv.up))
 
 
 @pytest.mark.parametrize("batch", [1, 64])  # input smaller than the weight, then larger
@@ -189,21 +210,22 @@ def test_scaling_the_input_or_the_weight_is_the_same(batch):
     torch.testing.assert_close(lin(z), F.linear(z, lin.weight * lin.scale, lin.bias), rtol=1e-5, atol=1e-6)
 
 
-def test_plain_layers_are_the_textbook_form():
-    conv = set_plain(EqualizedConv2d(4, 6, 3, up=True))
+def test_reference_layers_are_the_textbook_form():
+    """The reference itself, against the definitions written out here (it shares the parameters it replaces)."""
     x = torch.randn(64, 4, 8, 8)
-    torch.testing.assert_close(conv(x), F.conv2d(upsample2x(x), conv.weight * conv.scale, conv.bias, padding=1))
-    conv = set_plain(EqualizedConv2d(4, 6, 3, down=True))
-    torch.testing.assert_close(conv(x), downsample2x(F.conv2d(x, conv.weight * conv.scale, conv.bias, padding=1)))
-    set_plain(conv, False)
-    assert not conv.plain and conv.use_fused(x)
-
-
-def load_benchmark(name):
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    for direction in ("up", "down"):
+        net = torch.nn.Sequential(EqualizedConv2d(4, 6, 3, up=direction == "up", down=direction == "down"),
+                                  LeakyReLU(), torch.nn.Flatten(), EqualizedLinear(6 * 16**2 if direction == "up"
+                                                                                   else 6 * 4**2, 3))
+        conv, lin = net[0], net[3]
+        to_reference(net)
+        assert isinstance(net[0], reference.ReferenceConv2d) and isinstance(net[1], torch.nn.LeakyReLU)
+        assert net[0].weight is conv.weight and net[3].weight is lin.weight
+        w = conv.weight * conv.scale
+        y = (F.conv2d(upsample2x(x), w, conv.bias, padding=1) if direction == "up"
+             else downsample2x(F.conv2d(x, w, conv.bias, padding=1)))
+        expected = F.linear(F.leaky_relu(y, 0.2).flatten(1), lin.weight * lin.scale, lin.bias)
+        torch.testing.assert_close(net(x), expected)
 
 
 def test_train_speed_benchmark_runs_and_counts_flops(tmp_path, capsys):
@@ -288,7 +310,7 @@ def test_masked_leaky_relu_skips_the_d_heads_backward_on_zeros(float64):
     """The penalty's double backward: the same D gradients with fewer convolution backward passes."""
     cfg = small_config().model
     D = Discriminator(cfg)
-    plain = set_plain(copy.deepcopy(D))
+    plain = to_reference(copy.deepcopy(D))
     real, fake = torch.randn(8, 3, 4, 4), torch.randn(8, 3, 4, 4)
     mix = torch.rand(8, 1, 1, 1)
     level_lod = float(math.log2(cfg.resolution) - 2)  # 4x4: nothing fused, the activations are the only difference
