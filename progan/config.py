@@ -36,9 +36,13 @@ class ModelConfig:
     latent_size: int = 512
     fmap_base: int = 8192
     fmap_max: int = 512
-    num_classes: int = 0          # > 0: AC-GAN style conditioning (labels are carried; training uses them later)
+    num_classes: int = 0          # > 0: class-conditional, the official AC-GAN (one-hot rows into G, D has 1 + C outputs)
     mbstd_group: int = 4          # effective group is min(mbstd_group, per-rank batch)
     fused_scale: bool = True      # fused up-conv / conv-down: same maths as the unfused form, less work
+    text_size: int = 0            # > 0: text-conditional on caption embeddings of this size (projection D)
+    ca_size: int = 0              # text: conditioning augmentation (StackGAN) to a code of this size; 0: none
+    cond_fade_start: int = 0      # transitional conditioning: the condition starts fading in with this resolution's
+    cond_fade_end: int = 0        # fade-in and is fully on once this one has faded in (0: start); 0, 0: always on
 
     def channels(self, res: int) -> int:
         """nf(stage) = min(fmap_base / 2^stage, fmap_max), stage = log2(res) - 1 (the official code's nf(res - 1))."""
@@ -50,8 +54,32 @@ class ModelConfig:
         for name in ("latent_size", "fmap_base", "fmap_max", "mbstd_group"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)!r}")
-        if self.num_classes < 0:
-            raise ConfigError(f"model.num_classes must be >= 0, got {self.num_classes!r}")
+        for name in ("num_classes", "text_size", "ca_size", "cond_fade_start", "cond_fade_end"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise ConfigError(f"model.{name} must be an integer >= 0, got {getattr(self, name)!r}")
+        if self.num_classes and self.text_size:
+            raise ConfigError(f"model.num_classes ({self.num_classes}) and model.text_size ({self.text_size}) are both "
+                              "set: a model is conditioned on classes or on text, not both")
+        if self.ca_size and not self.text_size:
+            raise ConfigError(f"model.ca_size ({self.ca_size}) is conditioning augmentation of caption embeddings; "
+                              "it needs model.text_size")
+        if (self.cond_fade_start or self.cond_fade_end) and not self.cond_size:
+            raise ConfigError("model.cond_fade_start / cond_fade_end fade a condition in, but the model is "
+                              "unconditional (set num_classes or text_size)")
+        if self.cond_fade_end and not self.cond_fade_start:
+            raise ConfigError(f"model.cond_fade_end ({self.cond_fade_end}) needs model.cond_fade_start")
+        if self.cond_fade_start:
+            end = self.cond_fade_end or self.cond_fade_start
+            if not (is_power_of_two(self.cond_fade_start) and 8 <= self.cond_fade_start <= end <= self.resolution
+                    and is_power_of_two(end)):
+                raise ConfigError(f"model.cond_fade_start ({self.cond_fade_start}) and cond_fade_end "
+                                  f"({self.cond_fade_end}) must be resolutions with 8 <= start <= end <= "
+                                  f"{self.resolution} (4x4 has no fade-in)")
+
+    @property
+    def cond_size(self) -> int:
+        """The width of the condition rows the networks take: classes or the caption embedding; 0: none."""
+        return self.num_classes or self.text_size
 
 
 @dataclass
@@ -93,6 +121,20 @@ class LossConfig:
     gp_lambda: float = 10.0
     gp_gamma: float = 1.0
     drift: float = 0.001
+    cond_weight: float = 1.0      # classes: weight of the AC-GAN cross-entropy terms in D's and G's loss (official: 1)
+    kl_weight: float = 1.0        # text with ca_size: weight of the conditioning augmentation's KL term in G's loss
+    mismatch_weight: float = 1.0  # text: weight of the matching-aware negatives (reals with a wrong caption) in D's
+    gan_int: float = 0.5          # text: share of G's rows conditioned on a mix of two captions (GAN-INT)
+
+    def validate(self) -> None:
+        for name in ("gp_lambda", "gp_gamma", "drift", "cond_weight", "kl_weight", "mismatch_weight", "gan_int"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ConfigError(f"loss.{name} must be a finite number >= 0, got {value!r}")
+        if not self.gp_gamma > 0:
+            raise ConfigError(f"loss.gp_gamma must be > 0, got {self.gp_gamma!r}")
+        if self.gan_int > 1:
+            raise ConfigError(f"loss.gan_int is a share of G's rows, in [0, 1], got {self.gan_int!r}")
 
 
 @dataclass

@@ -6,6 +6,17 @@ block in: alpha = 1 - frac(lod) is the weight of the new block's output against 
 (D) output of the previous resolution.
 
 Block i of either network works at resolution 4 * 2^i, so block 0 is the 4x4 one.
+
+Conditioning (ModelConfig.num_classes or .text_size): both networks see condition vectors `cond`, float rows
+[B, cond_size], never labels or text.
+- Classes, as the official code: one-hot (or soft, for blending) rows concatenated to z before the pixel norm; D's
+  last dense layer has 1 + C outputs, the score then the class logits (AC-GAN).
+- Text: rows are caption embeddings. G maps them through conditioning augmentation (StackGAN: a dense layer gives
+  mu and log sigma of a small code, sampled with explicitly passed noise, mu without) and concatenates the code to
+  z; D is a projection discriminator (Miyato & Koyama 2018): score = psi(h) + <embed(cond), h>, h its last hidden
+  features.
+- Transitional conditioning: `condition_weight(cfg, lod)` scales G's condition code and D's projection, 0 at the
+  low resolutions and 1 from a configured one on, a pure function of the level of detail.
 """
 
 from __future__ import annotations
@@ -14,11 +25,43 @@ import math
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from progan.config import ModelConfig
 from progan.layers import (SQRT2, EqualizedConv2d, EqualizedLinear, LeakyReLU, downsample2x, minibatch_stddev,
                            pixel_norm, upsample2x)
+
+
+def condition_weight(cfg: ModelConfig, lod: float) -> float:
+    """The condition's weight at `lod`: 1 unless transitional conditioning is on (cfg.cond_fade_start), else 0 until
+    cond_fade_start's fade-in begins, then rising linearly with the level of detail to 1 once cond_fade_end (default
+    cond_fade_start) has faded in. A pure function of the schedule's phase, so resume and export need nothing more."""
+    if not cfg.cond_fade_start:
+        return 1.0
+    level = math.log2(cfg.resolution) - 2 - lod         # 0 at 4x4, continuous through every fade
+    start = math.log2(cfg.cond_fade_start) - 3          # where that resolution's fade begins
+    end = math.log2(cfg.cond_fade_end or cfg.cond_fade_start) - 2
+    return min(max((level - start) / (end - start), 0.0), 1.0)
+
+
+def lod_of(level: int, alpha: float, resolution: int) -> float:
+    """The inverse of `level_and_alpha`."""
+    return int(math.log2(resolution)) - 2 - level + (1.0 - alpha)
+
+
+def check_cond(cond: torch.Tensor | None, size: int, what: str) -> None:
+    """A clear message for a condition the network cannot take."""
+    if not size:
+        if cond is not None:
+            raise ValueError(f"this {what} is unconditional; it takes no cond (got a {tuple(cond.shape)} tensor)")
+        return
+    if cond is None:
+        raise ValueError(f"this {what} is conditional: pass cond, float rows [B, {size}] (one-hot or soft class rows, "
+                         "or caption embeddings)")
+    if not cond.is_floating_point():
+        raise TypeError(f"cond must be float rows [B, {size}], got {cond.dtype}: "
+                        f"turn class indices into rows with F.one_hot(labels, {size}).float()")
+    if cond.dim() != 2 or cond.shape[1] != size:
+        raise ValueError(f"cond must be [B, {size}], got {tuple(cond.shape)}")
 
 
 def level_and_alpha(lod: float, resolution: int) -> tuple[int, float]:
@@ -50,11 +93,17 @@ class Generator(nn.Module):
         self.resolution = cfg.resolution
         self.latent_size = cfg.latent_size
         self.num_classes = cfg.num_classes
+        self.text_size = cfg.text_size
+        self.cond_size = cfg.cond_size  # the width of the cond rows forward() takes; 0: unconditional
         self.lod = 0.0  # the level of detail used when forward() is given none; exported models set it
         resolutions = [2**k for k in range(2, int(math.log2(cfg.resolution)) + 1)]
         c4 = cfg.channels(4)
+        if cfg.ca_size:
+            # Conditioning augmentation: caption embedding -> (mu, log sigma) of the code concatenated to z.
+            self.ca = EqualizedLinear(cfg.text_size, 2 * cfg.ca_size, gain=1.0)
+        code_size = cfg.ca_size or cfg.cond_size
         # 4x4 block: dense latent -> 4x4 feature map (gain sqrt(2)/4 as in the official code), then conv3x3.
-        self.dense = EqualizedLinear(cfg.latent_size + cfg.num_classes, c4 * 16, gain=SQRT2 / 4, bias=False)
+        self.dense = EqualizedLinear(cfg.latent_size + code_size, c4 * 16, gain=SQRT2 / 4, bias=False)
         self.dense_bias = nn.Parameter(torch.zeros(c4))
         self.conv4 = EqualizedConv2d(c4, c4, 3)
         self.blocks = nn.ModuleList(
@@ -66,23 +115,44 @@ class Generator(nn.Module):
     def output_resolution(self) -> int:
         return 2 ** (int(math.log2(self.resolution)) - math.floor(self.lod))
 
-    def forward(self, z: torch.Tensor, lod: float | None = None, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Latents [B, latent_size] -> images [B, 3, r, r] in about [-1, 1], r the resolution at `lod`."""
+    def forward(self, z: torch.Tensor, lod: float | None = None, cond: torch.Tensor | None = None,
+                noise: torch.Tensor | None = None) -> torch.Tensor:
+        """Latents [B, latent_size] (+ cond [B, cond_size] for a conditional G; + the conditioning augmentation's
+        noise [B, ca_size] when training, none for its mean) -> images [B, 3, r, r] in about [-1, 1], r the
+        resolution at `lod`."""
         level, alpha = level_and_alpha(self.lod if lod is None else lod, self.resolution)
-        return self.forward_at(z, level, alpha, labels)
+        return self.forward_at(z, level, alpha, cond, noise)
 
-    def forward_at(self, z: torch.Tensor, level: int, alpha: float, labels: torch.Tensor | None = None):
-        return self.synthesize(self.embed(z, labels), level, alpha)
+    def forward_at(self, z: torch.Tensor, level: int, alpha: float, cond: torch.Tensor | None = None,
+                   noise: torch.Tensor | None = None) -> torch.Tensor:
+        return self.synthesize(self.embed(z, cond, lod_of(level, alpha, self.resolution), noise), level, alpha)
 
-    def embed(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Latents -> the first 4x4 feature map (after the dense layer, LReLU and PixelNorm).
+    def condition_code(self, cond: torch.Tensor, noise: torch.Tensor | None = None):
+        """cond rows -> (the code concatenated to z, mu, log sigma); mu and log sigma are None without conditioning
+        augmentation, where the code is cond itself. With it the code is mu + exp(log sigma) * noise, or mu when
+        `noise` is None (inference)."""
+        if not self.cfg.ca_size:
+            return cond, None, None
+        mu, log_sigma = self.ca(cond).chunk(2, dim=1)
+        if noise is None:
+            return mu, mu, log_sigma
+        if noise.shape != mu.shape:
+            raise ValueError(f"conditioning-augmentation noise must be {tuple(mu.shape)}, got {tuple(noise.shape)}")
+        return mu + log_sigma.exp() * noise, mu, log_sigma
+
+    def embed(self, z: torch.Tensor, cond: torch.Tensor | None = None, lod: float | None = None,
+              noise: torch.Tensor | None = None) -> torch.Tensor:
+        """Latents (and condition rows) -> the first 4x4 feature map (after the dense layer, LReLU and PixelNorm).
 
         Split from `synthesize` because this is where truncation and steering act: z itself is pixel-normalised,
-        so scaling it does nothing.
+        so scaling it does nothing. `lod` only sets the transitional condition weight (default: self.lod).
         """
+        check_cond(cond, self.cond_size, "generator")
         x = z
-        if self.num_classes:
-            x = torch.cat([x, F.one_hot(labels, self.num_classes).to(x.dtype)], dim=1)
+        if self.cond_size:
+            code = self.condition_code(cond, noise)[0]
+            weight = condition_weight(self.cfg, self.lod if lod is None else lod)
+            x = torch.cat([x, (code * weight).to(x.dtype)], dim=1)
         x = pixel_norm(x)
         x = self.dense(x).view(x.shape[0], -1, 4, 4) + self.dense_bias.view(1, -1, 1, 1)
         return pixel_norm(self.act(x))
@@ -118,6 +188,7 @@ class Discriminator(nn.Module):
         self.cfg = cfg
         self.resolution = cfg.resolution
         self.num_classes = cfg.num_classes
+        self.text_size = cfg.text_size
         self.mbstd_group = cfg.mbstd_group
         resolutions = [2**k for k in range(2, int(math.log2(cfg.resolution)) + 1)]
         c4 = cfg.channels(4)
@@ -128,16 +199,22 @@ class Discriminator(nn.Module):
         self.conv4 = EqualizedConv2d(c4 + 1, c4, 3)
         self.dense0 = EqualizedLinear(c4 * 16, c4)
         self.dense1 = EqualizedLinear(c4, 1 + cfg.num_classes, gain=1.0)
+        if cfg.text_size:
+            # Projection: embed(cond) acts as a per-condition addition to dense1's weight row, in the same units
+            # (N(0, 1) weights times 1 / sqrt(c4) at run time); cond has unit norm, hence no 1 / sqrt(fan_in) here.
+            self.project = EqualizedLinear(cfg.text_size, c4, gain=math.sqrt(cfg.text_size), bias=False)
         self.act = LeakyReLU()
 
-    def forward(self, img: torch.Tensor, lod: float) -> torch.Tensor:
-        """Images [B, 3, r, r] -> [B, 1 + num_classes]: the critic score, then class logits if any."""
+    def forward(self, img: torch.Tensor, lod: float, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """Images [B, 3, r, r] (+ caption embeddings [B, text_size] for a projection D) -> [B, 1 + num_classes]:
+        the critic score, then class logits if any. A class-conditional D predicts the class: it takes no cond."""
         level, alpha = level_and_alpha(lod, self.resolution)
         if img.shape[-1] != 4 * 2**level:
             raise ValueError(f"D at lod {lod} expects {4 * 2**level}x{4 * 2**level} images, got {tuple(img.shape)}")
-        return self.forward_at(img, level, alpha)
+        return self.forward_at(img, level, alpha, cond)
 
-    def forward_at(self, img: torch.Tensor, level: int, alpha: float) -> torch.Tensor:
+    def forward_at(self, img: torch.Tensor, level: int, alpha: float, cond: torch.Tensor | None = None):
+        check_cond(cond, self.text_size, "discriminator")
         x = self.act(self.from_rgb[level](img))
         if level > 0:
             x = self.blocks[level - 1](x)
@@ -151,7 +228,13 @@ class Discriminator(nn.Module):
         # The score in full precision even under bf16 autocast: the bias's gradient is the difference of two nearly
         # equal sums (over fakes and reals) plus the small drift term, which bf16 rounds to exactly 0.
         with torch.autocast(x.device.type, enabled=False):
-            return self.dense1(x.to(self.dense1.weight.dtype))
+            x = x.to(self.dense1.weight.dtype)
+            out = self.dense1(x)
+            if self.text_size:
+                weight = condition_weight(self.cfg, lod_of(level, alpha, self.resolution))
+                proj = (self.project(cond.to(x.dtype)) * x).sum(1, keepdim=True) * self.dense1.scale
+                out = out + weight * proj
+            return out
 
 
 def count_parameters(module: nn.Module) -> int:

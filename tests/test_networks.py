@@ -1,8 +1,9 @@
 import pytest
 import torch
+import torch.nn.functional as F
 
 from progan.config import ModelConfig, paper
-from progan.layers import downsample2x, upsample2x
+from progan.layers import downsample2x, pixel_norm, upsample2x
 from progan.networks import Discriminator, Generator, count_parameters, level_and_alpha
 
 CFG = ModelConfig(resolution=16, latent_size=8, fmap_base=64, fmap_max=16, mbstd_group=4)
@@ -72,3 +73,37 @@ def test_fused_and_unfused_networks_agree():
     torch.testing.assert_close(G1(z, 0.3), G2(z, 0.3), rtol=1e-4, atol=1e-5)
     img = torch.randn(4, 3, 16, 16)
     torch.testing.assert_close(D1(img, 0.3), D2(img, 0.3), rtol=1e-4, atol=1e-5)
+
+
+def test_unconditional_networks_keep_their_parameters_and_formulas():
+    """Exported unconditional models must load and give the same images: the same parameter names and shapes as
+    before conditioning existed, and the same maths (written out here from the paper's recipe)."""
+    torch.manual_seed(0)
+    G, D = Generator(CFG), Discriminator(CFG)
+    c4 = CFG.channels(4)
+    g_params = {k: tuple(v.shape) for k, v in G.state_dict().items()}
+    assert {k: s for k, s in g_params.items() if not k.startswith(("blocks.", "to_rgb."))} == {
+        "dense.weight": (c4 * 16, CFG.latent_size), "dense_bias": (c4,), "conv4.weight": (c4, c4, 3, 3),
+        "conv4.bias": (c4,)}
+    d_params = {k: tuple(v.shape) for k, v in D.state_dict().items()}
+    assert d_params["dense1.weight"] == (1, c4) and not any(k.startswith(("project", "ca")) for k in d_params)
+    # a conditional text model only adds its own layers
+    text = ModelConfig(**{**CFG.__dict__, "text_size": 6, "ca_size": 4})
+    added = set(Generator(text).state_dict()) - set(G.state_dict())
+    assert added == {"ca.weight", "ca.bias"}
+    assert set(Discriminator(text).state_dict()) - set(D.state_dict()) == {"project.weight"}
+
+    z = torch.randn(4, 8)
+    x = pixel_norm(z)
+    x = F.linear(x, G.dense.weight * (2**0.5 / 4) / CFG.latent_size**0.5).view(4, c4, 4, 4)
+    x = pixel_norm(F.leaky_relu(x + G.dense_bias.view(1, -1, 1, 1), 0.2))
+    torch.testing.assert_close(G.embed(z), x)
+    x = pixel_norm(F.leaky_relu(F.conv2d(x, G.conv4.weight * (2 / (9 * c4)) ** 0.5, G.conv4.bias, padding=1), 0.2))
+    img = F.conv2d(x, G.to_rgb[0].weight / c4**0.5, G.to_rgb[0].bias)
+    torch.testing.assert_close(G(z, 2.0), img, rtol=1e-5, atol=1e-6)
+
+    # D's 4x4 head: the score is dense1(LReLU(dense0(...))) and nothing else
+    seen = {}
+    D.dense1.register_forward_hook(lambda m, inp, out: seen.update(h=inp[0]))
+    score = D(torch.randn(4, 3, 4, 4), 2.0)
+    torch.testing.assert_close(score, F.linear(seen["h"], D.dense1.weight / c4**0.5, D.dense1.bias))
