@@ -24,7 +24,7 @@ import time
 import websockets
 
 from progan.fileio import atomic_write_json
-from progan.studio.render import unpack_message
+from progan.studio.protocol import unpack_message
 
 
 def serve(model: str | None, resolution: int, threads: int, device: str, ready, stop) -> None:

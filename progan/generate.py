@@ -29,10 +29,15 @@ def latents_from_seeds(seeds: list[int], latent_size: int) -> torch.Tensor:
     return torch.stack([seed_latent(s, latent_size) for s in seeds])
 
 
+def normalize(z: torch.Tensor) -> torch.Tensor:
+    """Rows to norm sqrt(L), where each coordinate is about N(0, 1): G pixel-normalises z, so only a latent's
+    direction matters, and these are the units in which the studio measures offsets and coordinates."""
+    return pixel_norm(z, eps=1e-12)
+
+
 def slerp(a: torch.Tensor, b: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
-    """Spherical interpolation between rows of a and b; t a float or a [N, 1] tensor. The result has norm sqrt(L):
-    G pixel-normalises z, so only a latent's direction matters."""
-    a, b = pixel_norm(a, eps=1e-12), pixel_norm(b, eps=1e-12)
+    """Spherical interpolation between rows of a and b; t a float or a [N, 1] tensor. The result has norm sqrt(L)."""
+    a, b = normalize(a), normalize(b)
     length = math.sqrt(a.shape[-1])
     cos = ((a * b).sum(-1, keepdim=True) / length**2).clamp(-1.0, 1.0)
     omega = torch.acos(cos)
@@ -40,7 +45,7 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: float | torch.Tensor) -> torch.Te
     near = sin.abs() < 1e-6  # (anti)parallel rows: fall back to a normalised lerp
     wa = torch.where(near, (1 - t) * torch.ones_like(sin), torch.sin((1 - t) * omega) / sin.where(~near, 1))
     wb = torch.where(near, t * torch.ones_like(sin), torch.sin(t * omega) / sin.where(~near, 1))
-    return pixel_norm(wa * a + wb * b, eps=1e-12)
+    return normalize(wa * a + wb * b)
 
 
 @torch.inference_mode()
@@ -59,14 +64,21 @@ def mean_embedding(G: Generator, samples: int = 2048, seed: int = 0, batch: int 
     return (total / count).float().unsqueeze(0)
 
 
+def truncate(x4: torch.Tensor, mean: torch.Tensor, psi: float | torch.Tensor) -> torch.Tensor:
+    """The truncation trick: pull each first 4x4 feature map toward the mean (`mean_embedding`) by psi in [0, 1], a
+    float or one per row ([N]); psi = 1 leaves it exactly as it was.
+
+    Placed where it can act in ProGAN: G pixel-normalises z, so scaling z itself would do nothing.
+    """
+    psi = torch.as_tensor(psi, dtype=x4.dtype, device=x4.device)
+    return x4 + (1 - psi).view(-1, 1, 1, 1) * (mean - x4)
+
+
 @torch.inference_mode()
 def render(G: Generator, z: torch.Tensor, truncation: float = 1.0, mean: torch.Tensor | None = None,
            batch_size: int = 64) -> torch.Tensor:
-    """Latents -> uint8 images [B, 3, r, r] at the generator's trained level of detail.
-
-    Truncation (psi < 1) pulls the first feature map toward its mean: ProGAN pixel-normalises z, so scaling z
-    itself would do nothing.
-    """
+    """Latents -> uint8 images [B, 3, r, r] at the generator's trained level of detail, truncated by `truncation`
+    (see `truncate`; the mean is computed when not given)."""
     device = next(G.parameters()).device
     level, alpha = level_and_alpha(G.lod, G.resolution)
     if truncation != 1.0 and mean is None:
@@ -75,7 +87,7 @@ def render(G: Generator, z: torch.Tensor, truncation: float = 1.0, mean: torch.T
     for chunk in z.split(batch_size):
         x = G.embed(chunk.to(device))
         if truncation != 1.0:
-            x = torch.lerp(mean.to(x), x, truncation)
+            x = truncate(x, mean.to(x), truncation)
         out.append(to_uint8(G.synthesize(x, level, alpha)).cpu())
     return torch.cat(out)
 

@@ -82,20 +82,23 @@ def test_fused_kernels_by_hand():
                                downsample2x(F.conv2d(x, w, padding=1)), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("positions", [0, 1 << 30])  # every conv fused, none fused
-def test_inference_copy_computes_what_the_layers_do(positions, monkeypatch):
-    """The studio's frozen generator: scaled weights and fused kernels computed once, the same outputs."""
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("positions", [0, 1 << 30])  # every fused conv taking the fused form, none
+def test_inference_copy_computes_what_the_layers_do(fused, positions, monkeypatch):
+    """The studio's frozen generator: scaled weights and fused kernels computed once, the same outputs (not
+    bit-identical: the layers scale whichever of input and weight is smaller)."""
     import progan.layers
     from progan.config import ModelConfig
     from progan.networks import Generator
     monkeypatch.setattr(progan.layers, "FUSED_MIN_POSITIONS_CPU", positions)
     torch.manual_seed(0)
-    G = Generator(ModelConfig(resolution=32, latent_size=16, fmap_base=64, fmap_max=16)).eval()
+    G = Generator(ModelConfig(resolution=32, latent_size=16, fmap_base=64, fmap_max=16, fused_scale=fused)).eval()
     for p in G.parameters():
         p.data.normal_()  # biases too, so a bias dropped or doubled shows
     frozen = inference_copy(G)
     z = torch.randn(4, 16)
-    with torch.no_grad():
-        torch.testing.assert_close(frozen(z, 0.5), G(z, 0.5), rtol=1e-4, atol=1e-4)
+    with torch.inference_mode():
+        for lod in (0.0, 0.4, 2.0):
+            torch.testing.assert_close(frozen(z, lod), G(z, lod), rtol=1e-4, atol=1e-4)
     assert not any(p.requires_grad for p in frozen.parameters())
-    assert all(p.requires_grad for p in G.parameters())  # the original is untouched
+    assert isinstance(G.blocks[0].conv0, EqualizedConv2d) and all(p.requires_grad for p in G.parameters())

@@ -18,9 +18,10 @@ from PIL import Image
 from progan.config import ModelConfig
 from progan.model_io import ModelLoadError, export_generator, load_generator
 from progan.networks import Generator
-from progan.studio.render import Session, encode_jpeg, to_uint8, unpack_message
+from progan.generate import seed_latent
+from progan.studio.protocol import unpack_message
+from progan.studio.render import Credits, Session, Steering, encode_jpeg, to_uint8
 from progan.studio.server import BackgroundServer, Outbox, Studio, StudioError, run_studio
-from progan.studio.steer import seed_latent
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -413,7 +414,7 @@ def test_twenty_clients_for_twenty_seconds_with_steady_memory(server):
     assert loop_.count() == 0  # disconnects free their sessions...
     while True:  # ...and nothing keeps them, once the last handlers have returned
         gc.collect()
-        left = sum(type(o) in (Session, Outbox) for o in gc.get_objects())
+        left = sum(type(o) in (Session, Steering, Credits, Outbox) for o in gc.get_objects())
         if not left or time.monotonic() > deadline:
             break
         time.sleep(0.1)

@@ -1,4 +1,4 @@
-"""Studio maths and rendering without a server: SeFa, truncation, walks, preferences, baked generator, controls."""
+"""Studio maths and rendering without a server: SeFa, truncation, walks, preferences, sessions and their controls."""
 
 import io
 import math
@@ -10,11 +10,10 @@ from PIL import Image
 
 from progan.config import ModelConfig
 from progan.networks import Generator
-from progan.studio.render import (FrameRenderer, RenderLoop, Session, bake, encode_jpeg, pack_message, tile, to_uint8,
-                                  unpack_message)
-from progan.studio.server import ControlError, access_policy, control_specs, is_loopback, parse_control
-from progan.studio.steer import (LatentWalk, Preferences, mean_embedding, normalize, sefa, seed_latent, slerp,
-                                 truncate)
+from progan.generate import mean_embedding, normalize, seed_latent, slerp, truncate
+from progan.studio.render import Credits, FrameRenderer, RenderLoop, Session, encode_jpeg, tile, to_uint8
+from progan.studio.server import access_policy, is_loopback
+from progan.studio.steer import LatentWalk, Preferences, sefa
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -147,18 +146,6 @@ def test_dislikes_push_keyframes_away():
     assert (c.mean(0) < 0).all()  # moved away from the disliked corner
 
 
-def test_baked_generator_equals_the_generator():
-    """Same maths; not bit-identical, since G scales whichever of input and weight is smaller."""
-    for fused in (True, False):
-        G = demo_generator(fused_scale=fused)
-        B = bake(G)
-        z = torch.randn(3, 64)
-        with torch.inference_mode():
-            for lod in (0.0, 0.4, 2.0):
-                torch.testing.assert_close(B(z, lod), G(z, lod), rtol=1e-5, atol=1e-5)
-        assert isinstance(G.dense.weight, torch.nn.Parameter)  # the original is untouched
-
-
 def test_renderer_matches_generator_and_truncation_zero_collapses(G):
     r = FrameRenderer(G, mean_samples=256)
     z = torch.stack([seed_latent(s, 64) for s in (1, 2)])
@@ -200,83 +187,52 @@ def test_session_applies_controls_and_renders_grid(G):
     s = Session(r, lambda header, jpeg, png: got.append((header, jpeg, png)), seed=0)
     s.post({"type": "grid", "value": 3, "id": 4})
     s.apply_pending()
-    assert s.walk.lanes == 9 and s.ack == 4
+    assert s.steering.walk.lanes == 9 and s.ack == 4
     z, psi, labels = s.next_latents()
     assert z.shape == (9, 64) and labels is None
     assert s.post({"type": "like", "frame": s.seq + 1, "cell": 4})
     s.apply_pending()
-    assert s.prefs.likes == 1
+    assert s.steering.prefs.likes == 1
+    # a seed jump shows exactly the seeds' latents, one per cell
+    s.post({"type": "seed", "value": 7})
+    s.apply_pending()
+    torch.testing.assert_close(s.next_latents()[0][:2], normalize(torch.stack([seed_latent(7, 64), seed_latent(8, 64)])))
+    assert s.header("frame")["seed"] == 7
     # the queue is bounded: a flood is dropped and counted, never unbounded memory
     s.max_pending = 3
     assert [s.post({"type": "shuffle"}) for _ in range(5)] == [True, True, True, False, False]
-    assert s.dropped == 2
+    assert s.stats.dropped == 2
 
 
-def test_session_credits_bound_frames_in_flight(G):
-    s = Session(FrameRenderer(G, mean_samples=64), lambda *a: None, seed=0, max_in_flight=2)
-    assert s.reserve(0.0)
-    assert not s.reserve(0.0)  # busy until the sender takes the frame
-    s.frame_taken()
-    assert s.reserve(0.0)
-    s.frame_taken()
-    assert not s.reserve(0.0)  # both credits spent
-    assert s.return_credit() and s.reserve(0.0)
-    s.frame_taken()
-    assert s.return_credit() and s.return_credit()
-    assert not s.return_credit()  # never more than max_in_flight credits
-    assert s.ignored_credits == 1
+def test_credits_bound_frames_in_flight():
+    c = Credits(max_in_flight=2)
+    assert c.reserve(0.0)
+    assert not c.reserve(0.0)  # busy until the sender takes the frame
+    c.frame_taken()
+    assert c.reserve(0.0)
+    c.frame_taken()
+    assert not c.reserve(0.0)  # both credits spent
+    assert c.give() and c.reserve(0.0)
+    c.frame_taken()
+    assert c.give(client_time=12.5) and c.give()
+    assert not c.give()  # never more than max_in_flight credits
+    assert c.ignored == 1 and c.last_client_time() == 12.5
+    capped = Credits(max_in_flight=2, min_interval=0.1)
+    assert capped.reserve(0.0) and capped.due_in(0.0) is None  # busy: waits for a wake-up, not a timer
+    capped.frame_taken()
+    assert capped.due_in(0.05) == pytest.approx(0.05) and not capped.reserve(0.05) and capped.reserve(0.1)
+    capped.frame_taken()
+    capped.close()
+    assert not capped.reserve(1.0) and capped.due_in(1.0) is None
 
 
-def test_tile_and_messages():
+def test_tile_and_jpeg():
     images = np.arange(4 * 2 * 2 * 3, dtype=np.uint8).reshape(4, 2, 2, 3)
     grid = tile(images, 2)
     assert grid.shape == (4, 4, 3)
     assert np.array_equal(grid[:2, 2:], images[1]) and np.array_equal(grid[2:, :2], images[2])
-    header, payload = unpack_message(pack_message({"kind": "frame", "seq": 3}, b"\xff\xd8abc"))
-    assert header == {"kind": "frame", "seq": 3} and payload == b"\xff\xd8abc"
     jpeg = encode_jpeg(np.zeros((8, 8, 3), np.uint8))
     assert Image.open(io.BytesIO(jpeg)).size == (8, 8)
-
-
-SPECS = control_specs(sliders=8, num_classes=0)
-
-
-@pytest.mark.parametrize("msg, fragment", [
-    ([1, 2], "JSON object"),
-    ({"value": 1}, '"type"'),
-    ({"type": "explode"}, "unknown message type"),
-    ({"type": "speed"}, "missing field"),
-    ({"type": "speed", "value": "fast"}, "must be a number"),
-    ({"type": "speed", "value": True}, "must be a number"),
-    ({"type": "speed", "value": math.nan}, "finite"),
-    ({"type": "speed", "value": math.inf}, "finite"),
-    ({"type": "speed", "value": 10**400}, "finite"),
-    ({"type": "speed", "value": -1}, "[0, 4]"),
-    ({"type": "truncation", "value": 1.5}, "[0, 1]"),
-    ({"type": "slider", "index": 8, "value": 0}, "slider.index"),
-    ({"type": "slider", "index": 0, "value": 99}, "slider.value"),
-    ({"type": "seed", "value": 1.5}, "integer"),
-    ({"type": "seed", "value": -3}, "seed.value"),
-    ({"type": "seed", "value": 2**40}, "seed.value"),
-    ({"type": "grid", "value": 9}, "grid.value"),
-    ({"type": "freeze", "value": 1}, "true or false"),
-    ({"type": "like", "cell": 64}, "like.cell"),
-    ({"type": "speed", "value": 1, "colour": "red"}, "unknown field"),
-    ({"type": "speed", "value": 1, "id": -1}, "id"),
-    ({"type": "label", "value": 0}, "no classes"),
-])
-def test_parse_control_rejects_bad_values(msg, fragment):
-    with pytest.raises(ControlError) as e:
-        parse_control(msg, SPECS)
-    assert fragment in str(e.value)
-
-
-def test_parse_control_accepts_good_values():
-    assert parse_control({"type": "speed", "value": 2, "id": 9}, SPECS) == {"type": "speed", "value": 2.0, "id": 9}
-    assert parse_control({"type": "seed", "value": 12.0}, SPECS) == {"type": "seed", "value": 12}
-    assert parse_control({"type": "like"}, SPECS) == {"type": "like"}
-    specs = control_specs(8, num_classes=3)
-    assert parse_control({"type": "label", "value": 2}, specs, num_classes=3)["value"] == 2
 
 
 def test_access_policy_requires_a_token_off_loopback():

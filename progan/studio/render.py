@@ -1,53 +1,36 @@
 """The studio's render side: per-client sessions and one render thread that batches every client's next frame.
 
 Threading: the event loop (server.py) validates controls and queues them on a Session; the render thread owns all
-of a session's walk and steering state, applies queued controls at the start of each pass (so a control is
-visible in the very next frame), renders every ready session in one forward pass, encodes JPEGs and hands the
-bytes to the session's `sink` (which the server makes thread-safe). Only the credit counters are shared, under a
-lock. Flow control: a session is rendered only while it holds a credit and its previous frame has been taken, so
+of a session's walk and steering state (`Steering`), applies queued controls at the start of each pass (so a control
+is visible in the very next frame), renders every ready session in one forward pass, encodes JPEGs and hands the
+bytes to the session's `sink` (which the server makes thread-safe). Only the flow control (`Credits`) is shared,
+under a lock. Flow control: a session is rendered only while it holds a credit and its previous frame has been taken, so
 a slow client gets fresh frames, never a backlog.
 """
 
 from __future__ import annotations
 
 import collections
-import copy
 import functools
 import io
-import json
 import logging
-import struct
 import threading
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 from PIL import Image
 
 from progan.data.dataset import to_uint8 as dataset_to_uint8
-from progan.layers import (EqualizedConv2d, EqualizedLinear, downsample2x, fused_down_kernel, fused_up_kernel,
-                           upsample2x)
+from progan.generate import latents_from_seeds, mean_embedding, normalize, truncate
+from progan.layers import inference_copy
 from progan.networks import Generator, count_parameters, level_and_alpha
-from progan.studio.steer import (LatentWalk, Preferences, mean_embedding, normalize, preference_dims, sefa,
-                                 seed_latent, truncate)
+from progan.studio.protocol import controls
+from progan.studio.steer import LatentWalk, Preferences, preference_dims, sefa
 
 log = logging.getLogger("progan.studio")
-
-HEADER = struct.Struct("<I")  # binary messages: uint32 header length, JSON header, payload (JPEG or PNG)
-
-
-def pack_message(header: dict, payload: bytes) -> bytes:
-    head = json.dumps(header, separators=(",", ":")).encode()
-    return HEADER.pack(len(head)) + head + payload
-
-
-def unpack_message(data: bytes) -> tuple[dict, bytes]:
-    (n,) = HEADER.unpack_from(data)
-    return json.loads(data[HEADER.size:HEADER.size + n]), data[HEADER.size + n:]
-
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     """[B, 3, H, W] floats in about [-1, 1] -> [B, H, W, 3] uint8 (NHWC, as image files want)."""
@@ -74,53 +57,6 @@ def tile(images: np.ndarray, n: int) -> np.ndarray:
     return images.reshape(n, n, h, w, c).transpose(0, 2, 1, 3, 4).reshape(n * h, n * w, c)
 
 
-class BakedConv2d(nn.Module):
-    """An EqualizedConv2d with its run-time scaling (and fused up/down kernel) computed once, for a frozen
-    generator: the same maths without re-deriving the kernel on every call, which is most of the cost of a
-    single small frame on a CPU."""
-
-    def __init__(self, conv: EqualizedConv2d):
-        super().__init__()
-        w = conv.weight.detach() * conv.scale
-        self.up, self.down, self.fused, self.padding = conv.up, conv.down, conv.fused, conv.padding
-        if self.fused:
-            w = fused_up_kernel(w) if self.up else fused_down_kernel(w)
-        self.register_buffer("kernel", w.contiguous())
-        self.register_buffer("bias", conv.bias.detach().clone())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fused and self.up:
-            return F.conv_transpose2d(x, self.kernel, self.bias, stride=2, padding=1)
-        if self.fused and self.down:
-            return F.conv2d(x, self.kernel, self.bias, stride=2, padding=1)
-        if self.up:
-            x = upsample2x(x)
-        x = F.conv2d(x, self.kernel, self.bias, padding=self.padding)
-        return downsample2x(x) if self.down else x
-
-
-class BakedLinear(nn.Module):
-    def __init__(self, linear: EqualizedLinear):
-        super().__init__()
-        self.register_buffer("weight", (linear.weight.detach() * linear.scale).contiguous())
-        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight, self.bias)
-
-
-def bake(G: Generator) -> Generator:
-    """A copy of G for inference only, its equalized-LR layers replaced by baked ones (G itself is untouched)."""
-    G = copy.deepcopy(G)
-    for module in list(G.modules()):
-        for name, child in list(module.named_children()):
-            if isinstance(child, EqualizedConv2d):
-                setattr(module, name, BakedConv2d(child))
-            elif isinstance(child, EqualizedLinear):
-                setattr(module, name, BakedLinear(child))
-    return G.eval().requires_grad_(False)
-
-
 class FrameRenderer:
     """The model side: latents plus truncation -> uint8 frames, for any number of viewers at once.
 
@@ -131,7 +67,7 @@ class FrameRenderer:
     def __init__(self, G: Generator, sliders: int = 8, mean_samples: int = 2048, max_batch: int = 16,
                  max_pixels: int = 1 << 20):
         self.G = G
-        self.net = bake(G)
+        self.net = inference_copy(G)
         self.device = G.dense.weight.device
         self.level, self.alpha = level_and_alpha(G.lod, G.resolution)
         self.size = 4 * 2**self.level
@@ -145,6 +81,7 @@ class FrameRenderer:
         self.mean_ms = (time.perf_counter() - t0) * 1e3
         self.sliders = min(sliders, self.latent_size)
         self.pref_basis = self.directions[:preference_dims(self.eigenvalues)]
+        self.controls = controls(self.sliders, self.num_classes)
         # Forward passes run in chunks of at most max_batch rows, each padded to a power of two: on the CPU,
         # oneDNN keeps a primitive (with its buffers) per input shape, so every distinct batch size would cost
         # memory for good (about 6 MB each at 32x32); this way there are at most log2(max_batch) + 1 shapes.
@@ -187,15 +124,14 @@ class FrameRenderer:
         }
 
 
-class Session:
-    """One viewer: its walk, steering and preferences (owned by the render thread), its queued controls and its
-    credits (shared, under a lock). `sink(header, jpeg, png)` receives each frame; it must be thread-safe."""
+class Steering:
+    """What one viewer is shown and how it moves on: its walk, sliders, preferences, truncation, grid and class
+    label. Owned by the render thread; the controls of protocol.controls() act on it through the methods below."""
 
     HISTORY = 8  # recent frames whose latents a like/dislike may refer to
 
-    def __init__(self, renderer: FrameRenderer, sink: Callable[[dict, bytes, bytes | None], None], seed: int,
-                 max_in_flight: int = 2, min_interval: float = 0.0, max_pending: int = 256):
-        self.renderer, self.sink = renderer, sink
+    def __init__(self, renderer: FrameRenderer, seed: int):
+        self.renderer = renderer
         self.rng = torch.Generator().manual_seed(seed)
         self.prefs = Preferences(renderer.pref_basis)
         self.walk = LatentWalk(functools.partial(self.prefs.sample, rng=self.rng))  # no cycle back to self
@@ -203,46 +139,113 @@ class Session:
         self.speed, self.psi, self.frozen, self.label = 0.25, 1.0, False, 0
         self.grid = 1
         self.seed: int | None = None          # set while the frame is exactly a jumped-to seed
-        self.want_png = False
-        self.ack: int | None = None           # id of the last control applied
-        self.seq = 0
-        self.history: collections.deque = collections.deque(maxlen=self.HISTORY)
+        self.want_png = False                 # the viewer asked for this frame as a PNG too
+        self.history: collections.deque = collections.deque(maxlen=self.HISTORY)  # (frame seq, walk latents)
         self.last_time: float | None = None
-        self.last_frame: tuple[np.ndarray, bytes] | None = None  # reused while nothing changes (frozen)
-        self.dirty = True
-        self.pending: collections.deque = collections.deque()
-        self.max_pending = max_pending
-        # Shared with the event loop:
+
+    # -- the controls -------------------------------------------------------------------------------------------
+    def set_speed(self, value: float) -> None:
+        self.speed = value
+
+    def set_truncation(self, value: float) -> None:
+        self.psi = value
+
+    def set_frozen(self, value: bool) -> None:
+        self.frozen = value
+
+    def set_label(self, value: int) -> None:
+        self.label = value
+
+    def jump_to_seed(self, seed: int) -> None:
+        self.walk.jump(latents_from_seeds([seed + i for i in range(self.walk.lanes)], self.renderer.latent_size))
+        self.seed = seed
+
+    def set_slider(self, index: int, value: float) -> None:
+        self.sliders[index] = value
+
+    def reset_sliders(self) -> None:
+        self.sliders.zero_()
+
+    def like(self, frame: int | None, cell: int) -> None:
+        self.prefs.like(self.latent_of(frame, cell))
+        self.walk.retarget()
+        self.seed = None
+
+    def dislike(self, frame: int | None, cell: int) -> None:
+        self.prefs.dislike(self.latent_of(frame, cell))
+        self.walk.retarget()
+        self.seed = None
+
+    def reset_preferences(self) -> None:
+        self.prefs.reset()
+        self.walk.retarget()
+
+    def set_grid(self, value: int) -> None:
+        self.grid = value
+        self.walk.set_lanes(value * value)
+        self.seed = None
+
+    def shuffle(self) -> None:
+        self.walk.shuffle()
+        self.seed = None
+
+    def save_png(self) -> None:
+        self.want_png = True
+
+    # -- the render thread --------------------------------------------------------------------------------------
+    def latent_of(self, frame: int | None, cell: int) -> torch.Tensor:
+        """The walk latent shown in cell `cell` of frame `frame` (or of the latest frame if it is gone)."""
+        for seq, z in reversed(self.history):
+            if frame is None or seq == frame:
+                return z[min(cell, z.shape[0] - 1)]
+        return self.walk.position()[min(cell, self.walk.lanes - 1)]
+
+    def step(self, now: float) -> bool:
+        """Advance the walk by the time since the last frame (capped, so a stall does not make it jump); True if it
+        moved."""
+        dt = 0.0 if self.last_time is None else min(now - self.last_time, 0.5)
+        self.last_time = now
+        if self.frozen or self.speed <= 0 or dt <= 0:
+            return False
+        self.walk.advance(self.speed * dt)
+        self.seed = None
+        return True
+
+    def latents(self, seq: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(z [lanes, L] with steering applied, psi [lanes], labels [lanes] or None) for frame `seq`, whose walk
+        latents it records for likes."""
+        z = self.walk.position()
+        self.history.append((seq, z))
+        steered = normalize(z) + self.renderer.slider_offset(self.sliders)
+        lanes = z.shape[0]
+        labels = torch.full((lanes,), self.label, dtype=torch.long) if self.renderer.num_classes else None
+        return steered, torch.full((lanes,), self.psi), labels
+
+
+class Credits:
+    """Flow control for one viewer, shared between the event loop and the render thread (under a lock): a frame is
+    rendered only against a credit and once the previous one has been taken, at most one per `min_interval`."""
+
+    def __init__(self, max_in_flight: int = 2, min_interval: float = 0.0):
         self.lock = threading.Lock()
         self.max_in_flight = max_in_flight
         self.credits = max_in_flight
-        self.busy = False                     # a rendered frame not yet taken by the sender
+        self.busy = False                      # a rendered frame not yet taken by the sender
         self.min_interval, self.next_due = min_interval, 0.0
-        self.credit_time: float | None = None  # client's timestamp on its latest credit, echoed in the next frame
+        self.client_time: float | None = None  # client's timestamp on its latest credit, echoed in the next frame
         self.closed = False
-        self.dropped = 0                      # controls dropped because the queue was full
-        self.ignored_credits = 0
-        self.frames = 0
-        self.render_ms = 0.0
-        self.batch = 0
+        self.ignored = 0                       # credits beyond max_in_flight
 
-    # -- called from the event loop -------------------------------------------------------------------------------
-    def post(self, command: dict) -> bool:
-        """Queue a validated control for the render thread. False (and counted) when the queue is full."""
-        if len(self.pending) >= self.max_pending:
-            self.dropped += 1
-            return False
-        self.pending.append(command)
-        return True
-
-    def return_credit(self, client_time: float | None = None) -> bool:
+    # -- the event loop -----------------------------------------------------------------------------------------
+    def give(self, client_time: float | None = None) -> bool:
+        """A credit back from the client; False (and counted) if it already holds all it may."""
         with self.lock:
             if self.credits >= self.max_in_flight:
-                self.ignored_credits += 1
+                self.ignored += 1
                 return False
             self.credits += 1
             if client_time is not None:
-                self.credit_time = client_time
+                self.client_time = client_time
             return True
 
     def frame_taken(self) -> None:
@@ -253,9 +256,9 @@ class Session:
         with self.lock:
             self.closed = True
 
-    # -- called from the render thread ----------------------------------------------------------------------------
+    # -- the render thread --------------------------------------------------------------------------------------
     def reserve(self, now: float) -> bool:
-        """Take a credit for one frame if this session can be sent one now."""
+        """Take a credit for one frame if this viewer can be sent one now."""
         with self.lock:
             if self.closed or self.busy or self.credits <= 0 or now < self.next_due:
                 return False
@@ -265,12 +268,50 @@ class Session:
             return True
 
     def due_in(self, now: float) -> float | None:
-        """Seconds until its frame-rate cap lets this session be rendered, or None while it waits for a credit or
-        for its last frame to be taken (a wake-up will come then)."""
+        """Seconds until the frame-rate cap lets this viewer be rendered, or None while it waits for a credit or for
+        its last frame to be taken (a wake-up will come then)."""
         with self.lock:
             if self.closed or self.busy or self.credits <= 0:
                 return None
             return max(0.0, self.next_due - now)
+
+    def last_client_time(self) -> float | None:
+        with self.lock:
+            return self.client_time
+
+
+@dataclass
+class SessionStats:
+    frames: int = 0          # frames handed to the sink
+    dropped: int = 0         # controls dropped because the queue was full
+    render_ms: float = 0.0   # the latest forward pass that rendered this viewer's frame
+    batch: int = 0           # and how many images it rendered in all
+
+
+class Session:
+    """One viewer: its steering (render thread), its queued controls, its credits (shared) and its statistics.
+    `sink(header, jpeg, png)` receives each frame; it must be thread-safe."""
+
+    def __init__(self, renderer: FrameRenderer, sink: Callable[[dict, bytes, bytes | None], None], seed: int,
+                 max_in_flight: int = 2, min_interval: float = 0.0, max_pending: int = 256):
+        self.renderer, self.sink = renderer, sink
+        self.steering = Steering(renderer, seed)
+        self.credits = Credits(max_in_flight, min_interval)
+        self.stats = SessionStats()
+        self.pending: collections.deque = collections.deque()  # appended by the event loop, emptied by the render thread
+        self.max_pending = max_pending
+        self.ack: int | None = None           # id of the last control applied
+        self.seq = 0
+        self.last_frame: tuple[np.ndarray, bytes] | None = None  # reused while nothing changes (frozen)
+        self.dirty = True
+
+    def post(self, command: dict) -> bool:
+        """Queue a validated control for the render thread (event loop). False (and counted) when the queue is full."""
+        if len(self.pending) >= self.max_pending:
+            self.stats.dropped += 1
+            return False
+        self.pending.append(command)
+        return True
 
     def apply_pending(self) -> None:
         while self.pending:
@@ -281,77 +322,26 @@ class Session:
                 log.exception("studio: applying control %r failed", cmd)
 
     def apply(self, cmd: dict) -> None:
-        kind, value = cmd["type"], cmd.get("value")
-        if kind == "speed":
-            self.speed = value
-        elif kind == "truncation":
-            self.psi = value
-        elif kind == "freeze":
-            self.frozen = value
-        elif kind == "seed":
-            self.walk.jump(torch.stack([seed_latent(value + i, self.renderer.latent_size)
-                                        for i in range(self.walk.lanes)]))
-            self.seed = value
-        elif kind == "slider":
-            self.sliders[cmd["index"]] = value
-        elif kind == "reset_sliders":
-            self.sliders.zero_()
-        elif kind in ("like", "dislike"):
-            z = self.latent_of(cmd.get("frame"), cmd.get("cell", 0))
-            (self.prefs.like if kind == "like" else self.prefs.dislike)(z)
-            self.walk.retarget()
-            self.seed = None
-        elif kind == "reset_preferences":
-            self.prefs.reset()
-            self.walk.retarget()
-        elif kind == "grid":
-            self.grid = value
-            self.walk.set_lanes(value * value)
-            self.seed = None
-        elif kind == "shuffle":
-            self.walk.shuffle()
-            self.seed = None
-        elif kind == "label":
-            self.label = value
-        elif kind == "save":
-            self.want_png = True
-        else:  # the server validates types; reaching here is a bug worth hearing about
-            raise ValueError(f"unknown control {kind!r}")
+        control = self.renderer.controls.get(cmd["type"])
+        if control is None or control.apply is None:  # the server validates types; reaching here is a bug
+            raise ValueError(f"unknown control {cmd['type']!r}")
+        control.apply(self.steering, cmd)
         if cmd.get("id") is not None:
             self.ack = cmd["id"]
         self.dirty = True
 
-    def latent_of(self, frame: int | None, cell: int) -> torch.Tensor:
-        """The walk latent shown in cell `cell` of frame `frame` (or of the latest frame if it is gone)."""
-        for seq, z in reversed(self.history):
-            if frame is None or seq == frame:
-                return z[min(cell, z.shape[0] - 1)]
-        return self.walk.position()[min(cell, self.walk.lanes - 1)]
-
     def step(self, now: float) -> None:
-        """Advance the walk by the time since the last frame (capped, so a stall does not make it jump)."""
-        dt = 0.0 if self.last_time is None else min(now - self.last_time, 0.5)
-        self.last_time = now
-        if not self.frozen and self.speed > 0 and dt > 0:
-            self.walk.advance(self.speed * dt)
-            self.seed = None
+        if self.steering.step(now):
             self.dirty = True
 
     def next_latents(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """(z [lanes, L] with steering applied, psi [lanes], labels [lanes] or None); records the walk latents."""
-        z = self.walk.position()
-        self.history.append((self.seq + 1, z))
-        steered = normalize(z) + self.renderer.slider_offset(self.sliders)
-        lanes = z.shape[0]
-        labels = torch.full((lanes,), self.label, dtype=torch.long) if self.renderer.num_classes else None
-        return steered, torch.full((lanes,), self.psi), labels
+        return self.steering.latents(self.seq + 1)
 
     def header(self, kind: str) -> dict:
-        with self.lock:
-            credit_time = self.credit_time
-        return {"kind": kind, "seq": self.seq, "ack": self.ack, "t": credit_time, "seed": self.seed,
-                "frozen": self.frozen, "grid": self.grid, "likes": self.prefs.likes, "dislikes": self.prefs.dislikes,
-                "render_ms": round(self.render_ms, 2), "batch": self.batch}
+        st = self.steering
+        return {"kind": kind, "seq": self.seq, "ack": self.ack, "t": self.credits.last_client_time(), "seed": st.seed,
+                "frozen": st.frozen, "grid": st.grid, "likes": st.prefs.likes, "dislikes": st.prefs.dislikes,
+                "render_ms": round(self.stats.render_ms, 2), "batch": self.stats.batch}
 
 
 class RenderLoop:
@@ -374,7 +364,7 @@ class RenderLoop:
         self.wake()
 
     def remove(self, session: Session) -> None:
-        session.close()
+        session.credits.close()
         with self.lock:
             self.sessions.discard(session)
 
@@ -411,17 +401,17 @@ class RenderLoop:
         now = time.perf_counter()
         with self.lock:
             sessions = list(self.sessions)
-        ready = [s for s in sessions if s.reserve(now)]
+        ready = [s for s in sessions if s.credits.reserve(now)]
         if not ready:
-            return min((w for w in (s.due_in(now) for s in sessions) if w is not None), default=1.0)
+            return min((w for w in (s.credits.due_in(now) for s in sessions) if w is not None), default=1.0)
         try:
             self.render_pass(ready, now)
         except Exception:  # never let one bad pass kill the stream for everyone
             self.errors += 1
             log.exception("studio render pass failed")
             for s in ready:
-                s.frame_taken()
-                s.return_credit()
+                s.credits.frame_taken()
+                s.credits.give()
             time.sleep(0.05)
         self.passes += 1
         return None
@@ -445,16 +435,16 @@ class RenderLoop:
         for s, lanes in fresh:
             frame = images[offset:offset + lanes]
             offset += lanes
-            frame = frame[0] if lanes == 1 else tile(frame, s.grid)
+            frame = frame[0] if lanes == 1 else tile(frame, s.steering.grid)
             s.last_frame = (frame, encode_jpeg(frame, self.jpeg_quality))
             s.dirty = False
-            s.render_ms, s.batch = render_ms, images.shape[0]
+            s.stats.render_ms, s.stats.batch = render_ms, images.shape[0]
         for s in sessions:
             s.seq += 1
-            s.frames += 1
+            s.stats.frames += 1
             frame, jpeg = s.last_frame
             png = None
-            if s.want_png:
-                s.want_png = False
+            if s.steering.want_png:
+                s.steering.want_png = False
                 png = encode_png(frame)
             s.sink(s.header("frame"), jpeg, png)

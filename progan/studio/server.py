@@ -2,10 +2,7 @@
 an MJPEG fallback. Rendering happens on one render thread (render.py); this module only moves bytes, validates
 controls and enforces limits.
 
-WebSocket protocol. Up: JSON text, {"type": ..., ...}; "credit" returns one frame credit (at most 2 frames are in
-flight per viewer), everything else is a control (see control_specs) and may carry an "id" that frames echo as "ack"
-once it has been applied. Down: JSON text ("info", "stats", "error", "pong") and binary messages: uint32 header
-length, JSON header ({"kind": "frame" | "png", "seq", "ack", "t", ...}), then the JPEG or PNG bytes.
+The WebSocket's messages are described, validated and packed by protocol.py.
 """
 
 from __future__ import annotations
@@ -39,7 +36,9 @@ from starlette.websockets import WebSocket
 
 from progan.model_io import load_generator
 from progan.networks import Generator
-from progan.studio.render import FrameRenderer, RenderLoop, Session, pack_message
+from progan.studio.protocol import (MAX_GRID, MAX_SPEED, SLIDER_RANGE, ControlError, number, pack_message,
+                                    parse_control, short)
+from progan.studio.render import FrameRenderer, RenderLoop, Session
 
 log = logging.getLogger("progan.studio")
 
@@ -49,106 +48,8 @@ PAGE_FILES = {"studio.js": "text/javascript; charset=utf-8", "studio.css": "text
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; connect-src 'self'; "
        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 
-SLIDER_RANGE = 5.0   # slider offsets in normalised-z units (each coordinate of a latent is about N(0, 1))
-MAX_SPEED = 4.0      # keyframes per second
-MAX_GRID = 8
-MAX_ID = 2**53       # integers a browser's JSON can carry exactly
-
-
 class StudioError(ValueError):
     """A studio that cannot start (for example, the port is taken)."""
-
-
-class ControlError(ValueError):
-    """A control message that is not acceptable; the text goes back to the client."""
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Control validation: pure functions, unit-testable without a server.
-
-def _short(v) -> str:
-    r = repr(v)
-    return r if len(r) <= 40 else r[:37] + "..."
-
-
-def _number(lo: float, hi: float):
-    def check(name, v):
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise ControlError(f"{name} must be a number, got {_short(v)}")
-        try:
-            v = float(v)
-        except OverflowError:
-            v = math.inf
-        if not math.isfinite(v):
-            raise ControlError(f"{name} must be finite, got {v}")
-        if not lo <= v <= hi:
-            raise ControlError(f"{name} must be in [{lo:g}, {hi:g}], got {v:g}")
-        return v
-    return check
-
-
-def _integer(lo: int, hi: int):
-    def check(name, v):
-        if isinstance(v, float) and v.is_integer():
-            v = int(v)
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise ControlError(f"{name} must be an integer, got {_short(v)}")
-        if not lo <= v <= hi:
-            raise ControlError(f"{name} must be in [{lo}, {hi}], got {_short(v)}")
-        return v
-    return check
-
-
-def _boolean(name, v):
-    if not isinstance(v, bool):
-        raise ControlError(f"{name} must be true or false, got {_short(v)}")
-    return v
-
-
-def control_specs(sliders: int, num_classes: int) -> dict[str, dict[str, tuple]]:
-    """type -> {field: (check, required)}. Every control may also carry an "id"."""
-    return {
-        "speed": {"value": (_number(0.0, MAX_SPEED), True)},
-        "truncation": {"value": (_number(0.0, 1.0), True)},
-        "freeze": {"value": (_boolean, True)},
-        "seed": {"value": (_integer(0, 2**32 - 1), True)},
-        "slider": {"index": (_integer(0, sliders - 1), True), "value": (_number(-SLIDER_RANGE, SLIDER_RANGE), True)},
-        "reset_sliders": {},
-        "like": {"frame": (_integer(0, MAX_ID), False), "cell": (_integer(0, MAX_GRID**2 - 1), False)},
-        "dislike": {"frame": (_integer(0, MAX_ID), False), "cell": (_integer(0, MAX_GRID**2 - 1), False)},
-        "reset_preferences": {},
-        "grid": {"value": (_integer(1, MAX_GRID), True)},
-        "shuffle": {},
-        "save": {},
-        "label": {"value": (_integer(0, max(num_classes - 1, 0)), True)},
-        "ping": {"t": (_number(-1e18, 1e18), False)},
-    }
-
-
-def parse_control(obj, specs: dict[str, dict[str, tuple]], num_classes: int = 0) -> dict:
-    """A decoded JSON message -> a clean control dict, or ControlError saying what is wrong."""
-    if not isinstance(obj, dict):
-        raise ControlError(f"a control must be a JSON object, got {type(obj).__name__}")
-    kind = obj.get("type")
-    if not isinstance(kind, str):
-        raise ControlError('a control needs a "type" string')
-    if kind not in specs:
-        raise ControlError(f"unknown message type {_short(kind)}; expected credit or one of {', '.join(specs)}")
-    if kind == "label" and not num_classes:
-        raise ControlError("this model has no classes; label does not apply")
-    spec = specs[kind]
-    extra = set(obj) - set(spec) - {"type", "id"}
-    if extra:
-        raise ControlError(f"{kind}: unknown field(s) {', '.join(sorted(map(str, extra)))}")
-    cmd = {"type": kind}
-    if "id" in obj:
-        cmd["id"] = _integer(0, MAX_ID)("id", obj["id"])
-    for field, (check, required) in spec.items():
-        if field in obj:
-            cmd[field] = check(f"{kind}.{field}", obj[field])
-        elif required:
-            raise ControlError(f"{kind}: missing field {field!r}")
-    return cmd
 
 
 class TokenBucket:
@@ -249,7 +150,6 @@ class Studio:
         self.max_clients = max_clients
         self.control_rate, self.control_burst, self.max_message = control_rate, control_burst, max_message
         self.mjpeg_fps = mjpeg_fps
-        self.specs = control_specs(self.renderer.sliders, G.num_classes)
         self._seeds = itertools.count(secrets.randbits(31) if seed is None else seed)
         self._static = {name: (STATIC / name).read_bytes() for name in ["index.html", *PAGE_FILES]}
         self.app = Starlette(routes=[
@@ -337,11 +237,11 @@ class Studio:
                     if outbox.frame is None:
                         continue
                     jpeg, outbox.frame = outbox.frame, None
-                    session.frame_taken()
+                    session.credits.frame_taken()
                     yield (b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: " + str(len(jpeg)).encode()
                            + b"\r\n\r\n" + jpeg + b"\r\n")
                     outbox.sent += 1
-                    session.return_credit()
+                    session.credits.give()
                     self.render_loop.wake()
             finally:
                 self.render_loop.remove(session)
@@ -355,12 +255,12 @@ class Studio:
                 return kind(query[key])
             except ValueError:
                 raise ControlError(f"{key} must be {'an integer' if kind is int else 'a number'}, "
-                                   f"got {_short(query[key])}") from None
+                                   f"got {short(query[key])}") from None
 
-        commands = [parse_control({"type": key, "value": convert(key, kind)}, self.specs)
+        commands = [parse_control({"type": key, "value": convert(key, kind)}, self.renderer.controls)
                     for key, kind in (("speed", float), ("truncation", float), ("grid", int), ("seed", int))
                     if key in query]
-        fps = _number(0.5, 60.0)("fps", convert("fps", float)) if "fps" in query else self.mjpeg_fps
+        fps = number(0.5, 60.0)("fps", convert("fps", float)) if "fps" in query else self.mjpeg_fps
         return commands, fps
 
     # -- WebSocket ----------------------------------------------------------------------------------------------
@@ -410,19 +310,19 @@ class Studio:
             try:
                 obj = json.loads(text)
             except (ValueError, RecursionError) as e:
-                outbox.error(f"malformed JSON: {_short(str(e))}")
+                outbox.error(f"malformed JSON: {short(str(e))}")
                 continue
             if isinstance(obj, dict) and obj.get("type") == "credit":
                 t = obj.get("t")
                 ok = isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t)
-                session.return_credit(float(t) if ok else None)
+                session.credits.give(float(t) if ok else None)
                 self.render_loop.wake()
                 continue
             if not bucket.take():
                 outbox.limited(self.control_rate)
                 continue
             try:
-                cmd = parse_control(obj, self.specs, self.G.num_classes)
+                cmd = parse_control(obj, self.renderer.controls)
             except ControlError as e:
                 outbox.error(str(e))
                 continue
@@ -442,10 +342,11 @@ class Studio:
             outbox.event.clear()
             now = loop.time()
             if now >= next_stats:
-                outbox.text({"type": "stats", "fps": outbox.sent - last_sent, "render_ms": round(session.render_ms, 2),
-                             "batch": session.batch, "clients": self.render_loop.count(), "errors": outbox.errors,
-                             "dropped": outbox.rate_limited + session.dropped,
-                             "ignored_credits": session.ignored_credits, "render_errors": self.render_loop.errors})
+                stats = session.stats
+                outbox.text({"type": "stats", "fps": outbox.sent - last_sent, "render_ms": round(stats.render_ms, 2),
+                             "batch": stats.batch, "clients": self.render_loop.count(), "errors": outbox.errors,
+                             "dropped": outbox.rate_limited + stats.dropped,
+                             "ignored_credits": session.credits.ignored, "render_errors": self.render_loop.errors})
                 next_stats, last_sent = now + 1.0, outbox.sent
             while outbox.texts:
                 await ws.send_text(outbox.texts.popleft())
@@ -453,7 +354,7 @@ class Studio:
                 await ws.send_bytes(outbox.pngs.popleft())
             if outbox.frame is not None:
                 frame, outbox.frame = outbox.frame, None
-                session.frame_taken()
+                session.credits.frame_taken()
                 self.render_loop.wake()
                 await ws.send_bytes(frame)
                 outbox.sent += 1

@@ -1,8 +1,9 @@
-"""Steering the studio's stream: closed-form directions, truncation, latent walks and like/dislike preferences.
+"""Steering the studio's stream: closed-form directions, latent walks and like/dislike preferences.
 
 Pure tensor maths on the CPU, no server. Latents live in "normalised z" units: the generator pixel-normalises z on
 input, so only a latent's direction matters, and we keep walk positions at norm sqrt(latent_size) where each
-coordinate is about N(0, 1). Slider offsets and preference coordinates are in those units.
+coordinate is about N(0, 1) (`progan.generate.normalize`). Slider offsets and preference coordinates are in those
+units. Truncation, seeds and slerp are generate.py's, shared with `progan generate`.
 """
 
 from __future__ import annotations
@@ -11,8 +12,7 @@ from typing import Callable
 
 import torch
 
-from progan.generate import mean_embedding, seed_latent, slerp  # noqa: F401 (the studio's API too)
-from progan.layers import pixel_norm
+from progan.generate import normalize, slerp
 from progan.networks import Generator
 
 
@@ -36,19 +36,6 @@ def preference_dims(eigenvalues: torch.Tensor, energy: float = 0.5, lo: int = 4,
     share = eigenvalues.clamp_min(0).cumsum(0) / eigenvalues.clamp_min(0).sum().clamp_min(1e-12)
     k = int((share < energy).sum()) + 1
     return max(min(k, hi, len(eigenvalues)), min(lo, len(eigenvalues)))
-
-
-def truncate(x4: torch.Tensor, mean: torch.Tensor, psi: torch.Tensor) -> torch.Tensor:
-    """Pull each 4x4 activation toward the mean by psi in [0, 1] (psi = 1 leaves it exactly as it was).
-
-    This is the truncation trick placed where it can act in ProGAN: scaling z does nothing after pixel norm.
-    """
-    return x4 + (1 - psi).view(-1, 1, 1, 1) * (mean - x4)
-
-
-def normalize(z: torch.Tensor) -> torch.Tensor:
-    """Rows to norm sqrt(L): the units in which offsets and coordinates are measured."""
-    return pixel_norm(z, eps=1e-12)
 
 
 class Preferences:

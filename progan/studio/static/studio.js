@@ -1,4 +1,5 @@
 // progan studio page: draws the frames a WebSocket brings and sends the controls back.
+// The wire format (message types, their fields, the binary frame header) is progan/studio/protocol.py.
 // Flow control: the server sends a frame only against a credit; we return one credit per frame once it has been
 // drawn (or skipped for a newer one), so a slow or hidden tab pauses the stream instead of queueing it.
 "use strict";
