@@ -1,4 +1,5 @@
-"""evaluate(): result format, determinism, global RNG untouched, caching, errors; format_table; registry."""
+"""evaluate(): result format, determinism, global RNG untouched, caching, errors; sharded fakes; format_table;
+registry."""
 
 from __future__ import annotations
 
@@ -10,8 +11,12 @@ import torch.nn as nn
 from safetensors.torch import save_file
 
 from progan.data.dataset import PreparedDataset
-from progan.metrics import METRICS, MetricInputError, MissingInceptionWeights, UnknownMetric, parse_metric_list
-from progan.metrics.evaluate import append_results, evaluate, format_table, real_indices
+from progan.metrics import (
+    METRICS, MetricInputError, MissingInceptionWeights, UnknownMetric, generate_fakes, metrics_available_at,
+    parse_metric_list, shard_range,
+)
+from progan.metrics.context import real_indices
+from progan.metrics.evaluate import append_results, evaluate, format_table
 
 FAST = {"swd": {"nhoods_per_image": 16, "dir_repeats": 2, "dirs_per_repeat": 16}}
 COMMON = {"metric", "value", "images", "dataset", "snapshot_kimg", "seconds", "seed", "resolution", "generate_seconds"}
@@ -34,6 +39,18 @@ class TinyGenerator(nn.Module):
     def forward(self, z):
         self.calls += 1
         return torch.tanh(z @ self.w).view(-1, 3, self.out, self.out)
+
+
+class TinyConditionalGenerator(TinyGenerator):
+    """Adds a per-class offset: images depend on the labels, as a conditional progan Generator's do."""
+
+    def __init__(self, num_classes=5, **kw):
+        super().__init__(**kw)
+        self.num_classes = num_classes
+        self.register_buffer("offset", torch.linspace(-1, 1, num_classes))
+
+    def forward(self, z, labels):
+        return (super().forward(z) * 0.5 + self.offset[labels].view(-1, 1, 1, 1)).clamp(-1, 1)
 
 
 class NoRealsDataset:
@@ -176,6 +193,64 @@ def test_format_table_and_jsonl(tmp_path):
 
 def test_registry():
     assert list(METRICS) == ["swd", "msssim", "fid", "kid"]
+    assert [METRICS[m].min_resolution for m in METRICS] == [16, 16, 1, 1]
+    assert [m for m in METRICS if METRICS[m].needs_inception] == ["fid", "kid"]
+    assert metrics_available_at(["fid", "swd", "msssim", "kid"], 8) == ["fid", "kid"]
+    assert metrics_available_at(["fid", "swd"], 16) == ["fid", "swd"]
+    with pytest.raises(UnknownMetric, match="available"):
+        metrics_available_at(["swd", "is"], 64)
     assert parse_metric_list("swd, FID") == ["swd", "fid"]
     with pytest.raises(UnknownMetric):
         parse_metric_list("swd,is")
+
+
+@pytest.mark.parametrize("world_size", [2, 3, 8])
+@pytest.mark.parametrize("conditional", [False, True])
+def test_sharded_fakes_concatenate_to_the_single_process_images(world_size, conditional):
+    G = TinyConditionalGenerator() if conditional else TinyGenerator()
+    whole = generate_fakes(G, 21, seed=5, batch_size=4)
+    assert whole.shape == (21, 3, 16, 16) and whole.dtype == torch.uint8
+    bounds = [shard_range(21, rank, world_size, 4) for rank in range(world_size)]
+    assert bounds[0][0] == 0 and bounds[-1][1] == 21
+    assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))                # contiguous, in rank order
+    assert all(start % 4 == 0 for start, _ in bounds)                              # on batch boundaries
+    shards = [generate_fakes(G, 21, seed=5, batch_size=4, start=start, stop=stop) for start, stop in bounds]
+    assert torch.equal(torch.cat(shards), whole)
+    # Any [start, stop) is the same images, batched or not.
+    assert torch.equal(generate_fakes(G, 21, seed=5, batch_size=3, start=5, stop=13), whole[5:13])
+    assert not torch.equal(generate_fakes(G, 21, seed=6, batch_size=4), whole)
+
+
+def test_conditional_fakes_depend_on_their_labels():
+    G = TinyConditionalGenerator()
+    fakes = generate_fakes(G, 40, seed=1, batch_size=8).float()
+    plain = generate_fakes(TinyGenerator(), 40, seed=1, batch_size=8).float()
+    # Per-image mean brightness spreads with the class offsets (labels drawn per image, not one per batch).
+    assert fakes.mean(dim=(1, 2, 3)).std() > 2 * plain.mean(dim=(1, 2, 3)).std()
+
+
+def test_evaluate_with_precomputed_fakes_is_the_same_evaluation(dataset):
+    G = TinyGenerator()
+    kw = dict(num_images=12, seed=7, batch_size=4, options=FAST)
+    made_here = evaluate(G, dataset, ["swd", "msssim"], **kw)
+    calls = G.calls
+    fakes = torch.cat([generate_fakes(G, 12, 7, 4, start=a, stop=b) for a, b in (shard_range(12, r, 2, 4) for r in (0, 1))])
+    G.calls = 0
+    given = evaluate(G, dataset, ["swd", "msssim"], fakes=fakes, **kw)
+    assert G.calls == 0 and calls > 0
+    for a, b in zip(made_here, given):
+        assert a["value"] == b["value"] and a["metric"] == b["metric"]
+    assert given[0]["generate_seconds"] == 0
+    with pytest.raises(MetricInputError, match=r"fakes: expected shape \[12, 3, 16, 16\]"):
+        evaluate(G, dataset, ["swd"], fakes=fakes[:10], **kw)
+    with pytest.raises(MetricInputError, match="uint8"):
+        evaluate(G, dataset, ["swd"], fakes=fakes.float(), **kw)
+
+
+def test_generate_fakes_rejects_bad_ranges():
+    with pytest.raises(MetricInputError, match="start"):
+        generate_fakes(TinyGenerator(), 8, 0, start=5, stop=3)
+    with pytest.raises(MetricInputError, match="num_images"):
+        generate_fakes(TinyGenerator(), 8, 0, stop=9)
+    with pytest.raises(MetricInputError, match="rank"):
+        shard_range(8, 2, 2, 4)

@@ -1,6 +1,10 @@
-"""SWD: each stage against a direct numpy/scipy transcription of the paper's code, plus end-to-end properties."""
+"""SWD: each stage against a direct numpy/scipy transcription of the paper's code, the streamed (bounded-memory)
+computation against the former all-in-memory one, plus end-to-end properties."""
 
 from __future__ import annotations
+
+import os
+import tempfile
 
 import numpy as np
 import pytest
@@ -8,7 +12,8 @@ import scipy.ndimage
 import torch
 
 from progan.metrics import swd as S
-from progan.metrics.common import MetricInputError, derive_seed
+from progan.metrics.common import MetricInputError
+from progan.seeds import derive_seed
 
 BINOMIAL_5X5 = np.outer([1, 4, 6, 4, 1], [1, 4, 6, 4, 1]).astype(np.float32) / 256.0
 
@@ -86,7 +91,8 @@ def test_descriptors_match_numpy_transcription():
     """Pyramid -> patches at the same positions -> per-channel normalisation, all in numpy."""
     images = torch.cat([smooth_images(3, 32, 4), noise_images(2, 32, 5)])
     seed, nh = 11, 8
-    res, desc = S.descriptors(images, seed, nhoods_per_image=nh, batch_size=2)
+    with S.descriptors(images, seed, nhoods_per_image=nh, batch_size=2) as stored:
+        res, desc = stored.resolutions, [stored.normalized(lvl) for lvl in range(2)]
     assert res == [32, 16]
     pyr = np_laplacian(images.numpy(), 2)
     for lvl, r in enumerate(res):
@@ -102,8 +108,8 @@ def test_descriptors_match_numpy_transcription():
 
 
 def test_normalized_descriptors_have_unit_channel_statistics():
-    _, desc = S.descriptors(smooth_images(6, 32, 6), 0, nhoods_per_image=32)
-    d = desc[0].view(-1, 3, 49).double()
+    with S.descriptors(smooth_images(6, 32, 6), 0, nhoods_per_image=32) as stored:
+        d = stored.normalized(0).view(-1, 3, 49).double()
     assert torch.allclose(d.mean(dim=(0, 2)), torch.zeros(3, dtype=torch.float64), atol=1e-5)
     assert torch.allclose(d.std(dim=(0, 2), correction=0), torch.ones(3, dtype=torch.float64), atol=1e-5)
 
@@ -165,3 +171,71 @@ def test_swd_rejects_bad_input():
     with pytest.raises(MetricInputError, match="uint8"):
         S.swd(noise_images(4, 16, 0).float(), noise_images(4, 16, 1), **FAST)
     assert S.pyramid_resolutions(128) == [128, 64, 32, 16]
+
+
+# -- the former all-in-memory implementation (descriptors held whole, normalised in place, 128 directions at a
+#    time), kept as the reference the streamed one must agree with -------------------------------------------------
+
+def reference_descriptors(images, seed, nhoods_per_image, batch_size=64):
+    resolutions = S.pyramid_resolutions(images.shape[2])
+    gens = [torch.Generator().manual_seed(derive_seed(seed, "swd-patches", r)) for r in resolutions]
+    parts = [[] for _ in resolutions]
+    for i in range(0, images.shape[0], batch_size):
+        batch = images[i:i + batch_size]
+        pyramid = S.laplacian_pyramid(batch.float(), len(resolutions))
+        for lvl, (level, r) in enumerate(zip(pyramid, resolutions)):
+            centers = torch.stack([torch.randint(3, r - 3, (nhoods_per_image, 2), generator=gens[lvl])
+                                   for _ in range(batch.shape[0])])
+            parts[lvl].append(S.extract_patches(level, centers, 7))
+    out = []
+    for p in parts:
+        desc = torch.cat(p)
+        desc.sub_(desc.mean(dim=(0, 2, 3), keepdim=True))
+        std = desc.square().mean(dim=(0, 2, 3), keepdim=True).sqrt()
+        out.append(desc.div_(torch.where(std > 0, std, torch.ones_like(std))).reshape(desc.shape[0], -1))
+    return resolutions, out
+
+
+def reference_swd(images_a, images_b, seed, nhoods_per_image, dir_repeats, dirs_per_repeat):
+    res, da = reference_descriptors(images_a, derive_seed(seed, "a"), nhoods_per_image)
+    _, db = reference_descriptors(images_b, derive_seed(seed, "b"), nhoods_per_image)
+    levels = {}
+    for r, a, b in zip(res, da, db):
+        dirs = S.random_directions(a.shape[1], dir_repeats, dirs_per_repeat,
+                                   torch.Generator().manual_seed(derive_seed(seed, "swd-directions", r)))
+        dists = []
+        for d in dirs:
+            pa, pb = torch.sort(d.T @ a.T, dim=1).values, torch.sort(d.T @ b.T, dim=1).values
+            dists.append((pa - pb).abs().mean().item())
+        levels[str(r)] = sum(dists) / len(dists) * 1e3
+    return {"levels": levels, "value": sum(levels.values()) / len(levels)}
+
+
+@pytest.mark.parametrize("max_bytes", [S.MAX_BYTES, 1])
+def test_streamed_swd_matches_the_in_memory_reference(max_bytes):
+    """max_bytes=1: one direction at a time, every level file read back once per direction."""
+    a = torch.cat([rect_images(10, 64, 20), smooth_images(6, 64, 21)])
+    b = torch.cat([noise_images(5, 64, 22), rect_images(11, 64, 23)])
+    kw = dict(nhoods_per_image=16, dir_repeats=2, dirs_per_repeat=8)
+    want = reference_swd(a, b, 4, **kw)
+    got = S.swd(a, b, seed=4, batch_size=5, max_bytes=max_bytes, **kw)
+    assert list(got["levels"]) == ["64", "32", "16"]
+    for r in want["levels"]:
+        assert got["levels"][r] == pytest.approx(want["levels"][r], rel=1e-4)
+    assert got["value"] == pytest.approx(want["value"], rel=1e-4)
+
+
+def test_descriptor_blocks_cover_the_set_and_files_are_removed(monkeypatch):
+    monkeypatch.setattr(S, "BLOCK_BYTES", 147 * 4 * 10)  # blocks of 10 descriptors
+    images = rect_images(7, 32, 30)
+    workdir = tempfile.mkdtemp()
+    with S.descriptors(images, 3, nhoods_per_image=6, workdir=workdir) as stored:
+        assert len(os.listdir(workdir)) == 1
+        blocks = list(stored.blocks(1))
+        assert [len(b) for b in blocks] == [10, 10, 10, 10, 2] and stored.rows == 42
+        _, want = reference_descriptors(images, 3, 6)
+        torch.testing.assert_close(torch.cat(blocks), want[1], atol=1e-4, rtol=1e-4)
+    assert os.listdir(workdir) == []
+    with pytest.raises(MetricInputError):
+        S.descriptors(iter([images, noise_images(2, 16, 0)]), 0, workdir=workdir)
+    assert os.listdir(workdir) == []  # a failed set leaves nothing behind either

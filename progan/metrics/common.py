@@ -1,9 +1,8 @@
-"""Small helpers shared by the metrics: seed derivation, batching, image checks, file hashing."""
+"""Small helpers shared by the metrics: batching, image checks, file hashing."""
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Iterable, Iterator
 
@@ -12,16 +11,6 @@ import torch
 
 class MetricInputError(ValueError):
     """Images or settings a metric cannot work with (wrong dtype, shape, size or count)."""
-
-
-def derive_seed(seed: int, *labels) -> int:
-    """An independent 60-bit seed for one purpose (e.g. derive_seed(7, "swd", "fakes", 2)).
-
-    Every random stream of an evaluation gets its own torch.Generator seeded like this, so the
-    streams do not depend on each other's order or on which other metrics ran.
-    """
-    text = json.dumps([int(seed), *[str(x) for x in labels]])
-    return int(hashlib.sha256(text.encode()).hexdigest()[:15], 16)
 
 
 def check_uint8_images(images: torch.Tensor, what: str = "images") -> torch.Tensor:

@@ -1,24 +1,10 @@
 """evaluate(): run registered metrics on a generator against a prepared dataset; format_table() for printing.
 
-Determinism: every random stream (latents, labels, SWD patches and directions, KID subsets) comes
-from its own torch.Generator seeded from `seed`; the global torch RNG is never touched, so
-evaluating during training does not change the training run.
-
-Real images: the same subset of the dataset for every evaluation (a fixed permutation, independent
-of `seed`), so real-data statistics can be cached and FID/KID references do not move between
-snapshots. Set 0 is the reference; set 1 (the next images of the permutation) is the second real
-set for SWD's real-vs-real noise floor. When the dataset has fewer than num_images (or 2 x num_images)
-images, the permutation repeats and real images appear more than once.
-
-Cache (cache_dir): real-data results that do not depend on the generator (Inception mean/covariance
-for FID, Inception features for KID, MS-SSIM of reals, SWD's real-vs-real floor) are stored as
-safetensors / JSON files named by a hash of (dataset level sha256s, metric, settings, num_images,
-resolution). Written atomically; an unreadable cache file is recomputed.
+How images, seeds and the real-data cache work: see progan.metrics.context.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -26,171 +12,10 @@ from pathlib import Path
 
 import torch
 
-from progan.data.dataset import to_uint8
-from progan.fileio import atomic_save_tensors, atomic_write_json
-
-from .common import MetricInputError, derive_seed
-from .inception import inception_features, load_inception, resolve_weights_path
-from .registry import METRICS, MIN_RESOLUTION, NEEDS_INCEPTION, UnknownMetric, get_metric
-
-CACHE_VERSION = 1
-REAL_SUBSET_SEED = 0  # fixed on purpose: the real subset must not depend on the evaluation seed
-
-
-def real_indices(count: int, num_images: int, which: int = 0) -> torch.Tensor:
-    """Indices of real set `which` (0, 1): consecutive chunks of a fixed, repeating permutation."""
-    gen = torch.Generator().manual_seed(derive_seed(REAL_SUBSET_SEED, "real-subset"))
-    need = num_images * (which + 1)
-    perms = [torch.randperm(count, generator=gen) for _ in range(-(-need // count))]
-    return torch.cat(perms)[which * num_images:need]
-
-
-def dataset_fingerprint(dataset) -> str:
-    """sha256 over the dataset's level-file checksums (from its manifest), or over manifest.json itself."""
-    manifest = getattr(dataset, "manifest", None)
-    if isinstance(manifest, dict) and isinstance(manifest.get("sha256"), dict) and manifest["sha256"]:
-        text = json.dumps(sorted(manifest["sha256"].items()))
-    else:
-        path = Path(getattr(dataset, "path", "")) / "manifest.json"
-        if not path.is_file():
-            raise MetricInputError(
-                f"cannot key the metrics cache: dataset {getattr(dataset, 'path', dataset)!r} has no manifest with "
-                "sha256 checksums; pass cache_dir=None"
-            )
-        text = path.read_text(encoding="utf-8")
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-class EvalContext:
-    """What metric functions draw on; everything is computed on first use and kept for this evaluation."""
-
-    def __init__(self, generator, dataset, num_images, seed, batch_size, device, cache_dir, inception_weights, options):
-        self.generator = generator
-        self.dataset = dataset
-        self.num_images = num_images
-        self.seed = seed
-        self.batch_size = batch_size
-        self.device = torch.device(device)
-        self.cache_dir = None if cache_dir is None else Path(cache_dir)
-        self.inception_weights = inception_weights
-        self.options = options or {}
-        # A generator mid-training renders at its current level of detail, below its final resolution.
-        self.resolution = int(getattr(generator, "output_resolution", None) or generator.resolution)
-        self.generate_seconds = 0.0
-        self._fakes = None
-        self._reals: dict[int, torch.Tensor] = {}
-        self._features: dict[str, torch.Tensor] = {}
-        self._inception = None
-        self._fingerprint = None
-
-    # -- images ------------------------------------------------------------------------------------
-
-    @torch.no_grad()
-    def fakes(self) -> torch.Tensor:
-        if self._fakes is None:
-            start = time.perf_counter()
-            g = self.generator
-            gen = torch.Generator().manual_seed(derive_seed(self.seed, "latents"))
-            # All latents up front: the images do not depend on the batch size.
-            z = torch.randn(self.num_images, int(g.latent_size), generator=gen)
-            num_classes = int(getattr(g, "num_classes", 0) or 0)
-            labels = None
-            if num_classes:
-                label_gen = torch.Generator().manual_seed(derive_seed(self.seed, "labels"))
-                labels = torch.randint(num_classes, (self.num_images,), generator=label_gen)
-            out = []
-            for i in range(0, self.num_images, self.batch_size):
-                zb = z[i:i + self.batch_size].to(self.device)
-                if labels is None:
-                    images = g(zb)
-                else:
-                    images = g(zb, labels=labels[i:i + self.batch_size].to(self.device))
-                want = (zb.shape[0], 3, self.resolution, self.resolution)
-                if tuple(images.shape) != want:
-                    raise MetricInputError(f"generator returned images of shape {list(images.shape)}, expected {list(want)}")
-                out.append(to_uint8(images).cpu())
-            self._fakes = torch.cat(out)
-            self.generate_seconds += time.perf_counter() - start
-        return self._fakes
-
-    def reals(self, which: int = 0) -> torch.Tensor:
-        if which not in self._reals:
-            idx = real_indices(int(self.dataset.count), self.num_images, which)
-            self._reals[which] = torch.cat([
-                self.dataset.images(self.resolution, idx[i:i + self.batch_size])
-                for i in range(0, self.num_images, self.batch_size)
-            ])
-        return self._reals[which]
-
-    # -- Inception ---------------------------------------------------------------------------------
-
-    def _network(self):
-        if self._inception is None:
-            self._inception = load_inception(self.inception_weights, self.device)
-        return self._inception
-
-    def inception_sha256(self) -> str:
-        return self._network()[1]
-
-    def features(self, which: str) -> torch.Tensor:
-        if which not in self._features:
-            images = {"fakes": self.fakes, "reals": self.reals}[which]()
-            self._features[which] = inception_features(self._network()[0], images, batch_size=self.batch_size,
-                                                       device=self.device)
-        return self._features[which]
-
-    # -- settings and cache --------------------------------------------------------------------------
-
-    def settings(self, metric: str, defaults: dict) -> dict:
-        given = dict(self.options.get(metric, {}))
-        unknown = sorted(set(given) - set(defaults))
-        if unknown:
-            raise MetricInputError(f"unknown {metric} option(s) {unknown}; known: {sorted(defaults)}")
-        return {**defaults, **given}
-
-    def _cache_key(self, kind: str, settings: dict) -> dict | None:
-        if self.cache_dir is None:
-            return None
-        if self._fingerprint is None:
-            self._fingerprint = dataset_fingerprint(self.dataset)
-        return {"version": CACHE_VERSION, "dataset": self._fingerprint, "kind": kind, "settings": settings,
-                "num_images": self.num_images, "resolution": self.resolution}
-
-    def _cache_path(self, key: dict, suffix: str) -> Path:
-        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
-        return self.cache_dir / f"{key['kind']}-{digest}{suffix}"
-
-    def cached_json(self, kind: str, settings: dict, compute) -> dict:
-        key = self._cache_key(kind, settings)
-        if key is None:
-            return compute()
-        path = self._cache_path(key, ".json")
-        try:
-            stored = json.loads(path.read_text(encoding="utf-8"))
-            if stored.get("key") == key:
-                return stored["result"]
-        except (OSError, ValueError, AttributeError, KeyError):
-            pass  # missing or unreadable: recompute and overwrite
-        result = compute()
-        atomic_write_json(path, {"key": key, "result": result})
-        return result
-
-    def cached_tensors(self, kind: str, settings: dict, compute) -> dict[str, torch.Tensor]:
-        key = self._cache_key(kind, settings)
-        if key is None:
-            return compute()
-        path = self._cache_path(key, ".safetensors")
-        if path.is_file():
-            from safetensors import safe_open
-            try:
-                with safe_open(str(path), framework="pt") as f:
-                    if json.loads((f.metadata() or {}).get("key", "null")) == key:
-                        return {name: f.get_tensor(name) for name in f.keys()}
-            except Exception:  # noqa: BLE001 - a damaged cache file is recomputed, never fatal
-                pass
-        result = compute()
-        atomic_save_tensors(path, result, metadata={"key": json.dumps(key, sort_keys=True)})
-        return result
+from .common import MetricInputError
+from .context import EvalContext
+from .inception import resolve_weights_path
+from .registry import METRICS, UnknownMetric, get_metric
 
 
 def evaluate(
@@ -206,6 +31,7 @@ def evaluate(
     *,
     inception_weights: str | os.PathLike | None = None,
     options: dict[str, dict] | None = None,
+    fakes: torch.Tensor | None = None,
 ) -> list[dict]:
     """Evaluate `generator` against `dataset` with the named metrics -> one plain JSON dict per metric.
 
@@ -216,6 +42,8 @@ def evaluate(
     num_images: generated images (and real images) per metric; MS-SSIM uses num_images // 2 pairs.
     options: per-metric overrides, e.g. {"swd": {"dirs_per_repeat": 32}, "kid": {"subset_size": 100}}.
     inception_weights: the FID Inception weight file (else $PROGAN_INCEPTION_WEIGHTS); FID/KID only.
+    fakes: the generated images, made beforehand (e.g. generate_fakes sharded over processes and gathered):
+      uint8 [num_images, 3, R, R], exactly generate_fakes(generator, num_images, seed, ...). Default: made here.
     """
     if isinstance(metrics, str):
         raise MetricInputError(f"metrics must be a list of names, got the string {metrics!r} (use parse_metric_list)")
@@ -237,20 +65,21 @@ def evaluate(
     if unknown_opts:
         raise UnknownMetric(f"options given for unknown metric(s) {unknown_opts}; available: {', '.join(METRICS)}")
 
-    ctx = EvalContext(generator, dataset, num_images, seed, batch_size, device, cache_dir, inception_weights, options)
+    ctx = EvalContext(generator, dataset, num_images, seed, batch_size, device, cache_dir, inception_weights, options,
+                      fakes=fakes)
     for name in names:
-        if ctx.resolution < MIN_RESOLUTION[name]:
+        need = METRICS[name].min_resolution
+        if ctx.resolution < need:
             raise MetricInputError(
-                f"{name} needs images of at least {MIN_RESOLUTION[name]}x{MIN_RESOLUTION[name]}; "
-                f"this generator renders {ctx.resolution}x{ctx.resolution}"
+                f"{name} needs images of at least {need}x{need}; this generator renders {ctx.resolution}x{ctx.resolution}"
             )
-    if any(name in NEEDS_INCEPTION for name in names):
+    if any(METRICS[name].needs_inception for name in names):
         resolve_weights_path(inception_weights)  # fail now, before minutes of generating images
 
     results = []
     for name in names:
         start, gen_before = time.perf_counter(), ctx.generate_seconds
-        out = METRICS[name](ctx)
+        out = METRICS[name].compute(ctx)
         seconds = time.perf_counter() - start - (ctx.generate_seconds - gen_before)
         results.append({
             "metric": name,

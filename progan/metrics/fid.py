@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import torch
 
+from progan.seeds import generator as seeded_generator
+
 from .common import MetricInputError
+from .context import EvalContext, Metric
 
 KID_SUBSETS = 100
 KID_SUBSET_SIZE = 1000
@@ -99,10 +102,38 @@ def kid_from_features(
     if size < 2:
         raise MetricInputError(f"KID needs at least 2 feature vectors per set, got {features_a.shape[0]} and {features_b.shape[0]}")
     if generator is None:
-        generator = torch.Generator().manual_seed(0)
+        generator = seeded_generator(0, "kid")
     values = torch.tensor([
         mmd2_polynomial_unbiased(features_a[ia], features_b[ib])
         for ia, ib in kid_subsets(features_a.shape[0], features_b.shape[0], num_subsets, size, generator)
     ], dtype=torch.float64)
     std = values.std(correction=0).item() if num_subsets > 1 else 0.0
     return {"value": values.mean().item(), "std": std, "subsets": num_subsets, "subset_size": size}
+
+
+def fid_metric(ctx: EvalContext) -> dict:
+    """FID between generated and real images (pytorch-fid's Inception weights)."""
+    sha = ctx.inception_sha256()
+
+    def real_stats() -> dict[str, torch.Tensor]:
+        mu, sigma = feature_statistics(ctx.features("reals"))
+        return {"mu": mu, "sigma": sigma}
+
+    real = ctx.cached_tensors("fid-reals", {"inception_sha256": sha}, real_stats)
+    mu, sigma = feature_statistics(ctx.features("fakes"))
+    return {"value": frechet_distance(mu, sigma, real["mu"], real["sigma"]), "inception_sha256": sha}
+
+
+def kid_metric(ctx: EvalContext) -> dict:
+    """KID (unbiased MMD^2, cubic polynomial kernel) averaged over random subsets; "std" over subsets."""
+    s = ctx.settings("kid", {"num_subsets": KID_SUBSETS, "subset_size": KID_SUBSET_SIZE})
+    sha = ctx.inception_sha256()
+    real = ctx.cached_tensors("kid-reals", {"inception_sha256": sha},
+                              lambda: {"features": ctx.features("reals").float()})
+    out = kid_from_features(ctx.features("fakes"), real["features"], num_subsets=s["num_subsets"],
+                            subset_size=s["subset_size"], generator=seeded_generator(ctx.seed, "kid"))
+    return {**out, "inception_sha256": sha}
+
+
+FID = Metric("fid", fid_metric, needs_inception=True)
+KID = Metric("kid", kid_metric, needs_inception=True)

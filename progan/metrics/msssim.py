@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from .common import MetricInputError, iter_batches, separable_matmul
+from .context import EvalContext, Metric
 
 WANG_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
@@ -101,3 +102,15 @@ def pairwise_msssim(images, *, batch_size: int = 64, device: str | torch.device 
     if pairs == 0:
         raise MetricInputError("MS-SSIM needs at least 2 images (one pair)")
     return total / pairs, pairs
+
+
+def msssim_metric(ctx: EvalContext) -> dict:
+    """Mean MS-SSIM of consecutive pairs of generated images; the same on reals for reference."""
+    value, pairs = pairwise_msssim(ctx.fakes(), batch_size=ctx.batch_size, device=ctx.device)
+    reals = ctx.cached_json("msssim-reals", {}, lambda: {"value": pairwise_msssim(
+        ctx.reals(0), batch_size=ctx.batch_size, device=ctx.device)[0]})
+    return {"value": value, "pairs": pairs, "reals": reals["value"]}
+
+
+# Five scales of 2x downsampling: at least 16x16 images.
+MSSSIM = Metric("msssim", msssim_metric, min_resolution=2 ** (len(WANG_WEIGHTS) - 1))
