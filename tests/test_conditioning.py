@@ -246,8 +246,16 @@ def test_condition_table_checks_the_dataset():
         condition_table(TEXT, embeddings=None)
     with pytest.raises(ConfigError, match="size 6"):
         condition_table(TEXT, embeddings=torch.randn(5, 7))
-    emb = condition_table(TEXT, embeddings=torch.randn(5, 6) * 3)
-    torch.testing.assert_close(emb.norm(dim=1), torch.ones(5))
+    raw = torch.randn(5, 6) * 3
+    raw[2] = 0  # an image without a caption
+    emb = condition_table(TEXT, embeddings=raw)
+    torch.testing.assert_close(emb.norm(dim=1), torch.tensor([1.0, 1, 0, 1, 1]))
+    with pytest.raises(ConfigError, match="no image has a caption"):
+        condition_table(TEXT, embeddings=torch.zeros(3, 6))
+    # an uncaptioned image neither gets a wrong caption nor serves as one
+    c = step_conditions(emb, torch.arange(5).repeat(8), torch.Generator().manual_seed(0), train_cfg(TEXT))
+    assert not c.wrong_mask[2::5].any() and c.wrong_mask.any()
+    assert (c.wrong[c.wrong_mask].norm(dim=1) > 0.5).all()
     assert condition_table(ModelConfig(**BASE), [0, 1], 2) is None  # an unconditional model ignores labels
 
 

@@ -29,7 +29,8 @@ MISMATCH_CANDIDATES = 8  # per real; with any sizeable dataset the first is near
 def condition_table(cfg: ModelConfig, labels=None, num_labels: int = 0, embeddings=None,
                     source: str = "the dataset") -> torch.Tensor | None:
     """The dataset's condition rows [N, cond_size] for a model of `cfg`: one-hot classes, or the caption embeddings
-    L2-normalised; None for an unconditional model (which ignores any labels the dataset has).
+    L2-normalised (zero rows, images without a caption, kept); None for an unconditional model (which ignores any
+    labels the dataset has).
 
     labels: per-image class indices (list or LongTensor) or None; num_labels: the dataset's class count
     (len(label_names)); embeddings: [N, E] caption embeddings or None. Refuses a dataset that does not fit the model.
@@ -53,10 +54,13 @@ def condition_table(cfg: ModelConfig, labels=None, num_labels: int = 0, embeddin
         if embeddings.dim() != 2 or embeddings.shape[1] != cfg.text_size:
             raise ConfigError(f"the model takes caption embeddings of size {cfg.text_size} but {source} has "
                               f"{tuple(embeddings.shape)}; set the model's text size to the encoder's dimension")
-        norms = embeddings.norm(dim=1)
-        if not torch.isfinite(embeddings).all() or not (norms > 0).all():
-            raise ConfigError(f"{source}: caption embeddings must be finite and non-zero")
-        return embeddings / norms[:, None]
+        if not torch.isfinite(embeddings).all():
+            raise ConfigError(f"{source}: caption embeddings must be finite")
+        norms = embeddings.norm(dim=1, keepdim=True)
+        if not (norms > 0).any():
+            raise ConfigError(f"{source}: every caption embedding is zero (no image has a caption)")
+        # Zero rows (images without a caption) stay zero: no projection term, and never a mismatched pair.
+        return torch.where(norms > 0, embeddings / norms.clamp_min(1e-12), embeddings)
     return None
 
 
@@ -102,6 +106,8 @@ def step_conditions(table: torch.Tensor, idx: torch.Tensor, gen: torch.Generator
     candidates = draw_indices(MISMATCH_CANDIDATES)
     diff = really_different(table, idx[:, None].expand_as(candidates).reshape(-1), candidates.reshape(-1),
                             different).view_as(candidates)
+    captioned = table.abs().amax(dim=1) > 0
+    diff &= captioned[idx][:, None] & captioned[candidates]  # an image without a caption has no wrong one
     first = diff.to(torch.uint8).argmax(dim=1)  # the first really different candidate (0 if none)
     conds.wrong = table[candidates[torch.arange(n, device=device), first]]
     conds.wrong_mask = diff.any(dim=1)
