@@ -344,3 +344,14 @@ def test_step_conditions_are_deterministic_and_split_across_ranks():
         assert torch.equal(a, b), name
         assert torch.equal(torch.cat([getattr(r, name) for r in ranks]), a), name
     assert not torch.equal(one.fake, other.fake)
+
+
+def test_projection_score_stays_float32_under_bf16_autocast():
+    torch.manual_seed(0)
+    D = Discriminator(TEXT)
+    img, cond = torch.randn(8, 3, 8, 8), unit_rows(8, 6)
+    full = D(img, 0.0, cond)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        half = D(img, 0.0, cond)
+    assert half.dtype == torch.float32
+    assert (half - full).norm() < 0.05 * full.norm()
