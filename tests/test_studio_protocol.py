@@ -86,4 +86,5 @@ def test_each_control_applies_its_own_action(msg, call):
 
 def test_ping_is_answered_by_the_server_not_applied():
     table = controls(sliders=8, num_classes=0)
-    assert table["ping"].apply is None and parse_control({"type": "ping", "t": 1.5}, table) == {"type": "ping", "t": 1.5}
+    assert table["ping"].apply is None
+    assert parse_control({"type": "ping", "t": 1.5}, table) == {"type": "ping", "t": 1.5}

@@ -1,7 +1,6 @@
 """Studio maths and rendering without a server: SeFa, truncation, walks, preferences, sessions and their controls."""
 
 import io
-import math
 
 import numpy as np
 import pytest
@@ -196,7 +195,8 @@ def test_session_applies_controls_and_renders_grid(G):
     # a seed jump shows exactly the seeds' latents, one per cell
     s.post({"type": "seed", "value": 7})
     s.apply_pending()
-    torch.testing.assert_close(s.next_latents()[0][:2], normalize(torch.stack([seed_latent(7, 64), seed_latent(8, 64)])))
+    seeds = torch.stack([seed_latent(7, 64), seed_latent(8, 64)])
+    torch.testing.assert_close(s.next_latents()[0][:2], normalize(seeds))
     assert s.header("frame")["seed"] == 7
     # the queue is bounded: a flood is dropped and counted, never unbounded memory
     s.max_pending = 3

@@ -4,8 +4,8 @@ Threading: the event loop (server.py) validates controls and queues them on a Se
 of a session's walk and steering state (`Steering`), applies queued controls at the start of each pass (so a control
 is visible in the very next frame), renders every ready session in one forward pass, encodes JPEGs and hands the
 bytes to the session's `sink` (which the server makes thread-safe). Only the flow control (`Credits`) is shared,
-under a lock. Flow control: a session is rendered only while it holds a credit and its previous frame has been taken, so
-a slow client gets fresh frames, never a backlog.
+under a lock: a session is rendered only while it holds a credit and its previous frame has been taken, so a slow
+client gets fresh frames, never a backlog.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from progan.studio.protocol import controls
 from progan.studio.steer import LatentWalk, Preferences, preference_dims, sefa
 
 log = logging.getLogger("progan.studio")
+
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     """[B, 3, H, W] floats in about [-1, 1] -> [B, H, W, 3] uint8 (NHWC, as image files want)."""
@@ -298,7 +299,7 @@ class Session:
         self.steering = Steering(renderer, seed)
         self.credits = Credits(max_in_flight, min_interval)
         self.stats = SessionStats()
-        self.pending: collections.deque = collections.deque()  # appended by the event loop, emptied by the render thread
+        self.pending: collections.deque = collections.deque()  # filled by the event loop, emptied by the render thread
         self.max_pending = max_pending
         self.ack: int | None = None           # id of the last control applied
         self.seq = 0
