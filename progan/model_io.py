@@ -2,12 +2,17 @@
 
 Everything downstream of training (generate, eval, studio) loads models through `load_generator`, which accepts an
 exported model folder, a run folder (its model/ or, failing that, its newest checkpoint) or a checkpoint folder.
+
+A run's model/ is a symbolic link to one complete version folder in .model-versions/ beside it, so that each export
+appears whole, in one atomic step (see `export_generator`); copy it with `cp -rL` (or `cp -r run/model/ dest`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -15,42 +20,111 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from progan.config import ModelConfig
-from progan.fileio import atomic_save_tensors, atomic_write_json, read_json
+from progan.fileio import atomic_save_tensors, atomic_write_json, fsync_dir, read_json
 from progan.networks import Generator
 
 MODEL_FORMAT = "progan-generator/1"
 WEIGHTS = "generator.safetensors"
 CONFIG = "config.json"
+TMP_PREFIX = ".tmp-"  # a version folder being written
 
 
 class ModelLoadError(ValueError):
     """A path that does not hold a usable progan generator."""
 
 
-def export_generator(out_dir: str | Path, G_ema: Generator, *, lod: float, kimg: float, extra: dict | None = None):
-    """Write the EMA generator and what is needed to rebuild it. Weights first, config last: a folder whose
-    config.json exists is complete."""
+def export_generator(out_dir: str | Path, G_ema: Generator, *, lod: float, kimg: float,
+                     extra: dict | None = None) -> Path:
+    """Write the EMA generator and what is needed to rebuild it, as a folder `out_dir` that appears whole.
+
+    Weights and config are two files, and a crash between two in-place writes would pair new weights with the old
+    level of detail. So `out_dir` is a symbolic link to a version folder in `.<name>-versions/` beside it: an export
+    writes a new version under a temporary name, renames it when complete, and then points the link at it by renaming
+    a fresh link over the old one (os.replace: atomic on POSIX). Whenever the writer dies, a reader finds the old
+    complete model or the new complete one. The version before the current one is kept for a reader that resolved
+    the link just before the swap; older ones and the leftovers of an interrupted export are removed.
+    Returns the version folder written.
+    """
     out_dir = Path(out_dir)
-    atomic_save_tensors(out_dir / WEIGHTS, G_ema.state_dict(), metadata={"format": MODEL_FORMAT})
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FileExistsError(f"cannot export the generator to {out_dir}: it is a file, not a model folder")
+    versions = versions_dir(out_dir)
+    versions.mkdir(parents=True, exist_ok=True)
+    token = os.urandom(4).hex()  # a unique name, not a random stream: no seed involved
+    tmp = versions / f"{TMP_PREFIX}{token}"
+    tmp.mkdir()  # not mkdtemp: its mode 0700 would hide the model from the other users of a shared machine
+    atomic_save_tensors(tmp / WEIGHTS, G_ema.state_dict(), metadata={"format": MODEL_FORMAT})
     meta = {"format": MODEL_FORMAT, "model": dataclasses.asdict(G_ema.cfg), "lod": float(lod), "kimg": float(kimg),
             "output_resolution": 2 ** (int(math.log2(G_ema.resolution)) - math.floor(lod))}
     meta.update(extra or {})
-    atomic_write_json(out_dir / CONFIG, meta)
+    atomic_write_json(tmp / CONFIG, meta)
+    final = versions / f"{round(kimg * 1000):012d}-{token}"
+    os.rename(tmp, final)
+    fsync_dir(versions)
+
+    previous = out_dir.resolve() if out_dir.is_symlink() else None
+    if out_dir.is_dir() and not out_dir.is_symlink():
+        # Exported before versions existed: it becomes a version. Until the link below is in place, readers find
+        # the newest complete version (`resolve_model_path`).
+        previous = versions / f"{round(exported_kimg(out_dir) * 1000):012d}-old-{token}"
+        os.rename(out_dir, previous)
+    link = out_dir.parent / f".{out_dir.name}.link-{token}"
+    os.symlink(os.path.join(versions.name, final.name), link)
+    os.replace(link, out_dir)
+    fsync_dir(out_dir.parent)
+
+    for old in versions.iterdir():
+        if old != final and old != previous:
+            shutil.rmtree(old, ignore_errors=True)
+    for stale in out_dir.parent.glob(f".{out_dir.name}.link-*"):
+        stale.unlink(missing_ok=True)
+    return final
+
+
+
+def exported_kimg(folder: Path) -> float:
+    try:
+        return float(read_json(folder / CONFIG, "model config").get("kimg", 0.0))
+    except (OSError, ValueError):
+        return 0.0
+
+
+def versions_dir(model_dir: Path) -> Path:
+    return model_dir.parent / f".{model_dir.name}-versions"
+
+
+def newest_version(model_dir: Path) -> Path | None:
+    """The newest complete version behind a model link (versions are named by images shown), or None."""
+    versions = versions_dir(model_dir)
+    if not versions.is_dir():
+        return None
+    complete = sorted(v for v in versions.iterdir()
+                      if not v.name.startswith(TMP_PREFIX) and (v / CONFIG).is_file() and (v / WEIGHTS).is_file())
+    return complete[-1] if complete else None
 
 
 def resolve_model_path(path: str | Path) -> tuple[Path, str]:
-    """-> (folder, kind) with kind 'model' (exported) or 'checkpoint'."""
+    """-> (folder, kind) with kind 'model' (exported) or 'checkpoint'.
+
+    A model folder is returned with its link resolved, so that its config and weights are read from one version
+    even if an export swaps the link in between.
+    """
     path = Path(path)
     if not path.exists():
+        # A model link is missing only while an export converts an old-style folder (or after a crash in it).
+        if (found := newest_version(path)) is not None:
+            return found, "model"
         raise ModelLoadError(f"model path does not exist: {path}")
     if path.is_file():
         path = path.parent
     if (path / CONFIG).is_file() and (path / WEIGHTS).is_file():
-        return path, "model"
+        return path.resolve(), "model"
     if (path / "state.json").is_file() and (path / "G_ema.safetensors").is_file():
         return path, "checkpoint"
     if (path / "model" / CONFIG).is_file():
-        return path / "model", "model"
+        return (path / "model").resolve(), "model"
+    if (found := newest_version(path / "model")) is not None:
+        return found, "model"
     checkpoints = sorted((path / "checkpoints").glob("ckpt-*/state.json")) if (path / "checkpoints").is_dir() else []
     if checkpoints:
         return checkpoints[-1].parent, "checkpoint"

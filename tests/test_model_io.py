@@ -1,0 +1,165 @@
+"""The exported generator: an export appears whole, whenever the writer dies; readers see one version at a time."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+import torch
+
+import progan.model_io as model_io
+from progan.config import ModelConfig
+from progan.fileio import atomic_save_tensors, atomic_write_json
+from progan.model_io import (CONFIG, MODEL_FORMAT, WEIGHTS, ModelLoadError, export_generator, load_generator,
+                             resolve_model_path, versions_dir)
+from progan.networks import Generator
+
+CFG = ModelConfig(resolution=8, latent_size=8, fmap_base=16, fmap_max=8)
+# Each export: its own weights (a constant fill, so a weight tells which export it came from), lod and kimg.
+OLD = {"fill": 0.25, "lod": 1.0, "kimg": 100.0}
+NEW = {"fill": 0.75, "lod": 0.0, "kimg": 200.0}
+
+
+def generator(fill: float) -> Generator:
+    G = Generator(CFG)
+    with torch.no_grad():
+        for p in G.parameters():
+            p.fill_(fill)
+    return G
+
+
+def export(path, version: dict):
+    return export_generator(path, generator(version["fill"]), lod=version["lod"], kimg=version["kimg"],
+                            extra={"dataset": "shapes"})
+
+
+def which_version(path) -> dict:
+    """The version a reader loads from `path`; fails if its weights and config come from different exports."""
+    G = load_generator(path)
+    fill = G.dense.weight.flatten()[0].item()
+    version = next(v for v in (OLD, NEW) if v["fill"] == fill)
+    assert (G.meta["kimg"], G.lod) == (version["kimg"], version["lod"]), "weights of one export, config of another"
+    assert all(torch.all(p == fill) for p in G.parameters())
+    return version
+
+
+def export_legacy(model_dir, version: dict) -> None:
+    """model/ as a plain folder, as exports were written before versions existed."""
+    G = generator(version["fill"])
+    atomic_save_tensors(model_dir / WEIGHTS, G.state_dict(), metadata={"format": MODEL_FORMAT})
+    atomic_write_json(model_dir / CONFIG, {"format": MODEL_FORMAT, "model": CFG.__dict__, "lod": version["lod"],
+                                           "kimg": version["kimg"], "output_resolution": 4})
+
+
+class Killed(BaseException):
+    """A kill -9 at this point: nothing after it runs, not even cleanup handlers."""
+
+
+# Every file-system step an export takes; a crash may come before any of them.
+STEPS = [(os, "mkdir"), (os, "rename"), (os, "replace"), (os, "symlink"), (os, "fsync"), (os, "unlink"),
+         (os, "rmdir"), (shutil, "rmtree")]
+
+
+def crash_at(monkeypatch, n: int) -> dict:
+    """Make the n-th file-system step raise Killed, and every step after it too (the process is gone)."""
+    calls = {"count": 0, "dead": False}
+
+    def wrap(real):
+        def step(*args, **kwargs):
+            calls["count"] += 1
+            if calls["dead"] or calls["count"] == n:
+                calls["dead"] = True
+                raise Killed
+            return real(*args, **kwargs)
+        return step
+
+    for module, name in STEPS:
+        monkeypatch.setattr(module, name, wrap(getattr(module, name)))
+    return calls
+
+
+def test_export_is_a_link_to_one_complete_version(tmp_path):
+    run = tmp_path / "run"
+    version_dir = export(run / "model", OLD)
+    assert (run / "model").is_symlink() and (run / "model").resolve() == version_dir.resolve()
+    assert sorted(p.name for p in version_dir.iterdir()) == [CONFIG, WEIGHTS]
+    for path in (run, run / "model", version_dir, version_dir / CONFIG):
+        assert which_version(path) is OLD
+    assert resolve_model_path(run / "model") == (version_dir.resolve(), "model")
+    assert load_generator(run).meta["dataset"] == "shapes"
+
+
+@pytest.mark.parametrize("before", ["link", "legacy folder"])
+def test_a_crash_anywhere_in_an_export_leaves_the_old_or_the_new_model(tmp_path, monkeypatch, before):
+    seen = []
+    for n in range(1, 100):
+        run = tmp_path / f"crash{n}"
+        (run / "model").mkdir(parents=True) if before == "legacy folder" else None
+        (export_legacy if before == "legacy folder" else export)(run / "model", OLD)
+        with monkeypatch.context() as m:
+            calls = crash_at(m, n)
+            try:
+                export(run / "model", NEW)
+                finished = True
+            except Killed:
+                finished = False
+        for path in (run, run / "model"):
+            seen.append(which_version(path)["kimg"])
+        if finished:
+            assert which_version(run / "model") is NEW
+            break
+        # The next export after a crash succeeds and clears what the crash left behind.
+        export(run / "model", NEW)
+        assert which_version(run / "model") is NEW
+        leftovers = [p.name for p in versions_dir(run / "model").iterdir()]
+        assert len(leftovers) <= 2 and not any(name.startswith(model_io.TMP_PREFIX) for name in leftovers)
+        assert not list(run.glob(".model.link-*"))
+    else:
+        pytest.fail("the export never finished")
+    assert calls["count"] >= 8, "fewer file-system steps than expected: is the crash injection still reaching them?"
+    assert OLD["kimg"] in seen and NEW["kimg"] in seen  # crashes before and after the switch were both exercised
+
+
+def test_a_reader_reads_config_and_weights_of_one_version_while_an_export_swaps(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    export(run / "model", OLD)
+    real_load_file = model_io.load_file
+
+    def export_then_load(path):  # the writer swaps the link after the reader read config.json, before the weights
+        export(run / "model", NEW)
+        return real_load_file(path)
+
+    monkeypatch.setattr(model_io, "load_file", export_then_load)
+    assert which_version(run / "model") is OLD
+    monkeypatch.setattr(model_io, "load_file", real_load_file)
+    assert which_version(run / "model") is NEW
+
+
+def test_old_versions_are_removed_keeping_the_one_before(tmp_path):
+    model = tmp_path / "run" / "model"
+    written = [export(model, OLD) for _ in range(3)] + [export(model, NEW)]
+    assert sorted(p.name for p in versions_dir(model).iterdir()) == sorted(p.name for p in written[-2:])
+    assert which_version(model) is NEW
+
+
+def test_a_legacy_model_folder_becomes_a_version(tmp_path):
+    model = tmp_path / "run" / "model"
+    model.mkdir(parents=True)
+    export_legacy(model, OLD)
+    assert which_version(model) is OLD
+    export(model, NEW)
+    assert model.is_symlink() and which_version(model) is NEW
+    old = [p for p in versions_dir(model).iterdir() if "-old-" in p.name]
+    assert len(old) == 1 and which_version(old[0]) is OLD  # kept as the version before
+
+
+def test_missing_and_bad_paths_say_what_is_wrong(tmp_path):
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        load_generator(tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelLoadError, match="is not a progan model"):
+        load_generator(tmp_path / "empty")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FileExistsError, match="is a file"):
+        export(tmp_path / "file", OLD)
