@@ -153,6 +153,20 @@ def cmd_train(args) -> None:
               f"generator in {Path(run_dir) / 'model'}, samples in {Path(run_dir) / 'samples'}")
 
 
+def device_arg(value: str) -> str:
+    """--device of generate, eval and studio: 'auto' (the default) is CUDA where torch sees a GPU, else the CPU."""
+    import torch
+    if value == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(value)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a torch device (cpu, cuda, cuda:1, ...)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"--device {value}: torch sees no CUDA GPU here (--device cpu)")
+    return value
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # progan generate
 
@@ -168,7 +182,7 @@ def add_generate(sub) -> None:
     p.add_argument("--frames-per-seed", type=int, default=24)
     p.add_argument("--fps", type=int, default=24)
     p.add_argument("--truncation", type=float, default=1.0, help="psi in (0, 1]: pull toward the mean feature map")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", type=device_arg, default="auto", help="default: cuda when available, else cpu")
     p.set_defaults(func=cmd_generate)
 
 
@@ -213,7 +227,7 @@ def add_eval(sub) -> None:
     p.add_argument("--inception-weights", help="pt_inception-2015-12-05-6726825d.pth (or $PROGAN_INCEPTION_WEIGHTS)")
     p.add_argument("--cache", type=Path, help="where to cache real-data statistics (default: <model>/cache)")
     p.add_argument("--json", type=Path, help="also append the results to this JSONL file")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", type=device_arg, default="auto", help="default: cuda when available, else cpu")
     p.set_defaults(func=cmd_eval)
 
 
@@ -256,7 +270,7 @@ def add_studio(sub) -> None:
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on; anything but loopback requires an access token (printed in the URL)")
     p.add_argument("--port", type=int, default=8000, help="0 picks a free port")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", type=device_arg, default="auto", help="default: cuda when available, else cpu")
     p.add_argument("--token", default=None, help="access token (default: a random one when --host is not loopback)")
     p.add_argument("--threads", type=int, default=None, help="torch threads for rendering (default: cores - 1)")
     p.add_argument("--open", action="store_true", help="open the page in a web browser")
