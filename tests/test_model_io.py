@@ -163,3 +163,16 @@ def test_missing_and_bad_paths_say_what_is_wrong(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(FileExistsError, match="is a file"):
         export(tmp_path / "file", OLD)
+
+
+def test_generate_eval_and_studio_load_on_cuda_when_there_is_one(monkeypatch, capsys):
+    from progan.cli import build_parser
+    parser = build_parser()
+    for available, expected in ((True, "cuda"), (False, "cpu")):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: available)
+        for argv in (["generate", "run", "--out", "out"], ["eval", "run"], ["studio", "run"]):
+            assert parser.parse_args(argv).device == expected
+            assert parser.parse_args(argv + ["--device", "cpu"]).device == "cpu"
+    with pytest.raises(SystemExit):  # no GPU now
+        parser.parse_args(["generate", "run", "--out", "out", "--device", "cuda"])
+    assert "torch sees no CUDA GPU" in capsys.readouterr().err
