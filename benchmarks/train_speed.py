@@ -54,7 +54,7 @@ from progan.config import TrainConfig, preset  # noqa: E402
 from progan.fileio import atomic_write_json  # noqa: E402
 from progan.runtime import keep_freed_memory  # noqa: E402
 from progan.schedule import Phase  # noqa: E402
-from progan.train.distributed import Dist  # noqa: E402
+from progan.train.distributed import Ranks  # noqa: E402
 from progan.train.loop import TrainState, build_state, train_step  # noqa: E402
 from reference import to_reference  # noqa: E402
 
@@ -150,7 +150,7 @@ def time_breakdown(state: TrainState, phase: Phase, real: torch.Tensor, cfg: Tra
     from torch.profiler import ProfilerActivity, profile
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         t0 = time.perf_counter()
-        train_step(state, phase, real, cfg, Dist())
+        train_step(state, phase, real, cfg, Ranks())
         wall = time.perf_counter() - t0
     seconds = dict.fromkeys(CATEGORIES, 0.0)
     for event in prof.events():
@@ -259,13 +259,13 @@ def serve(mode: str, cfg: TrainConfig) -> None:
 
 def count_flops(state: TrainState, phase: Phase, real: torch.Tensor, cfg: TrainConfig) -> dict:
     with FlopCount() as fc:
-        stats = train_step(state, phase, real, cfg, Dist())
+        stats = train_step(state, phase, real, cfg, Ranks())
     return {"flops_by_op": dict(fc.by_op), "loss_d": float(stats["loss_d"]), "loss_g": float(stats["loss_g"])}
 
 
 def timed_step(state: TrainState, phase: Phase, real: torch.Tensor, cfg: TrainConfig) -> dict:
     faults, t0 = minor_faults(), time.perf_counter()
-    train_step(state, phase, real, cfg, Dist())
+    train_step(state, phase, real, cfg, Ranks())
     return {"seconds": time.perf_counter() - t0, "minor_faults": minor_faults() - faults}
 
 
@@ -273,7 +273,7 @@ def op_table(state: TrainState, phase: Phase, real: torch.Tensor, cfg: TrainConf
     """torch.profiler's table of one step, by operation and input shape."""
     from torch.profiler import ProfilerActivity, profile
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
-        train_step(state, phase, real, cfg, Dist())
+        train_step(state, phase, real, cfg, Ranks())
     return {"table": prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total",
                                                                          row_limit=rows)}
 

@@ -9,11 +9,12 @@ from pathlib import Path
 from progan.config import ConfigError, TrainConfig, preset, PRESETS
 
 
-def parse_table(text: str, cast, what: str) -> dict[int, float]:
-    """'4:64,32:32' -> {4: 64, 32: 32}; a bare value '0.002' -> {4: 0.002} (the same everywhere)."""
+def parse_table(text: str, cast, what: str, bare_as_table: bool = True):
+    """'4:64,32:32' -> {4: 64, 32: 32}; a bare value '0.002' -> {4: 0.002} (the same everywhere), or the bare
+    value itself when not `bare_as_table`."""
     try:
         if ":" not in text:
-            return {4: cast(text)}
+            return {4: cast(text)} if bare_as_table else cast(text)
         table = {}
         for item in text.split(","):
             res, value = item.split(":")
@@ -76,8 +77,8 @@ def add_train(sub) -> None:
     p.add_argument("--minutes", type=float, help="stop (with a checkpoint) after this much wall time")
     p.add_argument("--seed", type=int)
     p.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=None, help="random horizontal flips")
-    p.add_argument("--stabilize-kimg", type=float)
-    p.add_argument("--fade-kimg", type=float)
+    p.add_argument("--stabilize-kimg", help="kimg spent stabilising each resolution: X, or per resolution 4:400,64:800")
+    p.add_argument("--fade-kimg", help="kimg spent fading each resolution in: X, or per resolution 8:400,64:800")
     p.add_argument("--batch", help="global minibatch: N, or per resolution 4:64,32:32")
     p.add_argument("--lr", help="Adam learning rate: X, or per resolution 4:0.001,1024:0.0015")
     p.add_argument("--latent-size", type=int)
@@ -92,6 +93,7 @@ def add_train(sub) -> None:
     p.add_argument("--keep-checkpoints", type=int)
     p.add_argument("--grid-size", type=int)
     p.add_argument("--ema-beta", type=float, help="G_ema = lerp(G, G_ema, beta) per step (paper: 0.999)")
+    p.add_argument("--ema-kimg", type=float, help="G_ema half-life in kimg instead of a fixed beta (v2: 10; 0: off)")
     p.add_argument("--metrics", help="e.g. swd,msssim: appended to metrics.jsonl every --metrics-every kimg and at "
                    "the end")
     p.add_argument("--metrics-every", type=float, metavar="KIMG", help="0: only at the end")
@@ -114,6 +116,7 @@ def train_config_from_args(args) -> TrainConfig:
         "data": args.data, "seed": args.seed, "mirror": args.mirror, "minutes": args.minutes, "bf16": args.bf16,
         "tick_kimg": args.tick_kimg, "snapshot_kimg": args.snapshot_kimg, "checkpoint_kimg": args.checkpoint_kimg,
         "keep_checkpoints": args.keep_checkpoints, "grid_size": args.grid_size, "ema_beta": args.ema_beta,
+        "ema_kimg": args.ema_kimg,
         "metrics_kimg": args.metrics_every, "metrics_images": args.metrics_images,
     }
     if args.metrics is not None:
@@ -131,7 +134,10 @@ def train_config_from_args(args) -> TrainConfig:
     for key, value in model.items():
         if value is not None:
             setattr(cfg.model, key, value)
-    schedule = {"total_kimg": args.kimg, "stabilize_kimg": args.stabilize_kimg, "fade_kimg": args.fade_kimg,
+    schedule = {"total_kimg": args.kimg,
+                "stabilize_kimg": args.stabilize_kimg and parse_table(args.stabilize_kimg, float, "--stabilize-kimg",
+                                                                      bare_as_table=False),
+                "fade_kimg": args.fade_kimg and parse_table(args.fade_kimg, float, "--fade-kimg", bare_as_table=False),
                 "batch": args.batch and parse_table(args.batch, int, "--batch"),
                 "lr": args.lr and parse_table(args.lr, float, "--lr")}
     for key, value in schedule.items():
@@ -149,7 +155,8 @@ def cmd_train(args) -> None:
     state = train(cfg, run_dir, resume=args.resume is not None, device=args.device, progress=not args.quiet)
     import os
     if int(os.environ.get("RANK", "0")) == 0:
-        print(f"{run_dir}: {state.cur_nimg / 1000:.1f} kimg in {state.train_seconds / 60:.1f} min of training; "
+        run = state.progress
+        print(f"{run_dir}: {run.cur_nimg / 1000:.1f} kimg in {run.train_seconds / 60:.1f} min of training; "
               f"generator in {Path(run_dir) / 'model'}, samples in {Path(run_dir) / 'samples'}")
 
 

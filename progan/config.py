@@ -6,6 +6,7 @@ Everything a run depends on lives in a TrainConfig, which is written to the run 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 from dataclasses import dataclass, field
@@ -84,32 +85,57 @@ class ModelConfig:
 
 @dataclass
 class ScheduleConfig:
-    """The growth schedule. Keys of the per-resolution dicts are resolutions; missing keys fall back to the default."""
-    stabilize_kimg: float = 800.0          # per phase, thousands of real images shown to D
-    fade_kimg: float = 800.0
+    """The growth schedule. Per-resolution tables map a resolution to a value; a missing key falls back to the
+    entry of the largest key below it, so {4: 16} means 16 everywhere.
+
+    stabilize_kimg[r]: thousands of real images spent stabilising at r; fade_kimg[r]: spent fading r in. Either
+    may be one number for every resolution (the paper's 800 + 800).
+    """
+    stabilize_kimg: float | dict[int, float] = 800.0
+    fade_kimg: float | dict[int, float] = 800.0
     batch: dict[int, int] = field(default_factory=lambda: {4: 16})  # global minibatch per resolution
     lr: dict[int, float] = field(default_factory=lambda: {4: 0.001})
-    total_kimg: float = 12000.0
+    total_kimg: float = 19000.0
 
     def batch_at(self, res: int) -> int:
-        return _lookup(self.batch, res, "batch")
+        return lookup(self.batch, res, "batch")
 
     def lr_at(self, res: int) -> float:
-        return _lookup(self.lr, res, "lr")
+        return lookup(self.lr, res, "lr")
+
+    def stabilize_at(self, res: int) -> float:
+        return lookup(self.stabilize_kimg, res, "stabilize_kimg")
+
+    def fade_at(self, res: int) -> float:
+        return lookup(self.fade_kimg, res, "fade_kimg")
 
     def validate(self, resolution: int) -> None:
-        if self.stabilize_kimg < 0 or self.fade_kimg < 0 or self.total_kimg <= 0:
-            raise ConfigError("schedule kimg values must be >= 0 and total_kimg > 0, got "
-                              f"stabilize={self.stabilize_kimg}, fade={self.fade_kimg}, total={self.total_kimg}")
+        if not self.total_kimg > 0:
+            raise ConfigError(f"schedule.total_kimg must be > 0, got {self.total_kimg}")
         for res in resolutions_up_to(resolution):
-            if self.batch_at(res) < 1:
-                raise ConfigError(f"schedule.batch at {res}x{res} must be >= 1, got {self.batch_at(res)}")
-            if not self.lr_at(res) > 0:
-                raise ConfigError(f"schedule.lr at {res}x{res} must be > 0, got {self.lr_at(res)}")
+            for name, value in (("batch", self.batch_at(res)), ("lr", self.lr_at(res)),
+                                ("stabilize_kimg", self.stabilize_at(res)), ("fade_kimg", self.fade_at(res))):
+                ok = value >= 1 if name == "batch" else value > 0 if name == "lr" else value >= 0
+                if not ok or not math.isfinite(value):
+                    raise ConfigError(f"schedule.{name} at {res}x{res} must be "
+                                      f"{'>= 1' if name == 'batch' else '> 0' if name == 'lr' else '>= 0'}, "
+                                      f"got {value}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ScheduleConfig":
+        """From JSON, where table keys are strings."""
+        d = dict(d)
+        for name, cast in (("batch", int), ("lr", float), ("stabilize_kimg", float), ("fade_kimg", float)):
+            value = d[name]
+            d[name] = {int(k): cast(v) for k, v in value.items()} if isinstance(value, dict) else cast(value)
+        return cls(**d)
 
 
-def _lookup(table: dict[int, float], res: int, name: str):
-    """Value for `res`: the entry of the largest key <= res (so {4: 16} means 16 everywhere)."""
+def lookup(table: float | dict[int, float], res: int, name: str):
+    """Value of a per-resolution table at `res`: the entry of the largest key <= res; a plain number is the value
+    everywhere."""
+    if not isinstance(table, dict):
+        return table
     keys = [k for k in table if k <= res]
     if not keys:
         raise ConfigError(f"schedule.{name} has no entry for {res}x{res} or below: {table}")
@@ -147,6 +173,7 @@ class TrainConfig:
     seed: int = 0
     mirror: bool = False
     ema_beta: float = 0.999                   # per step, the paper's; short CPU presets need less memory
+    ema_kimg: float = 0.0                     # > 0: G_ema's half-life in kimg instead (v2: 10), per-step beta from batch
     adam_betas: tuple[float, float] = (0.0, 0.99)
     adam_eps: float = 1e-8
     minutes: float | None = None              # wall-clock bound; None = run the whole schedule
@@ -166,6 +193,8 @@ class TrainConfig:
         self.schedule.validate(self.model.resolution)
         if not 0 <= self.ema_beta < 1:
             raise ConfigError(f"ema_beta must be in [0, 1), got {self.ema_beta}")
+        if not self.ema_kimg >= 0:
+            raise ConfigError(f"ema_kimg must be >= 0, got {self.ema_kimg}")
         if self.minutes is not None and self.minutes <= 0:
             raise ConfigError(f"minutes must be positive, got {self.minutes}")
         for name in ("tick_kimg", "snapshot_kimg", "checkpoint_kimg"):
@@ -174,17 +203,46 @@ class TrainConfig:
         if self.keep_checkpoints < 1:
             raise ConfigError(f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
 
-    def check_batches(self, world_size: int) -> None:
-        """Every per-rank batch must split evenly into minibatch-stddev groups; refused before training starts."""
+    def ema_beta_at(self, batch: int) -> float:
+        """G_ema = lerp(G, G_ema, beta) per step: the fixed ema_beta, or 0.5 ** (batch / half-life in images)."""
+        return 0.5 ** (batch / (self.ema_kimg * 1000)) if self.ema_kimg > 0 else self.ema_beta
+
+    def batch_problem(self, world_size: int) -> str:
+        """'' when every resolution's global batch splits into `world_size` equal per-process batches, each a whole
+        number of minibatch-stddev groups: the batch D sees in each of its calls (reals, fakes, their mix)."""
         for res in resolutions_up_to(self.model.resolution):
             batch = self.schedule.batch_at(res)
             if batch % world_size:
-                raise ConfigError(f"batch {batch} at {res}x{res} is not divisible by the {world_size} processes")
+                return f"batch {batch} at {res}x{res} is not divisible by the {world_size} processes"
             local = batch // world_size
             group = min(self.model.mbstd_group, local)
             if local % group:
-                raise ConfigError(f"per-process batch {local} at {res}x{res} is not divisible by the "
-                                  f"minibatch-stddev group size {group} (set --mbstd-group or change the batch)")
+                return (f"the per-process batch {local} at {res}x{res} is not a whole number of minibatch-stddev "
+                        f"groups of {group}")
+        return ""
+
+    def check_batches(self, world_size: int) -> None:
+        """Refuse, before any work, a batch table that this many processes cannot split; say what would work."""
+        problem = self.batch_problem(world_size)
+        if not problem:
+            return
+        works = [n for n in range(1, 65) if not self.batch_problem(n)]
+        hints = [f"process counts that work with this table: {', '.join(map(str, works))}"] if works else []
+        v2 = f"v2-{world_size}gpu"
+        if v2 in PRESETS:
+            hints.append(f"--preset {v2} is the official schedule for {world_size} GPUs")
+        hints.append("or give --batch (global, per resolution, e.g. 4:64,256:16) and --mbstd-group")
+        raise ConfigError(f"{problem}: " + "; ".join(hints))
+
+    def schedule_warnings(self) -> list[str]:
+        """Reasons the run as configured would not finish what it is asked (it may still be meant: a short test)."""
+        from progan.schedule import kimg_to_reach  # schedule imports config
+        res = self.model.resolution
+        reach = kimg_to_reach(res, self.schedule)
+        if self.schedule.total_kimg <= reach:
+            return [f"total_kimg {self.schedule.total_kimg:g} stops before {res}x{res} is fully faded in "
+                    f"(at {reach:g} kimg): the run never trains at lod 0; use --kimg above {reach:g}"]
+        return []
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -196,10 +254,7 @@ class TrainConfig:
     def from_dict(cls, d: dict) -> "TrainConfig":
         d = dict(d)
         model = ModelConfig(**d.pop("model"))
-        sched = dict(d.pop("schedule"))
-        sched["batch"] = {int(k): int(v) for k, v in sched["batch"].items()}
-        sched["lr"] = {int(k): float(v) for k, v in sched["lr"].items()}
-        schedule = ScheduleConfig(**sched)
+        schedule = ScheduleConfig.from_dict(d.pop("schedule"))
         loss = LossConfig(**d.pop("loss"))
         d["adam_betas"] = tuple(d["adam_betas"])
         return cls(model=model, schedule=schedule, loss=loss, **d)
@@ -209,60 +264,94 @@ class TrainConfig:
 # Presets. Each is a function so that every call returns a fresh, unshared config.
 
 def paper(resolution: int = 1024) -> TrainConfig:
-    """Exactly the paper's single-GPU recipe (RECIPE.md): 800 + 800 kimg per phase, batch 16 -> 3."""
+    """Exactly the paper's single-GPU recipe (RECIPE.md; TF preset-v1-1gpu): 800 + 800 kimg per phase, batch
+    16 -> 14 -> 6 -> 3, minibatch-stddev over the whole minibatch, 19,000 kimg in all (1024 is fully faded in at
+    12,800). For one process: several processes take the v2 presets."""
     return TrainConfig(
         preset="paper",
         model=ModelConfig(resolution=resolution, latent_size=512, fmap_base=8192, fmap_max=512, mbstd_group=16),
         schedule=ScheduleConfig(stabilize_kimg=800, fade_kimg=800, batch={4: 16, 256: 14, 512: 6, 1024: 3},
-                                lr={4: 0.001}, total_kimg=12000),
+                                lr={4: 0.001}, total_kimg=19000),
         snapshot_kimg=100, checkpoint_kimg=200,
     )
 
 
+# The official TF code's later presets (config.py, "v2"): the global minibatch and learning rate per resolution
+# for 1, 2, 4 and 8 GPUs, 600 + 600 kimg per phase, 12,000 kimg in all, G_ema with a 10-kimg half-life.
+V2_TABLES = {
+    1: ({4: 128, 8: 128, 16: 128, 32: 64, 64: 32, 128: 16, 256: 8, 512: 4, 1024: 4}, {4: 0.001, 1024: 0.0015}),
+    2: ({4: 256, 8: 256, 16: 128, 32: 64, 64: 32, 128: 16, 256: 8, 512: 8, 1024: 8},
+        {4: 0.001, 512: 0.0015, 1024: 0.002}),
+    4: ({4: 512, 8: 256, 16: 128, 32: 64, 64: 32, 128: 16, 256: 16, 512: 16, 1024: 16},
+        {4: 0.001, 256: 0.0015, 512: 0.002, 1024: 0.003}),
+    8: ({4: 512, 8: 256, 16: 128, 32: 64, 64: 32, 128: 32, 256: 32, 512: 32, 1024: 32},
+        {4: 0.001, 128: 0.0015, 256: 0.002, 512: 0.003}),
+}
+
+
+def v2(gpus: int, resolution: int = 1024) -> TrainConfig:
+    batch, lr = V2_TABLES[gpus]
+    return TrainConfig(
+        preset=f"v2-{gpus}gpu",
+        model=ModelConfig(resolution=resolution, latent_size=512, fmap_base=8192, fmap_max=512, mbstd_group=4),
+        schedule=ScheduleConfig(stabilize_kimg=600, fade_kimg=600, batch=dict(batch), lr=dict(lr), total_kimg=12000),
+        ema_kimg=10.0, snapshot_kimg=100, checkpoint_kimg=200,
+    )
+
+
 def cifar(resolution: int = 32) -> TrainConfig:
-    """The paper's CIFAR-10 network: fmap_base 4096, fmap_max 128, latent 128, 400 + 400 kimg."""
+    """The paper's CIFAR-10 network and run: fmap_base 4096, fmap_max 128, latent 128, 400 + 400 kimg, 20,000 kimg
+    in all, gradient-penalty target gamma 750."""
     return TrainConfig(
         preset="cifar",
         model=ModelConfig(resolution=resolution, latent_size=128, fmap_base=4096, fmap_max=128, mbstd_group=4),
-        schedule=ScheduleConfig(stabilize_kimg=400, fade_kimg=400, batch={4: 64}, lr={4: 0.001}, total_kimg=6000),
+        schedule=ScheduleConfig(stabilize_kimg=400, fade_kimg=400, batch={4: 64}, lr={4: 0.001}, total_kimg=20000),
+        loss=LossConfig(gp_gamma=750.0),
         snapshot_kimg=50, checkpoint_kimg=100,
     )
 
 
+def with_final_stabilization(cfg: TrainConfig, kimg: float) -> TrainConfig:
+    """Set the total so that the run reaches its resolution, then stabilises there for `kimg`, whatever the
+    resolution (for the CPU presets, whose phase lengths are their own)."""
+    from progan.schedule import kimg_to_reach  # schedule imports config
+    cfg.schedule.total_kimg = round(kimg_to_reach(cfg.model.resolution, cfg.schedule) + kimg, 6)
+    return cfg
+
+
 def small(resolution: int = 64) -> TrainConfig:
     """A narrow network for a laptop CPU: hours, not weeks."""
-    return TrainConfig(
+    return with_final_stabilization(TrainConfig(
         preset="small",
         model=ModelConfig(resolution=resolution, latent_size=128, fmap_base=1024, fmap_max=128, mbstd_group=4),
-        schedule=ScheduleConfig(stabilize_kimg=60, fade_kimg=60, batch={4: 64, 32: 32}, lr={4: 0.002},
-                                total_kimg=900),
+        schedule=ScheduleConfig(stabilize_kimg=60, fade_kimg=60, batch={4: 64, 32: 32}, lr={4: 0.002}),
         snapshot_kimg=10, checkpoint_kimg=20, ema_beta=0.995,
-    )
+    ), 420)
 
 
 def demo(resolution: int = 32) -> TrainConfig:
     """The README's main job: about 20 minutes on a 2-core CPU, 4x4 -> 32x32 on the built-in emoji."""
-    return TrainConfig(
+    return with_final_stabilization(TrainConfig(
         preset="demo",
         model=ModelConfig(resolution=resolution, latent_size=64, fmap_base=512, fmap_max=64, mbstd_group=4),
-        schedule=ScheduleConfig(stabilize_kimg=20, fade_kimg=20, batch={4: 64, 16: 32}, lr={4: 0.002}, total_kimg=300),
+        schedule=ScheduleConfig(stabilize_kimg=20, fade_kimg=20, batch={4: 64, 16: 32}, lr={4: 0.002}),
         snapshot_kimg=10, checkpoint_kimg=10, minutes=20,
         ema_beta=0.99,  # ~2k steps in all: 0.999 would leave G_ema mostly at its initialisation
-    )
+    ), 180)
 
 
 def tiny(resolution: int = 8) -> TrainConfig:
     """For tests: a few seconds of growth through two resolutions."""
-    return TrainConfig(
+    return with_final_stabilization(TrainConfig(
         preset="tiny",
         model=ModelConfig(resolution=resolution, latent_size=16, fmap_base=64, fmap_max=16, mbstd_group=4),
-        schedule=ScheduleConfig(stabilize_kimg=0.064, fade_kimg=0.064, batch={4: 8}, lr={4: 0.002},
-                                total_kimg=0.32),
+        schedule=ScheduleConfig(stabilize_kimg=0.064, fade_kimg=0.064, batch={4: 8}, lr={4: 0.002}),
         tick_kimg=0.032, snapshot_kimg=0.128, checkpoint_kimg=0.128, grid_size=4, ema_beta=0.9,
-    )
+    ), 0.192)
 
 
-PRESETS = {"paper": paper, "cifar": cifar, "small": small, "demo": demo, "tiny": tiny}
+PRESETS = {"paper": paper, **{f"v2-{n}gpu": functools.partial(v2, n) for n in V2_TABLES},
+           "cifar": cifar, "small": small, "demo": demo, "tiny": tiny}
 
 
 def preset(name: str, resolution: int | None = None) -> TrainConfig:

@@ -59,3 +59,32 @@ def read_json(path: str | os.PathLike, what: str = "file") -> dict:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{what} {path} is not valid JSON: {e}") from None
+
+
+def append_jsonl(path: str | os.PathLike, obj) -> None:
+    """Append one JSON line and make it durable: a crash loses at most the line being written."""
+    with open(path, "a") as f:
+        f.write(json.dumps(obj) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def trim_jsonl(path: str | os.PathLike, keep) -> int:
+    """Rewrite a JSONL file atomically with only the lines for which keep(record) is true; a torn or unreadable
+    line (a kill in the middle of a write) is dropped too. Returns the number of lines dropped."""
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    kept, dropped = [], 0
+    for line in path.read_text().splitlines():
+        try:
+            ok = keep(json.loads(line))
+        except (json.JSONDecodeError, TypeError, KeyError):
+            ok = False
+        if ok:
+            kept.append(line + "\n")
+        else:
+            dropped += 1
+    if dropped:
+        atomic_write_bytes(path, "".join(kept).encode())
+    return dropped

@@ -1,6 +1,11 @@
 """The growth schedule as a pure function of the number of real images shown to D.
 
 There is no counter anywhere else: resume, logging and the optimizer resets all derive from `phase_at(cur_nimg)`.
+
+The timeline for a final resolution R is: stabilise 4x4, fade in 8x8, stabilise 8x8, ..., fade in R, stabilise R
+until the end. With one stabilise and one fade length for every resolution this is exactly the official formula
+lod = log2(R) - 2 - phase - max(phase_kimg - stabilize, 0) / fade; per-resolution tables (stabilize_kimg[r] = kimg
+spent stabilising r, fade_kimg[r] = kimg spent fading r in) let a run spend its images where it needs them.
 """
 
 from __future__ import annotations
@@ -8,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from progan.config import ScheduleConfig
+from progan.config import ScheduleConfig, lookup, resolutions_up_to
 
 
 @dataclass(frozen=True)
@@ -26,18 +31,26 @@ class Phase:
         return math.floor(self.lod), math.ceil(self.lod)
 
 
-def lod_at(kimg: float, resolution: int, stabilize_kimg: float, fade_kimg: float) -> float:
-    """lod = log2(R) - 2 - phase - max(phase_kimg - stabilize, 0) / fade, clamped at 0 (the official formula)."""
+def _nimg(kimg: float) -> int:
+    return round(kimg * 1000)
+
+
+def lod_at(kimg: float, resolution: int, stabilize_kimg, fade_kimg) -> float:
+    """The level of detail after `kimg` thousand images; stabilize_kimg / fade_kimg are numbers or tables."""
     max_lod = math.log2(resolution) - 2
-    phase_kimg_total = stabilize_kimg + fade_kimg
-    if phase_kimg_total <= 0:
-        return 0.0
-    phase = math.floor(kimg / phase_kimg_total)
-    into_phase = kimg - phase * phase_kimg_total
-    lod = max_lod - phase
-    if fade_kimg > 0:
-        lod -= max(into_phase - stabilize_kimg, 0.0) / fade_kimg
-    return max(lod, 0.0)
+    t = _nimg(kimg)  # counted in whole images, so phase boundaries fall on exact image counts
+    for level, res in enumerate(resolutions_up_to(resolution)):
+        lod = max_lod - level
+        if level > 0:
+            fade = _nimg(lookup(fade_kimg, res, "fade_kimg"))
+            if t < fade:
+                return lod + 1 - t / fade
+            t -= fade
+        stabilize = _nimg(lookup(stabilize_kimg, res, "stabilize_kimg"))
+        if res == resolution or t < stabilize:
+            return lod
+        t -= stabilize
+    return 0.0
 
 
 def phase_at(cur_nimg: int, resolution: int, schedule: ScheduleConfig) -> Phase:
@@ -48,7 +61,24 @@ def phase_at(cur_nimg: int, resolution: int, schedule: ScheduleConfig) -> Phase:
                  batch=schedule.batch_at(train_res), lr=schedule.lr_at(train_res))
 
 
-def kimg_to_reach(resolution: int, target_res: int, schedule: ScheduleConfig) -> float:
+def kimg_to_reach(target_res: int, schedule: ScheduleConfig) -> float:
     """kimg at which `target_res` is fully faded in (its stabilisation starts); 0 for 4x4."""
-    steps = int(math.log2(target_res)) - 2
-    return steps * (schedule.stabilize_kimg + schedule.fade_kimg)
+    total = 0
+    for res in resolutions_up_to(target_res):
+        if res > 4:
+            total += _nimg(schedule.fade_at(res))
+        if res < target_res:
+            total += _nimg(schedule.stabilize_at(res))
+    return total / 1000
+
+
+def phase_starts(resolution: int, schedule: ScheduleConfig) -> list[tuple[float, str, int]]:
+    """[(kimg, 'stabilize' | 'fade', resolution)]: where every phase of the timeline begins."""
+    starts, kimg = [], 0.0
+    for res in resolutions_up_to(resolution):
+        if res > 4:
+            starts.append((kimg, "fade", res))
+            kimg += schedule.fade_at(res)
+        starts.append((kimg, "stabilize", res))
+        kimg += schedule.stabilize_at(res)
+    return starts

@@ -26,4 +26,4 @@ if __name__ == "__main__":
     state = train(cfg, run_dir, device="cpu", progress=False)
     rank = int(os.environ["RANK"])
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
-        json.dump({name: digest(m) for name, m in state.nets.items()} | {"cur_nimg": state.cur_nimg}, f)
+        json.dump({name: digest(m) for name, m in state.nets.items()} | {"cur_nimg": state.progress.cur_nimg}, f)

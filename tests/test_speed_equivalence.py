@@ -21,7 +21,7 @@ from progan.networks import Discriminator, Generator
 from progan.schedule import Phase
 from progan.train import checkpoint as ckpt
 from progan.train import loop
-from progan.train.distributed import Dist
+from progan.train.distributed import Ranks
 from progan.train.loop import build_state, train_step
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
@@ -115,8 +115,8 @@ def test_train_step_losses_and_gradients_match_reference(lod, float64):
     res = 16 if lod < 1 else 8
     phase = Phase(kimg=0, lod=lod, resolution=res, alpha=1 - (lod - math.floor(lod)), batch=16, lr=0.0)
     real = torch.rand(16, 3, res, res, generator=torch.Generator().manual_seed(1)) * 2 - 1
-    a = train_step(ref, phase, real, cfg, Dist())
-    b = train_step(opt, phase, real, cfg, Dist())
+    a = train_step(ref, phase, real, cfg, Ranks())
+    b = train_step(opt, phase, real, cfg, Ranks())
     for key in ("loss_d", "loss_g", "d_real", "d_fake", "gp"):
         torch.testing.assert_close(a[key], b[key], rtol=1e-10, atol=1e-12, msg=key)
     assert a["ok"] and b["ok"]
@@ -130,10 +130,10 @@ def test_three_training_steps_track_the_reference(float64):
     cfg = small_config()
     ref, opt = states(cfg, lr=0.01)
     for step, lod in enumerate([0.6, 0.4, 0.0]):
-        ref.cur_nimg = opt.cur_nimg = 16 * step
+        ref.progress.cur_nimg = opt.progress.cur_nimg = 16 * step
         phase = Phase(kimg=0, lod=lod, resolution=16, alpha=1 - (lod - math.floor(lod)), batch=16, lr=0.01)
         real = torch.rand(16, 3, 16, 16, generator=torch.Generator().manual_seed(step)) * 2 - 1
-        a, b = train_step(ref, phase, real, cfg, Dist()), train_step(opt, phase, real, cfg, Dist())
+        a, b = train_step(ref, phase, real, cfg, Ranks()), train_step(opt, phase, real, cfg, Ranks())
         torch.testing.assert_close(a["loss_d"], b["loss_d"], rtol=1e-10, atol=1e-12)
         torch.testing.assert_close(a["loss_g"], b["loss_g"], rtol=1e-10, atol=1e-12)
     for name in ("G", "D", "G_ema"):
@@ -146,7 +146,7 @@ def test_float32_step_matches_reference_within_rounding():
     ref, opt = states(cfg, lr=0.0)
     phase = Phase(kimg=0, lod=0.5, resolution=16, alpha=0.5, batch=16, lr=0.0)
     real = torch.rand(16, 3, 16, 16, generator=torch.Generator().manual_seed(2)) * 2 - 1
-    a, b = train_step(ref, phase, real, cfg, Dist()), train_step(opt, phase, real, cfg, Dist())
+    a, b = train_step(ref, phase, real, cfg, Ranks()), train_step(opt, phase, real, cfg, Ranks())
     for key in ("loss_d", "loss_g", "d_real", "d_fake", "gp"):
         torch.testing.assert_close(a[key], b[key], rtol=1e-3, atol=1e-4, msg=key)
 

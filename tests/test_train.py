@@ -102,7 +102,7 @@ def test_a_non_finite_step_is_skipped_and_counted(tiny_dataset, tmp_path, monkey
 
     monkeypatch.setattr(loop, "generator_loss", sometimes_nan)
     state = train(tiny_config(tiny_dataset), tmp_path / "run", progress=False)
-    assert state.bad_steps_total == 1
+    assert state.progress.bad_steps_total == 1
     assert all(torch.isfinite(p).all() for p in state.G.parameters())
     lines = [json.loads(x) for x in (tmp_path / "run" / "stats.jsonl").read_text().splitlines()]
     assert lines[-1]["bad_steps"] == 1
@@ -143,7 +143,7 @@ def test_bad_resolution_refused(tiny_dataset, tmp_path, capsys):
 def test_batch_not_divisible_by_group_refused(tiny_dataset, tmp_path, capsys):
     code, err = run_cli(capsys, "train", "--data", tiny_dataset, "--run", str(tmp_path / "r"), "--preset", "tiny",
                         "--batch", "6", "--mbstd-group", "4")
-    assert code == 2 and "not divisible by the minibatch-stddev group size 4" in err
+    assert code == 2 and "per-process batch 6 at 4x4 is not a whole number of minibatch-stddev groups of 4" in err
     assert not (tmp_path / "r").exists()
 
 
@@ -158,7 +158,7 @@ def test_run_folder_with_another_run_refused(tiny_dataset, tmp_path, capsys):
     code, err = run_cli(capsys, "train", "--data", tiny_dataset, "--run", str(tmp_path / "r"), "--preset", "tiny")
     assert code == 2 and "already holds a run" in err
     code, err = run_cli(capsys, "train", "--resume", str(tmp_path / "r"), "--fmap-base", "128")
-    assert code == 2 and "different configuration" in err and "model.fmap_base" in err
+    assert code == 2 and "cannot resume with these changes" in err and "model.fmap_base" in err
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
     code, err = run_cli(capsys, "train", "--data", tiny_dataset, "--run", str(tmp_path / "other"), "--preset", "tiny")

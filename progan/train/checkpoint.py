@@ -8,6 +8,7 @@ complete; the newest `keep` are kept.
 from __future__ import annotations
 
 import shutil
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -24,6 +25,27 @@ OPTIMIZERS = ("opt_G", "opt_D")
 
 class CheckpointError(ValueError):
     pass
+
+
+@dataclass
+class RunProgress:
+    """How far a run has got: everything of the training state that is not a tensor. The schedule is a function
+    of cur_nimg, so this is all a checkpoint needs beside the weights and the optimizer moments."""
+    cur_nimg: int = 0                                 # real images shown to D
+    lod: float | None = None                          # of the last step trained (None before the first)
+    optimizer_key: tuple[int, int] | None = None      # the phase the optimizers' moments belong to
+    bad_steps_total: int = 0                          # steps skipped for non-finite losses or gradients
+    train_seconds: float = 0.0                        # time spent in training steps
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunProgress":
+        key = d["optimizer_key"]
+        return cls(cur_nimg=int(d["cur_nimg"]), lod=None if d["lod"] is None else float(d["lod"]),
+                   optimizer_key=None if key is None else (int(key[0]), int(key[1])),
+                   bad_steps_total=int(d["bad_steps_total"]), train_seconds=float(d["train_seconds"]))
 
 
 def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
@@ -49,9 +71,10 @@ def load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
 
 
 def save_checkpoint(run_dir: str | Path, nets: dict[str, torch.nn.Module], opts: dict[str, torch.optim.Optimizer],
-                    state: dict, keep: int) -> Path:
+                    progress: RunProgress, extra: dict, keep: int) -> Path:
+    """`extra`: more JSON for state.json (what produced the checkpoint); the progress is what resume reads."""
     ckpt_root = Path(run_dir) / "checkpoints"
-    final = ckpt_root / f"ckpt-{state['cur_nimg']:012d}"
+    final = ckpt_root / f"ckpt-{progress.cur_nimg:012d}"
     tmp = ckpt_root / f".tmp-{final.name}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -61,7 +84,8 @@ def save_checkpoint(run_dir: str | Path, nets: dict[str, torch.nn.Module], opts:
     for name in OPTIMIZERS:
         tensors, groups[name] = optimizer_tensors(opts[name])
         atomic_save_tensors(tmp / f"{name}.safetensors", tensors)
-    atomic_write_json(tmp / "state.json", {"format": CHECKPOINT_FORMAT, **state, "param_groups": groups})
+    atomic_write_json(tmp / "state.json", {"format": CHECKPOINT_FORMAT, **extra, **progress.to_dict(),
+                                           "param_groups": groups})
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)
@@ -90,8 +114,9 @@ def read_state(ckpt: str | Path) -> dict:
     return state
 
 
-def load_checkpoint(ckpt: str | Path, nets: dict[str, torch.nn.Module], opts: dict[str, torch.optim.Optimizer]):
-    """Load weights and optimizer states in place; returns state.json's dict."""
+def load_checkpoint(ckpt: str | Path, nets: dict[str, torch.nn.Module],
+                    opts: dict[str, torch.optim.Optimizer]) -> RunProgress:
+    """Load weights and optimizer states in place; returns the run's progress."""
     ckpt = Path(ckpt)
     state = read_state(ckpt)
     for name in NETWORKS + OPTIMIZERS:
@@ -105,4 +130,4 @@ def load_checkpoint(ckpt: str | Path, nets: dict[str, torch.nn.Module], opts: di
             nets[name].load_state_dict(tensors)
         else:
             load_optimizer(opts[name], tensors, state["param_groups"][name])
-    return state
+    return RunProgress.from_dict(state)

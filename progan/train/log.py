@@ -2,25 +2,31 @@
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 from pathlib import Path
 
 from tqdm import tqdm
 
+from progan.fileio import append_jsonl, trim_jsonl
+
 
 class RunLog:
-    """Rank 0 only. Appends never rewrite earlier lines, so a crash loses at most the current tick."""
+    """Rank 0 only. Appends never rewrite earlier lines, so a crash loses at most the current tick.
+
+    On resume the run continues from its last checkpoint, so whatever a killed process logged after that
+    checkpoint is dropped first (stats.jsonl, metrics.jsonl, TensorBoard's events): no kimg appears twice.
+    """
 
     def __init__(self, run_dir: Path, total_kimg: float, start_kimg: float, enabled: bool = True,
                  show_bar: bool = True):
         self.enabled = enabled
         self.stats_path = run_dir / "stats.jsonl"
+        if enabled:
+            forget_after(run_dir, start_kimg)
         self.bar = tqdm(total=round(total_kimg, 3), initial=round(start_kimg, 3), unit="kimg", dynamic_ncols=True,
                         disable=not (enabled and show_bar), file=sys.stderr,
                         bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} kimg [{elapsed}<{remaining}{postfix}]")
-        self.tb = _tensorboard_writer(run_dir / "tensorboard") if enabled else None
+        self.tb = _tensorboard_writer(run_dir / "tensorboard", start_kimg) if enabled else None
 
     def progress(self, kimg: float, phase, images_per_sec: float, loss_d: float, loss_g: float) -> None:
         if not self.enabled:
@@ -32,10 +38,7 @@ class RunLog:
     def tick(self, stats: dict) -> None:
         if not self.enabled:
             return
-        with open(self.stats_path, "a") as f:
-            f.write(json.dumps(stats) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        append_jsonl(self.stats_path, stats)
         if self.tb is not None:
             for k, v in stats.items():
                 if isinstance(v, (int, float)) and k != "kimg":
@@ -53,9 +56,16 @@ class RunLog:
                 self.tb.close()
 
 
-def _tensorboard_writer(path: Path):
+def forget_after(run_dir: Path, kimg: float) -> None:
+    """Drop the log lines of images shown after `kimg` (written by a process killed after its last checkpoint)."""
+    trim_jsonl(run_dir / "stats.jsonl", lambda r: r["kimg"] <= kimg + 1e-9)
+    trim_jsonl(run_dir / "metrics.jsonl", lambda r: r["snapshot_kimg"] <= kimg + 1e-9)
+
+
+def _tensorboard_writer(path: Path, start_kimg: float):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # tensorboard is optional
         return None
-    return SummaryWriter(str(path))
+    # purge_step: TensorBoard hides the events a killed process wrote past the checkpoint we resume from
+    return SummaryWriter(str(path), purge_step=round(start_kimg * 1000) + 1 if start_kimg > 0 else None)
