@@ -64,6 +64,24 @@ def condition_table(cfg: ModelConfig, labels=None, num_labels: int = 0, embeddin
     return None
 
 
+def dataset_conditions(cfg: ModelConfig, dataset, device: torch.device
+                       ) -> tuple[torch.Tensor | None, Different | None]:
+    """(condition_table for `dataset` on `device`, which pairs are really different) for a run: (None, None) for an
+    unconditional model. For text, pairs are mismatched unless they name the same thing (progan.text: skin-tone
+    variants, paraphrases, uncaptioned images)."""
+    table = condition_table(cfg, dataset.labels, dataset.num_classes, getattr(dataset, "caption_embeddings", None),
+                            source=str(dataset.path))
+    if table is None:
+        return None, None
+    table = table.to(device)
+    different = None
+    if cfg.text_size and getattr(dataset, "captions", None) is not None:
+        from progan.text import caption_kinds, really_different as text_different
+        kinds = caption_kinds(dataset.captions).to(device)
+        different = lambda a, b: text_different(kinds, a, b, table)  # noqa: E731
+    return table, different
+
+
 @dataclass
 class StepConditions:
     real: torch.Tensor                   # [n, C] the reals' rows; D's fakes are generated from the same rows

@@ -31,6 +31,7 @@ from progan.schedule import Phase, phase_at
 from progan.seeds import derive_seed
 from progan.train import checkpoint as ckpt
 from progan.train.checkpoint import RunProgress
+from progan.train.conditions import StepConditions, dataset_conditions, step_conditions
 from progan.train.distributed import (Ranks, any_rank, average_gradients, barrier, broadcast_module,
                                       init_from_env, mean_over_ranks, wait_for_metrics)
 from progan.train.log import RunLog
@@ -114,8 +115,12 @@ def real_batch(dataset: PreparedDataset, phase: Phase, cur_nimg: int, local_batc
     return blend_reals(to_float(x.to(ranks.device, non_blocking=True)), phase.alpha)
 
 
-def train_step(state: TrainState, phase: Phase, real: torch.Tensor, cfg: TrainConfig, ranks: Ranks) -> dict:
-    """One D step and one G step. Returns detached scalar tensors (no host sync here beyond the finite check)."""
+def train_step(state: TrainState, phase: Phase, real: torch.Tensor, cfg: TrainConfig, ranks: Ranks,
+               conds: StepConditions | None = None) -> dict:
+    """One D step and one G step. Returns detached scalar tensors (no host sync here beyond the finite check).
+
+    A conditional model takes the step's condition rows `conds` (train/conditions.py): D's fakes are generated from
+    the reals' rows, G's step from rows drawn from the dataset."""
     G, D = state.G, state.D
     n = real.shape[0]
     # Draw for the global batch and take this rank's slice: N processes see exactly what one process would.
@@ -127,10 +132,12 @@ def train_step(state: TrainState, phase: Phase, real: torch.Tensor, cfg: TrainCo
 
     z = torch.randn(n * ranks.world_size, G.latent_size, generator=gen, device=ranks.device)[mine]
     mix = torch.rand(n * ranks.world_size, 1, 1, 1, generator=gen, device=ranks.device)[mine]
+    # An unconditional step calls the losses exactly as before (no condition arguments at all).
+    d_conds = {} if conds is None else {"cond": conds.real, "wrong_cond": conds.wrong, "wrong_mask": conds.wrong_mask}
     with autocast:
         with torch.no_grad():
-            fake = G(z, phase.lod)
-        loss_d, stats = discriminator_loss(D, real, fake.to(real.dtype), phase.lod, mix, cfg.loss)
+            fake = G(z, phase.lod) if conds is None else G(z, phase.lod, conds.real, conds.noise_d)
+        loss_d, stats = discriminator_loss(D, real, fake.to(real.dtype), phase.lod, mix, cfg.loss, **d_conds)
     state.opt_D.zero_grad(set_to_none=True)
     loss_d.backward()
     d_ok = optimizer_step(state.opt_D, list(D.parameters()), ranks)
@@ -138,7 +145,12 @@ def train_step(state: TrainState, phase: Phase, real: torch.Tensor, cfg: TrainCo
     z = torch.randn(n * ranks.world_size, G.latent_size, generator=gen, device=ranks.device)[mine]
     D.requires_grad_(False)  # G's step needs gradients through D, not for D's weights
     with autocast:
-        loss_g = generator_loss(D, G(z, phase.lod), phase.lod)
+        if conds is None:
+            loss_g = generator_loss(D, G(z, phase.lod), phase.lod)
+        else:
+            ca = G.condition_code(conds.fake, conds.noise_g)[1:] if cfg.model.ca_size else None
+            fake = G(z, phase.lod, conds.fake, conds.noise_g)
+            loss_g = generator_loss(D, fake, phase.lod, cfg.loss, conds.fake, ca)
     state.opt_G.zero_grad(set_to_none=True)
     loss_g.backward()
     D.requires_grad_(True)
@@ -190,6 +202,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, device: s
     if dataset.resolution < cfg.model.resolution:
         raise ConfigError(f"dataset {cfg.data} is {dataset.resolution}x{dataset.resolution}, smaller than the "
                           f"training resolution {cfg.model.resolution}; prepare it at a higher resolution")
+    table, different = dataset_conditions(cfg.model, dataset, ranks.device)  # refuses a dataset that does not fit
     changes, notes = prepare_run_dir(run_dir, cfg, resume)  # every rank checks: every rank refuses alike
     barrier(ranks)
 
@@ -233,7 +246,12 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, device: s
             step_start = time.perf_counter()
             local_batch = phase.batch // ranks.world_size
             reals = real_batch(dataset, phase, run.cur_nimg, local_batch, cfg, ranks)
-            stats = train_step(state, phase, reals, cfg, ranks)
+            conds = None
+            if table is not None:  # the reals' images again (a pure function), and the conditions' own stream
+                idx = rank_batch_indices(run.cur_nimg, local_batch, ranks.rank, dataset.count, cfg.seed)
+                gen = torch.Generator(ranks.device).manual_seed(derive_seed(cfg.seed, run.cur_nimg, "conditions"))
+                conds = step_conditions(table, idx, gen, cfg, ranks.world_size, ranks.rank, different)
+            stats = train_step(state, phase, reals, cfg, ranks, conds)
             prev_nimg, run.cur_nimg = run.cur_nimg, run.cur_nimg + phase.batch
             run.lod = state.G_ema.lod = phase.lod
             run.train_seconds += time.perf_counter() - step_start
