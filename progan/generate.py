@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from progan.data.dataset import to_uint8
@@ -48,17 +49,29 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: float | torch.Tensor) -> torch.Te
     return normalize(wa * a + wb * b)
 
 
+def class_rows(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Class indices [N] -> the condition rows a class-conditional G takes: one-hot floats [N, num_classes]."""
+    return F.one_hot(labels, num_classes).float()
+
+
 @torch.inference_mode()
-def mean_embedding(G: Generator, samples: int = 2048, seed: int = 0, batch: int = 512) -> torch.Tensor:
-    """Mean of the first 4x4 feature map G.embed(z) over many z, [1, C, 4, 4]: the centre truncation pulls toward."""
+def mean_embedding(G: Generator, samples: int = 2048, seed: int = 0, batch: int = 512,
+                   cond: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean of the first 4x4 feature map G.embed(z) over many z, [1, C, 4, 4]: the centre truncation pulls toward.
+
+    A conditional model's mean is taken under one condition row `cond` [1, cond_size] (truncation toward the centre
+    of what was asked for); a class model without one averages over uniformly drawn classes."""
     rng = torch.Generator().manual_seed(seed)
     device = G.dense.weight.device
+    if cond is None and G.cfg.text_size:
+        raise ValueError("the truncation mean of a text-conditional model needs a condition row (a prompt)")
     total, count = None, 0
     while count < samples:
         n = min(batch, samples - count)
         z = torch.randn(n, G.latent_size, generator=rng)
-        labels = torch.randint(0, G.num_classes, (n,), generator=rng) if G.num_classes else None
-        x4 = G.embed(z.to(device), None if labels is None else labels.to(device)).double().sum(0)
+        rows = cond.expand(n, -1) if cond is not None else (
+            class_rows(torch.randint(0, G.num_classes, (n,), generator=rng), G.num_classes) if G.num_classes else None)
+        x4 = G.embed(z.to(device), None if rows is None else rows.to(device)).double().sum(0)
         total = x4 if total is None else total + x4
         count += n
     return (total / count).float().unsqueeze(0)
@@ -76,16 +89,18 @@ def truncate(x4: torch.Tensor, mean: torch.Tensor, psi: float | torch.Tensor) ->
 
 @torch.inference_mode()
 def render(G: Generator, z: torch.Tensor, truncation: float = 1.0, mean: torch.Tensor | None = None,
-           batch_size: int = 64) -> torch.Tensor:
-    """Latents -> uint8 images [B, 3, r, r] at the generator's trained level of detail, truncated by `truncation`
-    (see `truncate`; the mean is computed when not given)."""
+           batch_size: int = 64, cond: torch.Tensor | None = None) -> torch.Tensor:
+    """Latents (and, for a conditional model, condition rows `cond` [B, cond_size]) -> uint8 images [B, 3, r, r] at
+    the generator's trained level of detail, truncated by `truncation` (see `truncate`; the mean is computed when
+    not given, under the first condition row)."""
     device = next(G.parameters()).device
     level, alpha = level_and_alpha(G.lod, G.resolution)
     if truncation != 1.0 and mean is None:
-        mean = mean_embedding(G)
+        mean = mean_embedding(G, cond=None if cond is None else cond[:1])
+    conds = [None] * len(z.split(batch_size)) if cond is None else cond.split(batch_size)
     out = []
-    for chunk in z.split(batch_size):
-        x = G.embed(chunk.to(device))
+    for chunk, c in zip(z.split(batch_size), conds):
+        x = G.embed(chunk.to(device), None if c is None else c.to(device))
         if truncation != 1.0:
             x = truncate(x, mean.to(x), truncation)
         out.append(to_uint8(G.synthesize(x, level, alpha)).cpu())
@@ -116,7 +131,7 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int, min_cell: int =
 
 
 def interpolation_frames(G: Generator, seeds: list[int], frames_per_seed: int, truncation: float = 1.0,
-                         loop: bool = True) -> torch.Tensor:
+                         loop: bool = True, cond: torch.Tensor | None = None) -> torch.Tensor:
     """uint8 frames [T, 3, r, r] slerping seed to seed (and back to the first when loop)."""
     if len(seeds) < 2:
         raise ValueError(f"interpolation needs at least 2 seeds, got {seeds}")
@@ -126,7 +141,7 @@ def interpolation_frames(G: Generator, seeds: list[int], frames_per_seed: int, t
     t = (torch.arange(frames_per_seed, dtype=torch.float32) / frames_per_seed).view(-1, 1)
     z = torch.cat([slerp(keys[i].expand(frames_per_seed, -1), keys[i + 1].expand(frames_per_seed, -1), t)
                    for i in range(len(keys) - 1)])
-    return render(G, z, truncation)
+    return render(G, z, truncation, cond=None if cond is None else cond[:1].expand(len(z), -1))
 
 
 def save_video(frames: torch.Tensor, path: str | Path, fps: int = 24, min_size: int = 256) -> None:

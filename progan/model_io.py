@@ -26,6 +26,7 @@ from progan.networks import Generator
 MODEL_FORMAT = "progan-generator/1"
 WEIGHTS = "generator.safetensors"
 CONFIG = "config.json"
+CONDITIONS = "conditions.safetensors"
 TMP_PREFIX = ".tmp-"  # a version folder being written
 
 
@@ -34,7 +35,7 @@ class ModelLoadError(ValueError):
 
 
 def export_generator(out_dir: str | Path, G_ema: Generator, *, lod: float, kimg: float,
-                     extra: dict | None = None) -> Path:
+                     extra: dict | None = None, tensors: dict[str, torch.Tensor] | None = None) -> Path:
     """Write the EMA generator and what is needed to rebuild it, as a folder `out_dir` that appears whole.
 
     Weights and config are two files, and a crash between two in-place writes would pair new weights with the old
@@ -54,6 +55,8 @@ def export_generator(out_dir: str | Path, G_ema: Generator, *, lod: float, kimg:
     tmp = versions / f"{TMP_PREFIX}{token}"
     tmp.mkdir()  # not mkdtemp: its mode 0700 would hide the model from the other users of a shared machine
     atomic_save_tensors(tmp / WEIGHTS, G_ema.state_dict(), metadata={"format": MODEL_FORMAT})
+    if tensors:  # what the model is conditioned on (progan.condition), beside the weights
+        atomic_save_tensors(tmp / CONDITIONS, tensors)
     meta = {"format": MODEL_FORMAT, "model": dataclasses.asdict(G_ema.cfg), "lod": float(lod), "kimg": float(kimg),
             "output_resolution": 2 ** (int(math.log2(G_ema.resolution)) - math.floor(lod))}
     meta.update(extra or {})
@@ -160,6 +163,12 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Gene
     G.load_state_dict(state)
     G.lod = float(lod)
     G.meta = {**meta, "kimg": kimg, "source": str(folder)}
+    if cfg.cond_size and (folder / CONDITIONS).is_file():
+        try:
+            conditions = load_file(str(folder / CONDITIONS))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise ModelLoadError(f"{folder / CONDITIONS} is not a readable safetensors file: {e}") from None
+        G.meta["conditioning"] = {**G.meta.get("conditioning", {}), **conditions}
     return G.to(device).eval().requires_grad_(False)
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from progan.condition import export_conditioning
 from progan.config import ConfigError, TrainConfig
 from progan.data.dataset import (PreparedDataset, blend_reals, mirror, mirror_flags, rank_batch_indices, to_float,
                                   to_uint8)
@@ -32,7 +33,7 @@ from progan.seeds import derive_seed
 from progan.train import checkpoint as ckpt
 from progan.train.checkpoint import RunProgress
 from progan.train.conditions import StepConditions, dataset_conditions, step_conditions
-from progan.train.distributed import (Ranks, any_rank, average_gradients, barrier, broadcast_module,
+from progan.train.distributed import (Ranks, all_gather_cat, any_rank, average_gradients, barrier, broadcast_module,
                                       init_from_env, mean_over_ranks, wait_for_metrics)
 from progan.train.log import RunLog
 from progan.train.resume import prepare_run_dir, record_changes
@@ -225,6 +226,9 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, device: s
             save_reals_grid(run_dir, dataset, cfg)
     grid_z = torch.randn(cfg.grid_size**2, cfg.model.latent_size,
                          generator=torch.Generator().manual_seed(derive_seed(cfg.seed, "grid")))
+    # A conditional grid's cell i asks for the condition of reals.png's cell i (image i of the dataset)
+    grid_cond = None if table is None else table[torch.arange(cfg.grid_size**2) % table.shape[0]].cpu()
+    export = Export(run_dir, cfg, *export_conditioning(dataset, cfg.model))
     deadline = time.monotonic() + cfg.minutes * 60 if cfg.minutes else None
     run = state.progress
     tick = Tick(run.cur_nimg)
@@ -236,7 +240,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, device: s
             phase = phase_at(run.cur_nimg, cfg.model.resolution, cfg.schedule)
             if phase.optimizer_key != run.optimizer_key:
                 if run.lod is not None and ranks.is_main:  # the end of a phase: a grid of what it reached
-                    save_sample_grid(run_dir, state, grid_z, cfg)
+                    save_sample_grid(run_dir, state, grid_z, grid_cond, cfg)
                 state.opt_G, state.opt_D = make_optimizer(state.G, phase.lr, cfg), make_optimizer(state.D, phase.lr, cfg)
                 run.optimizer_key = phase.optimizer_key
             for opt in (state.opt_G, state.opt_D):
@@ -263,17 +267,17 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, device: s
                 log.tick(record)
                 log.progress(run.cur_nimg / 1000, phase, record["images_per_sec"], record["loss_d"], record["loss_g"])
             if ranks.is_main and crossed(prev_nimg, run.cur_nimg, cfg.snapshot_kimg):
-                save_sample_grid(run_dir, state, grid_z, cfg)
+                save_sample_grid(run_dir, state, grid_z, grid_cond, cfg)
             if crossed(prev_nimg, run.cur_nimg, cfg.checkpoint_kimg):
-                save_everything(run_dir, state, cfg, ranks)
+                save_everything(export, state, ranks)
             if cfg.metrics and cfg.metrics_kimg > 0 and crossed(prev_nimg, run.cur_nimg, cfg.metrics_kimg):
                 run_metrics(run_dir, state, dataset, cfg, ranks, log)
 
-    save_everything(run_dir, state, cfg, ranks)
+    save_everything(export, state, ranks)
     if cfg.metrics:
         run_metrics(run_dir, state, dataset, cfg, ranks, log)
     if ranks.is_main:
-        save_sample_grid(run_dir, state, grid_z, cfg, name="final.png")
+        save_sample_grid(run_dir, state, grid_z, grid_cond, cfg, name="final.png")
         if stop.signal is not None:
             log.message(f"stopped by signal {stop.signal} at {run.cur_nimg / 1000:.1f} kimg; "
                         f"checkpoint written; continue with --resume {run_dir}")
@@ -323,17 +327,28 @@ class Tick:
         return record
 
 
-def save_everything(run_dir: Path, state: TrainState, cfg: TrainConfig, ranks: Ranks) -> None:
+@dataclass
+class Export:
+    """Where and what save_everything writes: the run folder, its config, and what the model is conditioned on."""
+    run_dir: Path
+    cfg: TrainConfig
+    conditioning: dict
+    condition_tensors: dict
+
+
+def save_everything(export: Export, state: TrainState, ranks: Ranks) -> None:
     """Checkpoint + exported generator, rank 0 only; every rank waits so that none runs ahead of a failed write."""
     if ranks.is_main:
+        cfg = export.cfg
         lod = trained_lod(state, cfg)
         progress = dataclasses.replace(state.progress, lod=lod)
-        ckpt.save_checkpoint(run_dir, state.nets, state.opts, progress, {
+        ckpt.save_checkpoint(export.run_dir, state.nets, state.opts, progress, {
             "world_size": ranks.world_size, "config": cfg.to_dict(), "torch_version": torch.__version__,
             "rng": "every random draw is a pure function of (seed, cur_nimg): nothing else to restore",
         }, keep=cfg.keep_checkpoints)
-        export_generator(run_dir / "model", state.G_ema, lod=lod, kimg=state.progress.cur_nimg / 1000,
-                         extra={"dataset": cfg.data, "run": str(run_dir)})
+        export_generator(export.run_dir / "model", state.G_ema, lod=lod, kimg=state.progress.cur_nimg / 1000,
+                         extra={"dataset": cfg.data, "run": str(export.run_dir), "conditioning": export.conditioning},
+                         tensors=export.condition_tensors)
     barrier(ranks)
 
 
@@ -344,29 +359,40 @@ def trained_lod(state: TrainState, cfg: TrainConfig) -> float:
 
 
 @torch.no_grad()
-def save_sample_grid(run_dir: Path, state: TrainState, grid_z: torch.Tensor, cfg: TrainConfig,
-                     name: str | None = None) -> None:
-    """The fixed latents through G_ema at the level of detail just trained."""
+def save_sample_grid(run_dir: Path, state: TrainState, grid_z: torch.Tensor, grid_cond: torch.Tensor | None,
+                     cfg: TrainConfig, name: str | None = None) -> None:
+    """The fixed latents (and conditions) through G_ema at the level of detail just trained."""
     device = next(state.G_ema.parameters()).device
-    images = torch.cat([to_uint8(state.G_ema(z.to(device))).cpu() for z in grid_z.split(64)])
+    conds = [None] * len(grid_z.split(64)) if grid_cond is None else grid_cond.split(64)
+    images = torch.cat([to_uint8(state.G_ema(z.to(device), cond=None if c is None else c.to(device))).cpu()
+                        for z, c in zip(grid_z.split(64), conds)])
     res = images.shape[-1]
     name = name or f"fakes-{state.progress.cur_nimg:010d}-{res}x{res}.png"
     save_grid(images, run_dir / "samples" / name, nrow=cfg.grid_size, min_cell=64)
 
 
+METRICS_BATCH = 64
+
+
 def run_metrics(run_dir: Path, state: TrainState, dataset: PreparedDataset, cfg: TrainConfig, ranks: Ranks,
                 log: RunLog) -> None:
     """Append G_ema's metrics to metrics.jsonl. Their randomness is their own generator's: training draws nothing
-    from it, so a run with metrics trains exactly like one without. A failing metric is logged, never fatal."""
-    from progan.metrics import append_results, evaluate
-    from progan.metrics.registry import MIN_RESOLUTION
+    from it, so a run with metrics trains exactly like one without. Every rank renders its share of the images
+    (the same images one process would); rank 0 computes the metrics while the others wait on a group with a long
+    timeout. A failing metric is logged, never fatal."""
+    from progan.metrics import append_results, evaluate, generate_fakes, metrics_available_at, shard_range
     kimg = state.progress.cur_nimg / 1000
-    res = state.G_ema.output_resolution
-    names = [m for m in cfg.metrics if res >= MIN_RESOLUTION.get(m, 1)]
-    if ranks.is_main and names:
+    names = metrics_available_at(cfg.metrics, state.G_ema.output_resolution)
+    if not names:
+        return
+    seed = derive_seed(cfg.seed, "metrics")
+    start, stop = shard_range(cfg.metrics_images, ranks.rank, ranks.world_size, METRICS_BATCH)
+    shard = generate_fakes(state.G_ema, cfg.metrics_images, seed, METRICS_BATCH, ranks.device, start, stop)
+    fakes = all_gather_cat(shard.to(ranks.device), ranks).cpu()
+    if ranks.is_main:
         try:
-            results = evaluate(state.G_ema, dataset, names, cfg.metrics_images, seed=derive_seed(cfg.seed, "metrics"),
-                               device=ranks.device, snapshot_kimg=kimg, cache_dir=run_dir / "cache")
+            results = evaluate(state.G_ema, dataset, names, cfg.metrics_images, seed=seed, batch_size=METRICS_BATCH,
+                               device=ranks.device, snapshot_kimg=kimg, cache_dir=run_dir / "cache", fakes=fakes)
             append_results(run_dir / "metrics.jsonl", results)
             log.message(f"{kimg:.1f} kimg: " + ", ".join(f"{r['metric']} {r['value']:.4g}" for r in results))
         except Exception as e:  # noqa: BLE001 - a metric must never end a days-long run
