@@ -8,6 +8,7 @@ import zipfile
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from progan.config import ConfigError
@@ -253,7 +254,7 @@ def test_labels_and_captions(tmp_path):
     assert "class folder" in reasons["stray.png"] and "readme.txt" in reasons
     assert "cats/c1.txt" not in reasons  # a sidecar is not a skipped file
     ds = PreparedDataset(tmp_path / "out")
-    assert ds.num_classes == 2 and ds.labels == [0, 0, 1]
+    assert ds.num_classes == 2 and ds.labels.tolist() == [0, 0, 1] and ds.labels.dtype == torch.long
 
     (tmp_path / "flat").mkdir()
     save(Image.fromarray(rgb_noise(8, 8)), tmp_path / "flat" / "a.png")

@@ -2,7 +2,9 @@
 
 A prepared dataset is a folder with manifest.json and one uint8 array per resolution level
 (level_0004.npy ... level_R.npy, each [N, 3, r, r], RGB), memory-mapped so a dataset larger than
-RAM costs nothing to open. The data order is a pure function of (stream position, seed), which
+RAM costs nothing to open. It may carry, per image, a class label (label_names in the manifest),
+a caption, and the caption's vector from a text encoder (caption_embeddings.npy, float32 [N, D],
+unit rows, zero rows for images without a caption; the manifest's text_encoder names the encoder). The data order is a pure function of (stream position, seed), which
 is what makes resume exact and lets DDP ranks take disjoint shards without talking to each other.
 """
 
@@ -24,6 +26,9 @@ from progan.seeds import derive_seed
 FORMAT = "progan-dataset/1"
 MANIFEST = "manifest.json"
 REPORT = "report.json"
+CAPTION_EMBEDDINGS = "caption_embeddings.npy"
+# Optional per-image text fields of the manifest (the emoji builder writes them all).
+TEXT_COLUMNS = ("captions", "descriptions", "sequences", "groups", "subgroups")
 
 
 class DatasetError(ValueError):
@@ -80,28 +85,66 @@ class PreparedDataset:
                 raise DatasetError(f"{manifest_path}: level file name {name!r} must be a plain file name")
         self._files = levels
 
-        self.captions = m.get("captions")
-        if self.captions is not None and (
-            not isinstance(self.captions, list) or len(self.captions) != self.count
-        ):
-            raise DatasetError(f"{manifest_path}: captions must be a list of {self.count} strings or null")
+        # Per-image text: captions (what a person reads), descriptions (what the encoder read, when richer),
+        # groups and subgroups (the emoji's CLDR categories). Each a list of N strings (None allowed) or absent.
+        for key in TEXT_COLUMNS:
+            values = m.get(key)
+            if values is not None and (
+                not isinstance(values, list)
+                or len(values) != self.count
+                or any(v is not None and not isinstance(v, str) for v in values)
+            ):
+                raise DatasetError(f"{manifest_path}: {key} must be a list of {self.count} strings or null")
+            setattr(self, key, values)
+
         self.label_names = m.get("label_names")
-        self.labels = m.get("labels")
-        if self.labels is not None:
-            if not isinstance(self.labels, list) or len(self.labels) != self.count:
+        self.labels = None  # LongTensor [N] of class indices, or None
+        self.label_distribution = None  # float32 [C]: the share of each class, what G's labels are drawn from
+        labels = m.get("labels")
+        if labels is not None:
+            if not isinstance(labels, list) or len(labels) != self.count:
                 raise DatasetError(f"{manifest_path}: labels must be a list of {self.count} ints or null")
             if not isinstance(self.label_names, list) or not self.label_names:
                 raise DatasetError(f"{manifest_path}: labels are present but label_names is missing")
             n = len(self.label_names)
-            if any(not isinstance(y, int) or not 0 <= y < n for y in self.labels):
+            if any(not isinstance(y, int) or isinstance(y, bool) or not 0 <= y < n for y in labels):
                 raise DatasetError(f"{manifest_path}: labels must be ints in [0, {n})")
+            self.labels = torch.tensor(labels, dtype=torch.long)
+            self.label_distribution = torch.bincount(self.labels, minlength=n).float() / self.count
         self.num_classes = len(self.label_names) if self.labels is not None else 0
+
+        self.text_encoder = m.get("text_encoder")  # {"name", "dimension", "sha256", "file", "encoded"} or None
+        self.caption_embeddings = None  # float32 [N, D] or None
+        if self.text_encoder is not None:
+            self.caption_embeddings = self._load_embeddings(manifest_path)
 
         self._arrays: dict[int, np.ndarray] = {}
         for res in resolutions_up_to(self.resolution):
             self.level(res)  # opens and checks every level now, so errors surface at load time
         if verify:
             self.verify()
+
+    def _load_embeddings(self, manifest_path: Path) -> torch.Tensor:
+        info = self.text_encoder
+        try:
+            dim, name = int(info["dimension"]), str(info["file"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise DatasetError(f"{manifest_path}: malformed text_encoder ({e})") from e
+        if os.path.basename(name) != name:
+            raise DatasetError(f"{manifest_path}: caption embedding file name {name!r} must be a plain file name")
+        file = self.path / name
+        if not file.is_file():
+            raise FileNotFoundError(f"{file} is missing from dataset {self.path} (the manifest names it)")
+        try:
+            arr = np.load(file, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as e:
+            raise DatasetError(f"{file} is not a readable .npy array ({e})") from e
+        if arr.dtype != np.float32 or arr.shape != (self.count, dim):
+            raise DatasetError(f"{file}: expected float32 array of shape {(self.count, dim)}, got {arr.dtype} {arr.shape}")
+        norms = np.linalg.norm(arr, axis=1)
+        if not np.isfinite(arr).all() or not ((np.abs(norms - 1) < 1e-3) | (norms == 0)).all():
+            raise DatasetError(f"{file}: rows must be unit vectors (or zero for images without a caption)")
+        return torch.from_numpy(arr)
 
     def __len__(self) -> int:
         return self.count
@@ -112,7 +155,10 @@ class PreparedDataset:
     def verify(self) -> None:
         """Check every level file against the sha256 recorded in the manifest."""
         sums = self.manifest.get("sha256") or {}
-        for _, name in sorted(self._files.items()):
+        names = [name for _, name in sorted(self._files.items())]
+        if self.text_encoder is not None:
+            names.append(self.text_encoder["file"])
+        for name in names:
             want = sums.get(name)
             if want is None:
                 raise DatasetError(f"{self.path / MANIFEST}: no sha256 recorded for {name}")

@@ -1,7 +1,10 @@
 """The built-in emoji dataset, rendered from the Noto Color Emoji font.
 
 Candidates are all fully-qualified emoji known to the `emoji` package (single code points, ZWJ
-sequences, flags, keycaps, skin tones), with their CLDR names as captions. We keep those the font
+sequences, flags, keycaps, skin tones), with their CLDR names as captions. Each also gets a richer
+description (the `emoji` package's aliases, and the CLDR group and subgroup from Debian's
+unicode-data emoji-test.txt when it is installed); descriptions, groups and subgroups are kept in
+the manifest. We keep those the font
 draws as one glyph: a sequence the font cannot combine lays out as several glyphs (wider than one),
 and one it lacks altogether draws an empty box. Each glyph is cropped to its visible pixels,
 centred on a square with a small margin and resized; the images go through prepare.DatasetWriter.
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
+import warnings
 from pathlib import Path
 from typing import NamedTuple
 
@@ -23,6 +27,7 @@ from progan.data.dataset import DatasetError
 from progan.data.prepare import DatasetWriter, check_background
 
 DEFAULT_FONT = "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf"
+DEFAULT_EMOJI_TEST = "/usr/share/unicode/emoji/emoji-test.txt"  # Debian's unicode-data package
 FONT_SIZE = 109  # the only size of the font's colour bitmaps (CBDT strike); Pillow refuses others
 MARGIN = 0.06  # blank border on each side, as a fraction of the glyph's larger side
 _CANVAS = 192  # a 109 px glyph is 136 x 128; the rest is room for any overhang
@@ -83,12 +88,25 @@ class Emoji(NamedTuple):
     seq: str
     name: str  # CLDR name, e.g. "grinning face"
     version: float  # Emoji version that introduced it
+    aliases: tuple[str, ...] = ()  # other names from the `emoji` package, e.g. ("grinning",)
+    group: str | None = None  # CLDR group, e.g. "Smileys & Emotion" (None without emoji-test.txt)
+    subgroup: str | None = None  # CLDR subgroup, e.g. "face-smiling"
+
+    def description(self) -> str:
+        """The text the encoder reads: 'grinning face (grinning); face smiling, smileys & emotion'."""
+        text = self.name + (f" ({', '.join(self.aliases)})" if self.aliases else "")
+        if self.group is not None:
+            text += f"; {self.subgroup.replace('-', ' ')}, {self.group.lower()}"
+        return text
 
 
-def list_emoji(font: ImageFont.FreeTypeFont | None = None, limit: int | None = None) -> tuple[list[Emoji], list[Emoji]]:
+def list_emoji(
+    font: ImageFont.FreeTypeFont | None = None, limit: int | None = None, groups: dict | None = None
+) -> tuple[list[Emoji], list[Emoji]]:
     """Fully-qualified emoji sorted by code points, split into (drawn by the font, not drawn).
 
-    limit: stop once that many drawable ones are found.
+    limit: stop once that many drawable ones are found. groups: load_emoji_groups() to fill group and
+    subgroup (left None without it).
     """
     font = font or load_font()
     data, fully_qualified = _emoji_data()
@@ -96,9 +114,76 @@ def list_emoji(font: ImageFont.FreeTypeFont | None = None, limit: int | None = N
     for seq in sorted(s for s, d in data.items() if d["status"] == fully_qualified):
         if limit is not None and len(good) >= limit:
             break
-        item = Emoji(seq, cldr_name(seq, data[seq]["en"]), float(data[seq]["E"]))
+        name = cldr_name(seq, data[seq]["en"])
+        group, subgroup = group_of(seq, groups) if groups is not None else (None, None)
+        item = Emoji(seq, name, float(data[seq]["E"]), aliases(name, data[seq].get("alias", ())), group, subgroup)
         (good if draws_one_glyph(font, seq) else bad).append(item)
     return good, bad
+
+
+def aliases(name: str, raw: list[str]) -> tuple[str, ...]:
+    """The `emoji` package's aliases that add words: ':thumbsup:', ':+1:' -> ('thumbsup',).
+
+    Dropped: repeats of the name, codes of two letters or fewer (':fr:'), symbols, and 'flag for X'.
+    """
+    out = []
+    for a in raw:
+        text = a.strip(":").replace("_", " ").strip()
+        if (
+            len(text) > 2
+            and any(c.isalpha() for c in text)
+            and text.casefold() != name.casefold()
+            and not text.startswith("flag for ")
+            and text not in out
+        ):
+            out.append(text)
+    return tuple(out)
+
+
+def load_emoji_groups(path=None) -> dict[str, tuple[str, str]]:
+    """Emoji sequence -> (group, subgroup) from Unicode's emoji-test.txt (Debian: apt-get install unicode-data)."""
+    path = Path(path or DEFAULT_EMOJI_TEST)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found: install Debian's unicode-data package (apt-get install unicode-data) "
+            "or pass the path of Unicode's emoji-test.txt"
+        )
+    out, group, subgroup = {}, None, None
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.startswith("# group:"):
+            group = line.split(":", 1)[1].strip()
+        elif line.startswith("# subgroup:"):
+            subgroup = line.split(":", 1)[1].strip()
+        elif line.strip() and not line.startswith("#"):
+            points = line.split(";", 1)[0].split()
+            try:
+                seq = "".join(chr(int(p, 16)) for p in points)
+            except ValueError:
+                raise DatasetError(f"{path}:{n}: not a line of emoji-test.txt: {line!r}") from None
+            if group is None or subgroup is None:
+                raise DatasetError(f"{path}:{n}: emoji listed before any group/subgroup header")
+            out[seq] = (group, subgroup)
+    if not out:
+        raise DatasetError(f"{path} lists no emoji; is it Unicode's emoji-test.txt?")
+    return out
+
+
+def group_of(seq: str, groups: dict[str, tuple[str, str]]) -> tuple[str | None, str | None]:
+    """(group, subgroup) of a sequence; one newer than the file takes that of its first component.
+
+    Debian's file can be a release behind the `emoji` package: 'head shaking horizontally' (Emoji 15.1) is
+    'slightly smiling face' + ZWJ + arrow, so it goes with the smileys.
+    """
+    if seq in groups:
+        return groups[seq]
+    plain = seq.replace("️", "")
+    if plain in groups:
+        return groups[plain]
+    first = "".join(c for c in plain.split("‍")[0] if c not in _SKIN_TONES)
+    for key in (first, first + "️"):
+        if key in groups:
+            return groups[key]
+    return None, None
 
 
 def draws_one_glyph(font: ImageFont.FreeTypeFont, seq: str) -> bool:
@@ -141,15 +226,21 @@ def build_emoji_dataset(
     resolution: int = 64,
     *,
     font_path=None,
+    emoji_test=None,
     background=(255, 255, 255),
     overwrite: bool = False,
     limit: int | None = None,
+    text_encoder="auto",
     progress: bool | None = None,
 ) -> dict:
     """Render every emoji the font draws into a prepared dataset (captions = CLDR names).
 
     limit: use only the first `limit` drawable emoji in code-point order (for quick tests); fewer
-    images result if some of them share artwork. Returns the manifest.
+    images result if some of them share artwork. emoji_test: Unicode's emoji-test.txt (default:
+    Debian's unicode-data); without it the dataset has no groups and a warning says how to get them.
+    text_encoder: see DatasetWriter.finish. The names are what gets encoded: benchmarks/text_encoders.py
+    finds prompts retrieve the right emoji better from bare names than from the longer descriptions
+    (which are kept in the manifest). Returns the manifest.
     """
     resolution = check_resolution(resolution)
     background = check_background(background)
@@ -157,12 +248,20 @@ def build_emoji_dataset(
         raise DatasetError(f"limit must be a positive int or None, got {limit!r}")
     font_file = Path(font_path or DEFAULT_FONT)
     font = load_font(font_file)
-    chosen, bad = list_emoji(font, limit)
+    try:
+        groups, groups_note = load_emoji_groups(emoji_test), f"from {emoji_test or DEFAULT_EMOJI_TEST}"
+    except FileNotFoundError as e:
+        if emoji_test is not None:
+            raise
+        groups, groups_note = None, f"none: {e}"
+        warnings.warn(f"emoji dataset without groups and subgroups: {e}", stacklevel=2)
+    chosen, bad = list_emoji(font, limit, groups)
     if not chosen:
         raise DatasetError(f"{font_file} draws none of the emoji; is it a colour emoji font?")
     keep = _distinct_artwork(font, chosen)
     if progress is None:
         progress = sys.stderr.isatty()
+    kept: list[Emoji] = []
     with DatasetWriter(out_dir, resolution, sum(keep[i] == i for i in keep), overwrite=overwrite) as writer:
         for e in bad:
             writer.skip(f"{codepoints(e.seq)} ({e.name})", "not drawn as a single glyph by this font")
@@ -176,11 +275,19 @@ def build_emoji_dataset(
                 writer.skip(f"{codepoints(e.seq)} ({e.name})", str(err))
                 continue
             writer.add(img, caption=e.name)
+            kept.append(e)
+        columns = {"descriptions": [e.description() for e in kept], "sequences": [e.seq for e in kept]}
+        if groups is not None:
+            columns["groups"] = [e.group for e in kept]
+            columns["subgroups"] = [e.subgroup for e in kept]
         return writer.finish(
             source=f"builtin:emoji ({font_file})",
             crop="glyph",
             background=background,
-            extra_report={"font": str(font_file), "candidates": len(chosen) + len(bad), "drawn": len(chosen)},
+            columns=columns,
+            text_encoder=text_encoder,
+            extra_report={"font": str(font_file), "candidates": len(chosen) + len(bad), "drawn": len(chosen),
+                          "groups": groups_note},
         )
 
 

@@ -14,6 +14,7 @@ import secrets
 import shutil
 import sys
 import threading
+import warnings
 import zipfile
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +26,15 @@ import numpy as np
 from tqdm import tqdm
 
 from progan.config import check_resolution, resolutions_up_to
-from progan.data.dataset import FORMAT, MANIFEST, REPORT, DatasetError, file_sha256, level_filename
+from progan.data.dataset import (
+    CAPTION_EMBEDDINGS,
+    FORMAT,
+    MANIFEST,
+    REPORT,
+    DatasetError,
+    file_sha256,
+    level_filename,
+)
 from progan.data.images import (
     CROPS,
     DEFAULT_MAX_PIXELS,
@@ -34,6 +43,9 @@ from progan.data.images import (
     pixel_limit,
 )
 
+# The manifest's own fields; DatasetWriter.finish(columns=...) may add others but not replace these.
+_MANIFEST_KEYS = {"format", "resolution", "count", "levels", "sha256", "captions", "labels", "label_names",
+                  "text_encoder", "source", "crop", "background", "skipped"}
 CHUNK_BYTES = 64 << 20  # images buffered per write; bounds memory at any resolution
 MAX_ZIP_MEMBER_BYTES = 1 << 30  # zip members are read into memory; refuse absurd ones
 
@@ -204,15 +216,29 @@ class DatasetWriter:
         crop: str = "center",
         background=(255, 255, 255),
         label_names: list[str] | None = None,
+        columns: dict[str, list] | None = None,
+        text_encoder="auto",
+        encode: str = "captions",
         extra_report: dict | None = None,
     ) -> dict:
-        """Write manifest + report, move the dataset into place, return the manifest."""
+        """Write manifest + report (+ caption embeddings), move the dataset into place, return the manifest.
+
+        columns: more per-image fields for the manifest, each a list with one entry per image added
+        (the emoji builder's descriptions, groups, subgroups). text_encoder: "auto" (default) encodes the
+        captions when the default encoder is installed and notes in the report why not otherwise; None
+        never encodes; a name, model folder or progan.text.TextEncoder must work. encode: "captions" or
+        the name of a column holding the text to encode instead (images without a caption get a zero vector).
+        """
         self._flush()
         if self.count == 0:
             reasons = Counter(s["reason"].split(":")[0] for s in self.skipped)
             summary = ", ".join(f"{n} {r}" for r, n in reasons.most_common(5)) or "no candidate files"
             self.abort()
             raise DatasetError(f"no usable images in {source}: all {len(self.skipped)} files were skipped ({summary})")
+        columns = dict(columns or {})
+        for key, values in columns.items():
+            if key in _MANIFEST_KEYS or len(values) != self.count:
+                raise ValueError(f"column {key!r} must be a new field with one value per image ({self.count})")
         levels, sums = {}, {}
         for arr in self.arrays.values():
             arr.flush()
@@ -226,16 +252,29 @@ class DatasetWriter:
             levels[str(r)] = name
             sums[name] = file_sha256(path)
 
-        has_captions = any(c is not None for c in self.captions)
+        has_captions = any(c for c in self.captions)
+        captions = [c or "" for c in self.captions] if has_captions else None
+        encoder_info, embedding_note = None, "no captions"
+        if has_captions:
+            encoder_info, embedding_note = self._embed(captions, columns, text_encoder, encode)
+            if encoder_info is not None:
+                sums[CAPTION_EMBEDDINGS] = file_sha256(self.tmp / CAPTION_EMBEDDINGS)
+        labels = None
+        if label_names is not None:
+            labels = [int(y) for y in self.labels]
+            counts = Counter(labels)
+            extra_report = {**(extra_report or {}), "label_counts": {n: counts[i] for i, n in enumerate(label_names)}}
         manifest = {
             "format": FORMAT,
             "resolution": self.resolution,
             "count": self.count,
             "levels": levels,
             "sha256": sums,
-            "captions": [c or "" for c in self.captions] if has_captions else None,
-            "labels": [int(y) for y in self.labels] if label_names is not None else None,
+            "captions": captions,
+            "labels": labels,
             "label_names": list(label_names) if label_names is not None else None,
+            "text_encoder": encoder_info,
+            **columns,
             "source": str(source),
             "crop": crop,
             "background": list(background),
@@ -246,6 +285,7 @@ class DatasetWriter:
             "written": self.count,
             "skipped_count": len(self.skipped),
             "skipped_by_reason": dict(Counter(s["reason"].split(":")[0] for s in self.skipped).most_common()),
+            "caption_embeddings": embedding_note,
             **(extra_report or {}),
             "skipped": self.skipped,
         }
@@ -255,6 +295,28 @@ class DatasetWriter:
         self._move_into_place()
         self.done = True
         return manifest
+
+    def _embed(self, captions, columns, text_encoder, encode) -> tuple[dict | None, str]:
+        """Write caption_embeddings.npy (float32 [N, D], unit rows) into the temp folder; (encoder info, note)."""
+        from progan.text import resolve_text_encoder
+
+        if encode != "captions" and encode not in columns:
+            raise ValueError(f"encode must be 'captions' or a column name, got {encode!r}")
+        encoder, note = resolve_text_encoder(text_encoder)
+        if encoder is None:
+            if text_encoder == "auto":
+                warnings.warn(f"dataset without caption embeddings: {note}", stacklevel=3)
+            return None, note
+        texts = captions if encode == "captions" else [t or "" for t in columns[encode]]
+        has = [bool(c) for c in captions]
+        vectors = np.zeros((self.count, encoder.dimension), np.float32)
+        todo = [i for i in range(self.count) if has[i]]
+        vectors[todo] = encoder.encode([texts[i] for i in todo]).numpy()
+        with open(self.tmp / CAPTION_EMBEDDINGS, "wb") as f:
+            np.save(f, vectors, allow_pickle=False)
+            f.flush()
+            os.fsync(f.fileno())
+        return {**encoder.info(), "file": CAPTION_EMBEDDINGS, "encoded": encode}, f"{note} ({encode})"
 
     def _move_into_place(self) -> None:
         target = self.out_dir
@@ -389,6 +451,7 @@ def prepare_dataset(
     upscale: bool = False,
     background=(255, 255, 255),
     labels_from_folders: bool = False,
+    text_encoder="auto",
     overwrite: bool = False,
     max_images: int | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
@@ -399,8 +462,9 @@ def prepare_dataset(
 
     crop: "center" (central square) or "pad" (letterbox onto `background`). Images whose square is
     smaller than `resolution` are skipped unless upscale=True. Transparent images are composited
-    onto `background`. labels_from_folders: the first folder level names the class. A sidecar
-    `name.txt` beside `name.png` becomes that image's caption. Returns the manifest.
+    onto `background`. labels_from_folders: the first folder level names the class (manifest labels and
+    label_names). A sidecar `name.txt` beside `name.png` becomes that image's caption; text_encoder
+    says whether the captions are encoded (see DatasetWriter.finish). Returns the manifest.
     """
     resolution = check_resolution(resolution)
     if crop not in CROPS:
@@ -458,7 +522,8 @@ def prepare_dataset(
                 crop=crop,
                 background=background,
                 label_names=label_names,
-                extra_report={"candidates": len(entries), "resolution": resolution},
+                text_encoder=text_encoder,
+                extra_report={"candidates": len(entries) + len(outside), "resolution": resolution},
             )
     finally:
         if zsrc is not None:
