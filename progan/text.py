@@ -5,11 +5,12 @@ package that bundles the model, or a sentence-transformers folder the user names
 `progan dataset` encodes the captions once (stored as caption_embeddings.npy beside the levels); `generate` and
 the studio encode prompts with the same encoder and read them with `read_prompt`.
 
-    enc = load_text_encoder()                       # cached per process; raises TextEncoderMissing with the fix
-    p = enc.encode_prompt("monkeys surfing on the moon")
+    enc = encoder_for(ds.text_encoder)              # or load_text_encoder(); cached per process; raises
+                                                    # TextEncoderMissing with the command that installs it
+    p = enc.encode_prompt("monkeys surfing on the moon")        # PromptError for empty/huge/binary prompts
     reading = read_prompt(p, ds.caption_embeddings, ds.captions)
-    reading.describe()                              # 'monkey 0.43, person surfing 0.41, full moon 0.16'
-    reading.condition                               # the vector the model is conditioned on
+    reading.describe()   # 'monkey 0.30, new moon 0.20, person surfing 0.16, man surfing 0.15, woman surfing 0.10, ...'
+    reading.condition    # [D]: the vector the model is conditioned on; reading.off_data: nothing close in the data
 """
 
 from __future__ import annotations
@@ -91,6 +92,26 @@ def load_text_encoder(name_or_folder: str | os.PathLike | None = None) -> TextEn
     """
     name, folder = _resolve(name_or_folder)
     return _load_folder(name, str(folder))
+
+
+def encoder_for(info: dict, name_or_folder: str | os.PathLike | None = None) -> TextEncoder:
+    """The encoder that made vectors recorded as `info` (a dataset's or model's text_encoder entry).
+
+    Loads `name_or_folder`, else the encoder named in info, and refuses one whose files differ: prompt vectors
+    from another encoder would be read against captions in a different space.
+    """
+    try:
+        name, dim, sha = str(info["name"]), int(info["dimension"]), str(info["sha256"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"malformed text_encoder record {info!r} ({e})") from None
+    enc = load_text_encoder(name_or_folder if name_or_folder is not None else name)
+    if (enc.dimension, enc.sha256) != (dim, sha):
+        raise ValueError(
+            f"text encoder {enc.name} at {enc.folder} (dimension {enc.dimension}, sha256 {enc.sha256[:12]}) is not "
+            f"the one the captions were encoded with ({name}, dimension {dim}, sha256 {sha[:12]}); install that "
+            "one or name its folder"
+        )
+    return enc
 
 
 def resolve_text_encoder(choice) -> tuple[TextEncoder | None, str]:

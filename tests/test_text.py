@@ -12,6 +12,7 @@ from progan.text import (
     TextEncoderMissing,
     base_caption,
     caption_kinds,
+    encoder_for,
     check_prompt,
     load_text_encoder,
     nnls,
@@ -44,6 +45,15 @@ def test_the_same_folder_named_by_path_is_the_same_encoder(enc):
     by_path = load_text_encoder(enc.folder)
     assert by_path.sha256 == enc.sha256
     assert torch.allclose(by_path.encode(["a red heart"]), enc.encode(["a red heart"]), atol=1e-6)
+
+
+def test_encoder_for_a_record_must_be_the_same_encoder(enc):
+    assert encoder_for(enc.info()) is enc
+    assert encoder_for(enc.info(), enc.folder).sha256 == enc.sha256
+    with pytest.raises(ValueError, match="is not the one the captions were encoded with"):
+        encoder_for({**enc.info(), "sha256": "0" * 64})
+    with pytest.raises(ValueError, match="malformed text_encoder record"):
+        encoder_for({"name": enc.name})
 
 
 def test_missing_encoder_says_how_to_install(tmp_path, monkeypatch):
