@@ -40,6 +40,9 @@ def add_dataset(sub) -> None:
     p.add_argument("--labels-from-folders", action="store_true", help="one subfolder per class")
     p.add_argument("--background", default="255,255,255", help="R,G,B for transparent pixels and padding")
     p.add_argument("--max-images", type=int, default=None)
+    p.add_argument("--text-encoder", default="auto", metavar="auto|none|NAME|FOLDER",
+                   help="encode the captions for text-conditional training: auto (the bundled all-MiniLM-L6-v2 when "
+                   "the text extra is installed), none, or a local sentence-transformers model folder")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_dataset)
 
@@ -53,12 +56,13 @@ def cmd_dataset(args) -> None:
     if args.builtin == "emoji":
         from progan.data.emoji import build_emoji_dataset
         manifest = build_emoji_dataset(args.out, resolution=args.resolution, background=background,
-                                       overwrite=args.overwrite, limit=args.max_images)
+                                       overwrite=args.overwrite, limit=args.max_images, text_encoder=args.text_encoder)
     else:
         from progan.data.prepare import prepare_dataset
         manifest = prepare_dataset(args.source, args.out, args.resolution, crop=args.crop, upscale=args.upscale,
                                    background=background, labels_from_folders=args.labels_from_folders,
-                                   overwrite=args.overwrite, max_images=args.max_images)
+                                   text_encoder=args.text_encoder, overwrite=args.overwrite,
+                                   max_images=args.max_images)
     print(f"{args.out}: {manifest['count']} images at {manifest['resolution']}x{manifest['resolution']}"
           f", {manifest.get('skipped', 0)} skipped (see {args.out / 'report.json'})")
 
