@@ -18,8 +18,8 @@ def font():
 
 
 def test_small_build_is_deterministic_and_colourful(tmp_path):
-    m1 = build_emoji_dataset(tmp_path / "a", 16, limit=40)
-    m2 = build_emoji_dataset(tmp_path / "b", 16, limit=40)
+    m1 = build_emoji_dataset(tmp_path / "a", 16, limit=40, text_encoder=None)
+    m2 = build_emoji_dataset(tmp_path / "b", 16, limit=40, text_encoder=None)
     assert m1["sha256"] == m2["sha256"] and m1["captions"] == m2["captions"]
     assert m1["count"] == 40 and m1["resolution"] == 16 and m1["labels"] is None
     ds = PreparedDataset(tmp_path / "a", verify=True)
@@ -35,7 +35,7 @@ def test_small_build_is_deterministic_and_colourful(tmp_path):
 
 
 def test_background_and_font_errors(tmp_path):
-    m = build_emoji_dataset(tmp_path / "bg", 32, limit=3, background=(0, 0, 0))
+    m = build_emoji_dataset(tmp_path / "bg", 32, limit=3, background=(0, 0, 0), text_encoder=None)
     assert m["background"] == [0, 0, 0]
     border = PreparedDataset(tmp_path / "bg").level(32)[:, :, [0, -1]][..., [0, -1]]
     assert border.max() <= 8  # the margin is background (up to resampling ringing)

@@ -246,7 +246,7 @@ def test_labels_and_captions(tmp_path):
     save(Image.fromarray(rgb_noise(8, 8, 4)), src / "stray.png")
     (src / "readme.txt").write_text("not a caption of anything")
 
-    m = prepare_dataset(src, tmp_path / "out", 8, labels_from_folders=True)
+    m = prepare_dataset(src, tmp_path / "out", 8, labels_from_folders=True, text_encoder=None)
     assert m["label_names"] == ["cats", "dogs"]
     assert m["labels"] == [0, 0, 1]  # cats/c1, cats/c2, dogs/d1
     assert m["captions"] == ["a tabby cat", "", ""]
@@ -273,8 +273,8 @@ def test_zip_source_matches_folder(tmp_path):
             if p.is_file():
                 zf.write(p, "wrapper/" + p.relative_to(src).as_posix())  # one top folder, like most zips
         zf.writestr("wrapper/cats/broken.png", b"\x89PNG\r\n\x1a\n garbage")
-    m_dir = prepare_dataset(src, tmp_path / "from_dir", 8, labels_from_folders=True)
-    m_zip = prepare_dataset(zpath, tmp_path / "from_zip", 8, labels_from_folders=True)
+    m_dir = prepare_dataset(src, tmp_path / "from_dir", 8, labels_from_folders=True, text_encoder=None)
+    m_zip = prepare_dataset(zpath, tmp_path / "from_zip", 8, labels_from_folders=True, text_encoder=None)
     assert m_zip["count"] == 2 and m_zip["skipped"] == 1
     assert m_zip["sha256"] == m_dir["sha256"]
     assert m_zip["labels"] == m_dir["labels"] and m_zip["label_names"] == ["cats", "dogs"]

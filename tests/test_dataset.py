@@ -80,7 +80,20 @@ def test_missing_and_corrupt_datasets(ds_path, tmp_path):
     edit_manifest(path, levels={"4": "level_0004.npy", "16": "level_0016.npy"})
     with pytest.raises(DatasetError, match="levels"):
         PreparedDataset(path)
-    (path / "manifest.json").write_text(good)
+    for field, value, match in [
+        ("resolution", 12, "bad or missing resolution"),
+        ("groups", [1] * 7, "groups must be a list of 7 strings"),
+        ("captions", ["x"] * 6, "captions must be a list of 7 strings"),
+        ("labels", [0, 1, 0, 1, 0, 1, True], r"labels must be ints in \[0, 2\)"),
+        ("labels", [0] * 7, "label_names is missing"),
+        ("text_encoder", {"name": "x"}, "malformed text_encoder"),
+        ("text_encoder", {"name": "x", "dimension": 4, "file": "../e.npy"}, "plain file name"),
+    ]:
+        edit_manifest(path, **{field: value}, **({"label_names": ["a", "b"]} if field == "labels" and True in value
+                                                 else {}))
+        with pytest.raises(DatasetError, match=match):
+            PreparedDataset(path)
+        (path / "manifest.json").write_text(good)
 
     (path / "level_0008.npy").rename(path / "moved.npy")
     with pytest.raises(FileNotFoundError, match="level_0008.npy"):

@@ -27,8 +27,6 @@ FORMAT = "progan-dataset/1"
 MANIFEST = "manifest.json"
 REPORT = "report.json"
 CAPTION_EMBEDDINGS = "caption_embeddings.npy"
-# Optional per-image text fields of the manifest (the emoji builder writes them all).
-TEXT_COLUMNS = ("captions", "descriptions", "sequences", "groups", "subgroups")
 
 
 class DatasetError(ValueError):
@@ -45,6 +43,17 @@ def file_sha256(path, chunk_bytes: int = 1 << 22) -> str:
         while block := f.read(chunk_bytes):
             h.update(block)
     return h.hexdigest()
+
+
+def _text_column(manifest: dict, key: str, count: int, manifest_path: Path) -> list | None:
+    values = manifest.get(key)
+    if values is not None and (
+        not isinstance(values, list)
+        or len(values) != count
+        or any(v is not None and not isinstance(v, str) for v in values)
+    ):
+        raise DatasetError(f"{manifest_path}: {key} must be a list of {count} strings or null")
+    return values
 
 
 class PreparedDataset:
@@ -85,17 +94,14 @@ class PreparedDataset:
                 raise DatasetError(f"{manifest_path}: level file name {name!r} must be a plain file name")
         self._files = levels
 
-        # Per-image text: captions (what a person reads), descriptions (what the encoder read, when richer),
-        # groups and subgroups (the emoji's CLDR categories). Each a list of N strings (None allowed) or absent.
-        for key in TEXT_COLUMNS:
-            values = m.get(key)
-            if values is not None and (
-                not isinstance(values, list)
-                or len(values) != self.count
-                or any(v is not None and not isinstance(v, str) for v in values)
-            ):
-                raise DatasetError(f"{manifest_path}: {key} must be a list of {self.count} strings or null")
-            setattr(self, key, values)
+        # Per-image text, each a list of N strings (None allowed) or None: captions (what a person reads and the
+        # encoder read), descriptions (richer text), sequences (the emoji), groups and subgroups (their CLDR
+        # categories: a classifier's classes for the conditional-fidelity benchmark).
+        self.captions = _text_column(m, "captions", self.count, manifest_path)
+        self.descriptions = _text_column(m, "descriptions", self.count, manifest_path)
+        self.sequences = _text_column(m, "sequences", self.count, manifest_path)
+        self.groups = _text_column(m, "groups", self.count, manifest_path)
+        self.subgroups = _text_column(m, "subgroups", self.count, manifest_path)
 
         self.label_names = m.get("label_names")
         self.labels = None  # LongTensor [N] of class indices, or None

@@ -217,16 +217,17 @@ class DatasetWriter:
         background=(255, 255, 255),
         label_names: list[str] | None = None,
         columns: dict[str, list] | None = None,
-        text_encoder="auto",
+        text_encoder=None,
         encode: str = "captions",
         extra_report: dict | None = None,
     ) -> dict:
         """Write manifest + report (+ caption embeddings), move the dataset into place, return the manifest.
 
         columns: more per-image fields for the manifest, each a list with one entry per image added
-        (the emoji builder's descriptions, groups, subgroups). text_encoder: "auto" (default) encodes the
-        captions when the default encoder is installed and notes in the report why not otherwise; None
-        never encodes; a name, model folder or progan.text.TextEncoder must work. encode: "captions" or
+        (the emoji builder's descriptions, groups, subgroups). text_encoder: None (default) never encodes;
+        "auto" (what prepare_dataset and the emoji builder default to) encodes the captions when the default
+        encoder is installed, and otherwise warns and notes why not in the report; a name, model folder or
+        progan.text.TextEncoder must load. encode: "captions" or
         the name of a column holding the text to encode instead (images without a caption get a zero vector).
         """
         self._flush()
