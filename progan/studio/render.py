@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from progan.data.dataset import to_uint8 as dataset_to_uint8
-from progan.generate import latents_from_seeds, mean_embedding, normalize, truncate
+from progan.generate import class_rows, latents_from_seeds, mean_embedding, normalize, truncate
 from progan.layers import inference_copy
 from progan.networks import Generator, count_parameters, level_and_alpha
 from progan.studio.protocol import controls
@@ -101,7 +101,7 @@ class FrameRenderer:
             def chunk(t: torch.Tensor) -> torch.Tensor:
                 return torch.cat([t[rows], t[rows][pad]]).to(self.device)
 
-            x4 = self.net.embed(chunk(z), None if labels is None else chunk(labels))
+            x4 = self.net.embed(chunk(z), None if labels is None else class_rows(chunk(labels), self.num_classes))
             p = chunk(psi).to(x4.dtype)
             if bool((p != 1).any()):
                 x4 = truncate(x4, self.x4_mean, p)
