@@ -226,7 +226,7 @@ def test_streamed_swd_matches_the_in_memory_reference(max_bytes):
 
 
 def test_descriptor_blocks_cover_the_set_and_files_are_removed(monkeypatch):
-    monkeypatch.setattr(S, "BLOCK_BYTES", 147 * 4 * 10)  # blocks of 10 descriptors
+    monkeypatch.setattr(S, "BLOCK_ROWS", 10)
     images = rect_images(7, 32, 30)
     workdir = tempfile.mkdtemp()
     with S.descriptors(images, 3, nhoods_per_image=6, workdir=workdir) as stored:

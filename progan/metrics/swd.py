@@ -45,7 +45,7 @@ DIR_REPEATS = 4
 DIRS_PER_REPEAT = 128
 MIN_RESOLUTION = 16
 MAX_BYTES = 512 * 2**20   # sorted projections of both sets, per chunk of directions
-BLOCK_BYTES = 32 * 2**20  # descriptors read back at a time
+BLOCK_ROWS = 8192          # descriptors read back (and projected) at a time
 
 
 def pyramid_resolutions(resolution: int) -> list[int]:
@@ -171,9 +171,8 @@ class Descriptors:
     def blocks(self, level: int, device: str | torch.device = "cpu") -> Iterator[torch.Tensor]:
         """Normalised descriptors of one level, [rows_in_block, dim] float32 blocks in order."""
         mean, std = (t.to(device).view(-1, 1) for t in self._stats[level])
-        block_rows = max(1, BLOCK_BYTES // (4 * self.dim))
         with open(self.path(level), "rb") as f:
-            while (raw := np.fromfile(f, dtype=np.float32, count=block_rows * self.dim)).size:
+            while (raw := np.fromfile(f, dtype=np.float32, count=BLOCK_ROWS * self.dim)).size:
                 x = torch.from_numpy(raw).to(device).view(-1, self.channels, self.nhood_size**2)
                 yield ((x - mean) / std).reshape(-1, self.dim)
 
@@ -265,10 +264,9 @@ def _sort_rows_(x: torch.Tensor) -> torch.Tensor:
     return torch.sort(x, dim=1).values
 
 
-def _sorted_projections(blocks: Iterable[torch.Tensor], rows: int, dirs: torch.Tensor) -> torch.Tensor:
-    """[directions, rows]: each direction's projections of all descriptors, sorted."""
-    out = torch.empty(dirs.shape[1], rows, device=dirs.device)
-    start = 0
+def _sorted_projections_(out: torch.Tensor, blocks: Iterable[torch.Tensor], dirs: torch.Tensor) -> torch.Tensor:
+    """Fill out [directions, rows] with each direction's projections of all descriptors, sorted."""
+    start, rows = 0, out.shape[1]
     for block in blocks:
         if start + block.shape[0] > rows:
             raise MetricInputError(f"SWD: more than the {rows} descriptors announced")
@@ -289,12 +287,16 @@ def sliced_wasserstein_blocks(blocks_a: Callable[[], Iterable[torch.Tensor]],
     projections of both sets stay within max_bytes.
     """
     dirs = directions.transpose(0, 1).reshape(directions.shape[-2], -1) if directions.ndim == 3 else directions
-    chunk = max(1, max_bytes // (2 * 4 * rows))
+    chunk = min(dirs.shape[1], max(1, max_bytes // (2 * 4 * rows)))
+    # Two buffers for all chunks: allocating them anew each time fragments the heap (glibc keeps freed blocks
+    # below its mmap threshold, and training raises that threshold to 32 MB).
+    buf_a = torch.empty(chunk, rows, device=dirs.device)
+    buf_b = torch.empty_like(buf_a)
     dists = []
     for c in range(0, dirs.shape[1], chunk):
         d = dirs[:, c:c + chunk]
-        proj_a = _sorted_projections(blocks_a(), rows, d)
-        proj_b = _sorted_projections(blocks_b(), rows, d)
+        proj_a = _sorted_projections_(buf_a[:d.shape[1]], blocks_a(), d)
+        proj_b = _sorted_projections_(buf_b[:d.shape[1]], blocks_b(), d)
         dists.append(proj_a.sub_(proj_b).abs_().mean(dim=1).double().cpu())
     return torch.cat(dists).mean().item()
 
