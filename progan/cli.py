@@ -108,7 +108,8 @@ def add_train(sub) -> None:
                    "the end")
     p.add_argument("--metrics-every", type=float, metavar="KIMG", help="0: only at the end")
     p.add_argument("--metrics-images", type=int, help="images per metric evaluation during training")
-    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast on CUDA")
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                   help="bf16 autocast (for CUDA; the CPU runs it too, not faster)")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
     p.add_argument("--quiet", action="store_true", help="no progress bar (stats.jsonl is still written)")
     p.set_defaults(func=cmd_train)
@@ -336,10 +337,18 @@ def cmd_eval(args) -> None:
     data = args.data or G.meta.get("dataset") or G.meta.get("config", {}).get("data")
     if not data:
         raise ConfigError(f"{args.model} does not say which dataset it was trained on: pass --data DATASET")
-    cache = args.cache or (args.model if args.model.is_dir() else args.model.parent) / "cache"
-    results = evaluate(G, PreparedDataset(data), names, args.num_images, args.seed, batch_size=args.batch,
+    # beside the run, not inside run/model (a link to a version folder that a later export removes)
+    holder = args.model.parent if args.model.is_symlink() or args.model.is_file() else args.model
+    cache = args.cache or holder / "cache"
+    dataset = PreparedDataset(data)
+    conditions = None
+    if G.cfg.cond_size:  # the fakes follow the dataset's own mix of classes or captions
+        from progan.train.conditions import condition_table
+        conditions = condition_table(G.cfg, dataset.labels, dataset.num_classes, dataset.caption_embeddings,
+                                     source=str(dataset.path))
+    results = evaluate(G, dataset, names, args.num_images, args.seed, batch_size=args.batch,
                        device=args.device, snapshot_kimg=G.meta["kimg"], cache_dir=cache,
-                       inception_weights=args.inception_weights)
+                       inception_weights=args.inception_weights, conditions=conditions)
     print(format_table(results))
     if args.json:
         append_results(args.json, results)

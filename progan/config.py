@@ -186,7 +186,7 @@ class TrainConfig:
     metrics: list[str] = field(default_factory=list)
     metrics_kimg: float = 0.0                 # 0: only at the end
     metrics_images: int = 2048
-    bf16: bool = False                        # autocast on CUDA only
+    bf16: bool = False                        # bf16 autocast on the run's device (for CUDA)
 
     def validate(self) -> None:
         self.model.validate()

@@ -1,20 +1,37 @@
 #!/usr/bin/env bash
 # The main job: set up, prepare the built-in emoji dataset, train a small progressive GAN on the CPU for about
 # 20 minutes (MINUTES=.. to change), then write a grid and an interpolation GIF and print where they are.
+# CONDITION=text trains on the emoji's names instead (the sentence encoder is installed too) and also renders
+# PROMPT (default "monkeys surfing on the moon").
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh studio,plot
-RUN="${RUN:-runs/demo}"
-DATA="${DATA:-data/emoji32}"
+CONDITION="${CONDITION:-none}"
 MINUTES="${MINUTES:-20}"
+if [ "$CONDITION" = text ]; then
+    bash scripts/setup.sh studio,plot,text
+    RUN="${RUN:-runs/demo-text}"
+    DATA="${DATA:-data/emoji32-text}"
+    ENCODER=auto
+else
+    bash scripts/setup.sh studio,plot
+    RUN="${RUN:-runs/demo}"
+    DATA="${DATA:-data/emoji32}"
+    ENCODER=none
+fi
 
-[ -f "$DATA/manifest.json" ] || .venv/bin/progan dataset --builtin emoji --resolution 32 --out "$DATA"
+[ -f "$DATA/manifest.json" ] || .venv/bin/progan dataset --builtin emoji --resolution 32 --out "$DATA" \
+    --text-encoder "$ENCODER"
 if [ -f "$RUN/config.json" ]; then
     .venv/bin/progan train --resume "$RUN" --minutes "$MINUTES"
 else
-    .venv/bin/progan train --data "$DATA" --run "$RUN" --preset demo --resolution 32 --mirror --minutes "$MINUTES"
+    .venv/bin/progan train --data "$DATA" --run "$RUN" --preset demo --resolution 32 --mirror --minutes "$MINUTES" \
+        --condition "$CONDITION"
 fi
 .venv/bin/progan generate "$RUN" --out "$RUN/generated" --seeds 0-63 --video interpolation.gif
+if [ "$CONDITION" = text ]; then
+    .venv/bin/progan generate "$RUN" --out "$RUN/generated/prompt" --seeds 0-15 \
+        --prompt "${PROMPT:-monkeys surfing on the moon}"
+fi
 .venv/bin/progan plot "$RUN" >/dev/null
 OUT_RES="$(.venv/bin/python -c 'import json, sys; print(json.load(open(sys.argv[1]))["output_resolution"])' "$RUN/model/config.json")"
 if [ "$OUT_RES" -ge 16 ]; then  # the paper's SWD and MS-SSIM start at 16x16

@@ -34,6 +34,10 @@ if [ ! -f /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ]; then
     echo "setup: installing the Noto Color Emoji font (fonts-noto-color-emoji)"
     apt_install fonts-noto-color-emoji
 fi
+if [ ! -f /usr/share/unicode/emoji/emoji-test.txt ]; then
+    echo "setup: installing Unicode's emoji data (unicode-data: the emoji groups and subgroups)"
+    apt_install unicode-data
+fi
 if [[ ",$EXTRAS," == *",test,"* ]] && [ ! -x /usr/bin/chromium ]; then
     echo "setup: installing Debian's chromium for the browser test"
     apt_install chromium

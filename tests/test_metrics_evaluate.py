@@ -49,8 +49,9 @@ class TinyConditionalGenerator(TinyGenerator):
         self.num_classes = num_classes
         self.register_buffer("offset", torch.linspace(-1, 1, num_classes))
 
-    def forward(self, z, labels):
-        return (super().forward(z) * 0.5 + self.offset[labels].view(-1, 1, 1, 1)).clamp(-1, 1)
+    def forward(self, z, cond):
+        offset = cond @ self.offset  # one-hot rows pick their class's offset
+        return (super().forward(z) * 0.5 + offset.view(-1, 1, 1, 1)).clamp(-1, 1)
 
 
 class NoRealsDataset:

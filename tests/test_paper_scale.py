@@ -139,3 +139,46 @@ def test_forget_after_drops_log_lines_past_the_checkpoint(tmp_path):
     kept = [json.loads(x)["kimg"] for x in (tmp_path / "stats.jsonl").read_text().splitlines()]
     assert kept == [0.1, 0.2, 0.3, 0.4]
     assert [json.loads(x)["snapshot_kimg"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [0.2]
+
+
+# --- fault 5: a metric never ends a run ----------------------------------------------------------------------------
+
+def test_a_failing_metric_is_logged_and_the_run_goes_on(tiny_dataset, tmp_path, monkeypatch, capsys):
+    import progan.metrics
+    from progan.train.loop import train
+
+    def broken(*args, **kwargs):
+        raise MemoryError("out of memory in the metric")
+
+    monkeypatch.setattr(progan.metrics, "evaluate", broken)
+    cfg = preset("tiny", 16)
+    cfg.data, cfg.metrics, cfg.metrics_kimg, cfg.metrics_images = tiny_dataset, ["swd"], 0.256, 16
+    state = train(cfg, tmp_path / "run", progress=False)
+    assert state.progress.cur_nimg == round(cfg.schedule.total_kimg * 1000)
+    err = capsys.readouterr().err
+    assert "metrics swd failed and were skipped: MemoryError: out of memory in the metric" in err
+    assert (tmp_path / "run" / "model" / "generator.safetensors").is_file()
+
+
+# --- GPU paths without a GPU: --bf16 runs the training loop's own autocast on the CPU ------------------------------
+
+def test_bf16_training_steps_through_the_loop_stay_close_to_float32(tiny_dataset, tmp_path, monkeypatch):
+    from progan.train import loop
+
+    dtypes = []
+    real_loss = loop.generator_loss
+
+    def recording(D, fake, *args, **kwargs):
+        dtypes.append(fake.dtype)
+        return real_loss(D, fake, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "generator_loss", recording)
+    runs = {}
+    for bf16 in (False, True):
+        cfg = preset("tiny", 8)
+        cfg.data, cfg.bf16, cfg.schedule.total_kimg = tiny_dataset, bf16, 0.064
+        runs[bf16] = loop.train(cfg, tmp_path / str(bf16), progress=False)
+    assert torch.float32 in dtypes and torch.bfloat16 in dtypes        # G's output under autocast is bf16
+    a, b = runs[False].G.to_rgb[0].weight, runs[True].G.to_rgb[0].weight
+    assert b.dtype == torch.float32 and torch.isfinite(b).all()       # weights and Adam stay float32
+    assert not torch.equal(a, b) and (a - b).abs().max() < 0.05 * a.abs().max()

@@ -72,10 +72,14 @@ def shard_range(num_images: int, rank: int, world_size: int, batch_size: int) ->
 
 @torch.no_grad()
 def generate_fakes(generator, num_images: int, seed: int, batch_size: int = 64, device: str | torch.device = "cpu",
-                   start: int = 0, stop: int | None = None) -> torch.Tensor:
+                   start: int = 0, stop: int | None = None, conditions: torch.Tensor | None = None) -> torch.Tensor:
     """uint8 [stop - start, 3, R, R] (on the CPU): images [start, stop) of the evaluation's num_images.
 
-    generator: z [B, latent_size] (and labels=[B] when num_classes > 0) -> float images in [-1, 1].
+    generator: z [B, latent_size] (and cond=[B, C] float rows when it is conditional, i.e. has cfg.cond_size or
+    num_classes > 0) -> float images in [-1, 1].
+    conditions: the dataset's condition rows [N, C] (one-hot classes or caption vectors): image i is conditioned on
+    the row of a randomly drawn dataset image, so the fakes follow the data's own mix of conditions, as the reals
+    they are compared with do. Without them a class-conditional generator gets uniformly drawn classes.
     """
     stop = num_images if stop is None else stop
     if not 0 <= start <= stop <= num_images:
@@ -86,22 +90,36 @@ def generate_fakes(generator, num_images: int, seed: int, batch_size: int = 64, 
     res = render_resolution(generator)
     # The whole evaluation's latents and labels, whichever share is asked for: image i gets latent i.
     z = torch.randn(num_images, int(generator.latent_size), generator=seeded_generator(seed, "latents"))
-    num_classes = int(getattr(generator, "num_classes", 0) or 0)
-    labels = None
-    if num_classes:
-        labels = torch.randint(num_classes, (num_images,), generator=seeded_generator(seed, "labels"))
+    cond = condition_rows(generator, num_images, seed, conditions)
     out = [torch.empty(0, 3, res, res, dtype=torch.uint8)]
     i = start
     while i < stop:
         end = min(stop, (i // batch_size + 1) * batch_size)  # global batch boundaries, whatever `start` is
         zb = z[i:end].to(device)
-        images = generator(zb) if labels is None else generator(zb, labels=labels[i:end].to(device))
+        images = generator(zb) if cond is None else generator(zb, cond=cond[i:end].to(device))
         if tuple(images.shape) != (end - i, 3, res, res):
             raise MetricInputError(f"generator returned images of shape {list(images.shape)}, "
                                    f"expected {[end - i, 3, res, res]}")
         out.append(to_uint8(images).cpu())
         i = end
     return torch.cat(out)
+
+
+def condition_rows(generator, num_images: int, seed: int, conditions: torch.Tensor | None) -> torch.Tensor | None:
+    """The evaluation's condition row per image (see generate_fakes), or None for an unconditional generator."""
+    cfg = getattr(generator, "cfg", None)
+    size = int(getattr(cfg, "cond_size", 0) or getattr(generator, "num_classes", 0) or 0)
+    if not size:
+        return None
+    if conditions is not None:
+        if conditions.dim() != 2 or conditions.shape[1] != size:
+            raise MetricInputError(f"conditions must be rows [N, {size}] for this generator, got "
+                                   f"{list(conditions.shape)}")
+        return conditions[torch.randint(len(conditions), (num_images,), generator=seeded_generator(seed, "labels"))]
+    if getattr(cfg, "text_size", 0):
+        raise MetricInputError("a text-conditional generator needs the dataset's caption vectors (conditions=...)")
+    labels = torch.randint(size, (num_images,), generator=seeded_generator(seed, "labels"))
+    return torch.nn.functional.one_hot(labels, size).float()
 
 
 def real_indices(count: int, num_images: int, which: int = 0) -> torch.Tensor:
@@ -151,8 +169,9 @@ class EvalContext:
     """
 
     def __init__(self, generator, dataset, num_images, seed, batch_size, device, cache_dir, inception_weights,
-                 options, fakes=None):
+                 options, fakes=None, conditions=None):
         self.generator = generator
+        self.conditions = conditions
         self.dataset = dataset
         self.num_images = num_images
         self.seed = seed
@@ -181,7 +200,8 @@ class EvalContext:
     def fakes(self) -> torch.Tensor:
         if self._fakes is None:
             start = time.perf_counter()
-            self._fakes = generate_fakes(self.generator, self.num_images, self.seed, self.batch_size, self.device)
+            self._fakes = generate_fakes(self.generator, self.num_images, self.seed, self.batch_size, self.device,
+                                         conditions=self.conditions)
             self.generate_seconds += time.perf_counter() - start
         return self._fakes
 

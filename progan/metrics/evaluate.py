@@ -32,18 +32,20 @@ def evaluate(
     inception_weights: str | os.PathLike | None = None,
     options: dict[str, dict] | None = None,
     fakes: torch.Tensor | None = None,
+    conditions: torch.Tensor | None = None,
 ) -> list[dict]:
     """Evaluate `generator` against `dataset` with the named metrics -> one plain JSON dict per metric.
 
     generator: callable z [B, latent_size] -> float images [B, 3, R, R] in [-1, 1], with attributes
       latent_size and resolution (output_resolution, when present, wins: a mid-training model renders
-      below its final resolution); num_classes > 0 makes it get random labels=... too.
+      below its final resolution); a conditional one gets cond=rows too (see generate_fakes).
     dataset: a PreparedDataset (path, count, manifest, images(res, indices)).
     num_images: generated images (and real images) per metric; MS-SSIM uses num_images // 2 pairs.
     options: per-metric overrides, e.g. {"swd": {"dirs_per_repeat": 32}, "kid": {"subset_size": 100}}.
     inception_weights: the FID Inception weight file (else $PROGAN_INCEPTION_WEIGHTS); FID/KID only.
     fakes: the generated images, made beforehand (e.g. generate_fakes sharded over processes and gathered):
       uint8 [num_images, 3, R, R], exactly generate_fakes(generator, num_images, seed, ...). Default: made here.
+    conditions: a conditional generator's dataset condition rows [N, C] (see generate_fakes).
     """
     if isinstance(metrics, str):
         raise MetricInputError(f"metrics must be a list of names, got the string {metrics!r} (use parse_metric_list)")
@@ -66,7 +68,7 @@ def evaluate(
         raise UnknownMetric(f"options given for unknown metric(s) {unknown_opts}; available: {', '.join(METRICS)}")
 
     ctx = EvalContext(generator, dataset, num_images, seed, batch_size, device, cache_dir, inception_weights, options,
-                      fakes=fakes)
+                      fakes=fakes, conditions=conditions)
     for name in names:
         need = METRICS[name].min_resolution
         if ctx.resolution < need:
