@@ -1,0 +1,370 @@
+"""What a training recipe buys in a fixed CPU wall time: images shown, resolution reached, SWD, MS-SSIM, the grid;
+and, for a text-conditional run, whether the images follow their captions (issues 11 and 12).
+
+    python benchmarks/recipe_quality.py --recipe demo --minutes 20 --seed 1 --data data/emoji32
+    python benchmarks/recipe_quality.py --recipe demo --condition text --minutes 20 --seed 1 --data data/emoji32
+    python benchmarks/recipe_quality.py --table benchmarks/results     # the markdown table of every result there
+
+A recipe is a preset plus `progan train` flags (RECIPES below); the run goes through the CLI's own argument
+parsing and progan.train.loop.train with cfg.minutes, so it is exactly what a user's command would train.
+Then, on the exported model (progan.model_io.load_generator):
+- SWD (per level and average) and MS-SSIM with progan.metrics.evaluate, EVAL_IMAGES images and EVAL_SEED, the
+  same for every recipe and training seed. A text model's fakes are conditioned on the caption vectors of randomly
+  drawn dataset images (the data's own mix, as the reals they are compared with).
+- Conditional fidelity: a small conv classifier is trained on real images to predict the emoji group (the
+  manifest's "groups"), on the images of a split of the captions; it classifies images generated from the held-out
+  captions. Reported beside its accuracy on the held-out real images and chance (the largest group's share of the
+  held-out images). Skin-tone variants of one emoji share a caption key, so they never straddle the split. An
+  unconditional model gets the same test (its images ignore the caption): the baseline a condition must beat.
+- Grids: the final one (fixed seeds) and, for a text model, one per prompt of PROMPTS, with how each was read.
+
+The dataset is `progan dataset --builtin emoji --resolution 32 --out DIR` (built here when --data does not exist;
+with the text extra installed it stores the caption embeddings a text run needs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import sys
+import threading
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from progan import cli
+from progan.data.dataset import PreparedDataset, to_float
+from progan.fileio import atomic_write_bytes, atomic_write_json
+from progan.generate import grid_image, latents_from_seeds, render
+
+# name -> (condition when --condition is not given, `progan train` flags). The data is always --data.
+RECIPES = {
+    "demo": ("none", ["--preset", "demo", "--resolution", "32", "--mirror"]),
+    # transitional conditioning (issue 11): the condition fades in over the 8x8 -> 16x16 fade-ins
+    "demo-cond-fade": ("text", ["--preset", "demo", "--resolution", "32", "--mirror", "--cond-fade", "8:16"]),
+}
+PROMPTS = ["monkeys surfing on the moon", "a red heart", "a smiling face", "a cat", "a flag", "fruit"]
+EVAL_IMAGES = 2048
+EVAL_SEED = 0
+GRID_SEEDS = list(range(64))      # the final grid: 8 x 8
+PROMPT_SEEDS = list(range(16))    # each prompt's grid: 4 x 4
+FAKES_PER_CAPTION = 2
+HELD_OUT_SHARE = 0.2
+SKIN_TONE = re.compile(r"[:,]?\s*(?:medium-light|medium-dark|light|medium|dark) skin tone")
+
+
+class LoadSampler:
+    """The 1-minute load average every few seconds on a thread: the machine is shared, so numbers come with it."""
+
+    def __init__(self, every: float = 15.0):
+        self.samples, self._stop = [], threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(every,), daemon=True)
+
+    def _run(self, every: float) -> None:
+        while not self._stop.is_set():
+            self.samples.append(os.getloadavg()[0])
+            self._stop.wait(every)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self) -> dict:
+        s = self.samples or [os.getloadavg()[0]]
+        return {"mean": round(sum(s) / len(s), 2), "min": round(min(s), 2), "max": round(max(s), 2),
+                "samples": len(s)}
+
+
+def ensure_dataset(path: Path) -> PreparedDataset:
+    if not (path / "manifest.json").is_file():
+        print(f"building the built-in emoji dataset in {path} (a few minutes)", flush=True)
+        cli.main(["dataset", "--builtin", "emoji", "--resolution", "32", "--out", str(path)])
+    return PreparedDataset(path)
+
+
+def train_recipe(recipe: str, condition: str, data: Path, run_dir: Path, minutes: float, seed: int) -> dict:
+    from progan.train.loop import train
+    flags = RECIPES[recipe][1]
+    argv = ["train", "--data", str(data), "--run", str(run_dir), "--minutes", str(minutes), "--seed", str(seed),
+            "--condition", condition, "--device", "cpu", "--quiet", *flags]
+    print("progan " + " ".join(argv), flush=True)
+    args = cli.build_parser().parse_args(argv)
+    cfg = cli.train_config_from_args(args)
+    state = train(cfg, run_dir, device="cpu", progress=False)
+    return {"command": "progan " + " ".join(argv), "images_shown": state.progress.cur_nimg,
+            "train_seconds": round(state.progress.train_seconds, 1), "lod": state.progress.lod}
+
+
+def text_rows(dataset: PreparedDataset) -> torch.Tensor:
+    """Indices of the images with a caption vector (zero rows have none)."""
+    return torch.nonzero(dataset.caption_embeddings.norm(dim=1) > 0.5).flatten()
+
+
+@torch.inference_mode()
+def make_fakes(G, dataset: PreparedDataset, num: int, seed: int) -> torch.Tensor | None:
+    """A text model's evaluation images: latent i with the caption vector of a randomly drawn captioned image.
+    None for an unconditional model (evaluate makes its own)."""
+    if not G.cfg.text_size:
+        return None
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(num, G.latent_size, generator=gen)
+    rows = text_rows(dataset)
+    cond = dataset.caption_embeddings[rows[torch.randint(len(rows), (num,), generator=gen)]].float()
+    return render(G, z, cond=cond)
+
+
+def quality(G, dataset: PreparedDataset, cache: Path) -> dict:
+    from progan.metrics import evaluate, format_table
+    if G.output_resolution < 16:  # SWD's smallest level is 16x16: a run this short has no numbers
+        return {"skipped": f"the model renders {G.output_resolution}x{G.output_resolution}; SWD needs 16x16"}
+    fakes = make_fakes(G, dataset, EVAL_IMAGES, EVAL_SEED)
+    results = evaluate(G, dataset, ["swd", "msssim"], EVAL_IMAGES, EVAL_SEED, device="cpu",
+                       snapshot_kimg=G.meta["kimg"], cache_dir=cache, fakes=fakes)
+    print(format_table(results), flush=True)
+    swd, ms = results
+    return {"swd": swd["value"], "swd_levels": swd.get("levels"), "swd_real_floor": swd.get("real_floor"),
+            "msssim": ms["value"], "msssim_reals": ms.get("reals"), "eval_images": EVAL_IMAGES,
+            "eval_seed": EVAL_SEED, "eval_seconds": round(swd["seconds"] + ms["seconds"] + swd["generate_seconds"], 1)}
+
+
+# --- conditional fidelity ---------------------------------------------------------------------------------------
+
+def caption_split(dataset: PreparedDataset, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, held-out) image indices: captioned images with a group, split by caption key (skin tones removed)."""
+    train, held = [], []
+    for i, (caption, group) in enumerate(zip(dataset.captions, dataset.groups)):
+        if not caption or not group:
+            continue
+        key = SKIN_TONE.sub("", caption).strip()
+        h = int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:8], "little") / 2**64
+        (held if h < HELD_OUT_SHARE else train).append(i)
+    return torch.tensor(train), torch.tensor(held)
+
+
+class GroupClassifier(nn.Module):
+    def __init__(self, classes: int):
+        super().__init__()
+        self.blocks, ch = nn.ModuleList(), 3
+        for out in (32, 64, 128):
+            self.blocks.append(nn.Sequential(
+                nn.Conv2d(ch, out, 3, padding=1), nn.BatchNorm2d(out), nn.LeakyReLU(0.2),
+                nn.Conv2d(out, out, 3, padding=1), nn.BatchNorm2d(out), nn.LeakyReLU(0.2)))
+            ch = out
+        self.head = nn.Linear(ch, classes)
+
+    def forward(self, x):
+        for block in self.blocks:
+            x = block(x)
+            if x.shape[-1] > 1:  # a short run's 4x4 or 8x8 images pool down to one pixel, no further
+                x = F.max_pool2d(x, 2)
+        return self.head(x.mean((2, 3)))
+
+
+@torch.inference_mode()
+def predict(net: nn.Module, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    net.eval()
+    return torch.cat([net(to_float(images[i:i + batch])).argmax(1) for i in range(0, len(images), batch)])
+
+
+def balanced_accuracy(pred: torch.Tensor, truth: torch.Tensor, classes: int) -> float:
+    """Mean over the groups present of the share of their images predicted as the group."""
+    recalls = [float((pred[truth == c] == c).float().mean()) for c in range(classes) if (truth == c).any()]
+    return round(sum(recalls) / len(recalls), 4)
+
+
+def fidelity(G, dataset: PreparedDataset, seed: int, seconds: float) -> dict:
+    """Train the group classifier at G's output resolution for `seconds`, then score reals and fakes."""
+    res = int(G.output_resolution)
+    names = sorted({g for g in dataset.groups if g})
+    labels = torch.tensor([names.index(g) if g else -1 for g in dataset.groups])
+    train_idx, held_idx = caption_split(dataset, seed)
+    x_train, y_train = dataset.images(res, train_idx), labels[train_idx]
+    x_held, y_held = dataset.images(res, held_idx), labels[held_idx]
+
+    torch.manual_seed(seed)  # a benchmark script: the classifier's init and batches
+    net = GroupClassifier(len(names))
+    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
+    start, steps = time.perf_counter(), 0
+    while time.perf_counter() - start < seconds:
+        net.train()
+        idx = torch.randint(len(x_train), (128,))
+        x = to_float(x_train[idx])
+        x = torch.where(torch.rand(len(x), 1, 1, 1) < 0.5, x.flip(3), x)  # G was trained with mirrored reals
+        loss = F.cross_entropy(net(x), y_train[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        steps += 1
+
+    # Fakes: FAKES_PER_CAPTION latents for each held-out image's caption vector (an unconditional G ignores it).
+    gen = torch.Generator().manual_seed(seed + 1)
+    reps = held_idx.repeat_interleave(FAKES_PER_CAPTION)
+    z = torch.randn(len(reps), G.latent_size, generator=gen)
+    cond = dataset.caption_embeddings[reps].float() if G.cfg.text_size else None
+    fakes = render(G, z, cond=cond)
+    fake_pred = predict(net, fakes)
+    # The same for captions the classifier trained on: does G follow captions it was trained on better?
+    seen = train_idx[torch.randperm(len(train_idx), generator=gen)[:len(held_idx)]]
+    seen_reps = seen.repeat_interleave(FAKES_PER_CAPTION)
+    z2 = torch.randn(len(seen_reps), G.latent_size, generator=gen)
+    cond2 = dataset.caption_embeddings[seen_reps].float() if G.cfg.text_size else None
+    seen_pred = predict(net, render(G, z2, cond=cond2))
+
+    counts = torch.bincount(y_held, minlength=len(names))
+    out = {
+        "groups": names, "resolution": res, "classifier_seconds": round(time.perf_counter() - start, 1),
+        "classifier_steps": steps, "train_images": len(train_idx), "held_out_images": len(held_idx),
+        "held_out_captions": len({dataset.captions[i] for i in held_idx.tolist()}),
+        "acc_real_held_out": round(float((predict(net, x_held) == y_held).float().mean()), 4),
+        "acc_fake_held_out_captions": round(float((fake_pred == labels[reps]).float().mean()), 4),
+        "acc_fake_train_captions": round(float((seen_pred == labels[seen_reps]).float().mean()), 4),
+        # People & Body is most of the data: the mean per-group recall (chance 1 / groups) weighs every group alike
+        "balanced_acc_real_held_out": balanced_accuracy(predict(net, x_held), y_held, len(names)),
+        "balanced_acc_fake_held_out_captions": balanced_accuracy(fake_pred, labels[reps], len(names)),
+        "balanced_chance": round(1 / len(names), 4),
+        "chance_largest_group": round(float(counts.max() / counts.sum()), 4),
+        "largest_group": names[int(counts.argmax())],
+        "fake_predicted_share": {names[c]: round(float(v), 3) for c, v in
+                                 enumerate(torch.bincount(fake_pred, minlength=len(names)) / len(fake_pred))},
+    }
+    print(f"conditional fidelity at {res}x{res} ({steps} classifier steps): fakes from held-out captions "
+          f"{out['acc_fake_held_out_captions']:.3f}, from training captions {out['acc_fake_train_captions']:.3f}; "
+          f"real held-out {out['acc_real_held_out']:.3f}; chance {out['chance_largest_group']:.3f} "
+          f"({out['largest_group']}); balanced: fakes {out['balanced_acc_fake_held_out_captions']:.3f}, real "
+          f"{out['balanced_acc_real_held_out']:.3f}, chance {out['balanced_chance']:.3f}", flush=True)
+    return out
+
+
+# --- grids ------------------------------------------------------------------------------------------------------
+
+def save_small_png(images: torch.Tensor, path: Path, nrow: int, min_cell: int) -> None:
+    import io
+    buf = io.BytesIO()
+    grid_image(images, nrow, min_cell).save(buf, format="PNG", optimize=True)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def grids(G, dataset: PreparedDataset, folder: Path, repo_root: Path) -> dict:
+    folder.mkdir(parents=True, exist_ok=True)
+    z = latents_from_seeds(GRID_SEEDS, G.latent_size)
+    cond = None
+    if G.cfg.text_size:  # the final grid: the captions of fixed images, spread over the dataset
+        rows = text_rows(dataset)
+        cond = dataset.caption_embeddings[rows[torch.linspace(0, len(rows) - 1, len(z)).long()]].float()
+    save_small_png(render(G, z, cond=cond), folder / "final.png", 8, min_cell=32)
+    out = {"final": os.path.relpath(folder / "final.png", repo_root), "prompts": {}}
+    if not G.cfg.text_size:
+        return out
+    from progan.condition import prompt_reading
+    from progan.text import load_text_encoder
+    encoder = load_text_encoder(G.meta["conditioning"]["encoder"]["name"])
+    zp = latents_from_seeds(PROMPT_SEEDS, G.latent_size)
+    for prompt in PROMPTS:
+        reading = prompt_reading(G, prompt, encoder)
+        path = folder / f"prompt-{slug(prompt)}.png"
+        save_small_png(render(G, zp, cond=reading.condition.view(1, -1).expand(len(zp), -1)), path, 4, min_cell=64)
+        out["prompts"][prompt] = {"grid": os.path.relpath(path, repo_root), "reading": reading.describe(),
+                                  "off_data": bool(reading.off_data)}
+        print(f"  {prompt!r}: {reading.describe()}", flush=True)
+    return out
+
+
+# --- the table --------------------------------------------------------------------------------------------------
+
+def table(folder: Path) -> str:
+    def num(value, digits: int) -> str:
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    rows = []
+    for path in sorted(folder.glob("recipe_quality-*.json")):
+        r = json.loads(path.read_text())
+        q, f = r["quality"], r.get("fidelity") or {}
+        fading = r["lod_final"] != int(r["lod_final"])
+        rows.append("| " + " | ".join([
+            r["recipe"], r["condition"], str(r["seed"]), f"{r['minutes']:g}",
+            f"{r['train']['images_shown'] / 1000:.1f}", f"{r['resolution_reached']}" + (" (fading in)" if fading else ""),
+            num(q.get("swd"), 1), " / ".join(f"{v:.1f}" for v in (q.get("swd_levels") or {}).values()) or "-",
+            num(q.get("msssim"), 3),
+            num(f.get("acc_fake_held_out_captions"), 3), num(f.get("acc_real_held_out"), 3),
+            num(f.get("chance_largest_group"), 3),
+            num(f.get("balanced_acc_fake_held_out_captions"), 3), num(f.get("balanced_acc_real_held_out"), 3),
+            num(f.get("balanced_chance"), 3),
+            f"{r['load_average']['mean']:.1f}", f"[grid]({os.path.relpath(r['grids']['final'], 'benchmarks')})",
+        ]) + " |")
+    head = ("| recipe | condition | seed | min | kimg | res | SWD avg | SWD per level | MS-SSIM "
+            "| group acc. fakes (held-out captions) | real held-out | chance | balanced fakes | balanced real "
+            "| balanced chance | load avg | final grid |\n"
+            "| --- | --- | --: | --: | --: | --- | --: | --- | --: | --: | --: | --: | --: | --: | --: | --: | --- |")
+    return "\n".join([head, *rows])
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--recipe", choices=list(RECIPES))
+    p.add_argument("--minutes", type=float)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--condition", choices=["none", "text"], help="default: the recipe's")
+    p.add_argument("--data", type=Path, default=Path("data/emoji32"), help="built here when missing")
+    p.add_argument("--runs", type=Path, default=Path("runs/recipe_quality"), help="where the run folders go")
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    p.add_argument("--classifier-seconds", type=float, default=120.0)
+    p.add_argument("--eval-only", action="store_true", help="evaluate the run folder of an earlier invocation")
+    p.add_argument("--table", type=Path, metavar="DIR", help="print the markdown table of DIR's results and exit")
+    args = p.parse_args()
+    if args.table:
+        print(table(args.table))
+        return 0
+    if not args.recipe or not args.minutes:
+        p.error("--recipe and --minutes are required (or --table DIR)")
+    from progan.model_io import load_generator
+    condition = args.condition or RECIPES[args.recipe][0]
+    tag = f"{args.recipe}-{condition}-s{args.seed}-{args.minutes:g}min"
+    run_dir = args.runs / tag
+    dataset = ensure_dataset(args.data)
+    if condition == "text" and dataset.caption_embeddings is None:
+        sys.exit(f"{args.data} has no caption embeddings: pip install -e '.[text]' and rebuild it")
+    load_before = os.getloadavg()
+    with LoadSampler() as load:
+        if args.eval_only:
+            info = json.loads((run_dir / "recipe_quality_train.json").read_text())
+        else:
+            if run_dir.exists():
+                sys.exit(f"{run_dir} exists: remove it, or pass --eval-only to evaluate it again")
+            info = train_recipe(args.recipe, condition, args.data, run_dir, args.minutes, args.seed)
+            atomic_write_json(run_dir / "recipe_quality_train.json", info)
+    train_load = load.summary()
+    G = load_generator(run_dir / "model")
+    print(f"{tag}: {info['images_shown'] / 1000:.1f} kimg in {info['train_seconds'] / 60:.1f} min, "
+          f"{G.output_resolution}x{G.output_resolution} (lod {G.lod:g}); load average during training "
+          f"{train_load['mean']} (1-min, {train_load['min']}..{train_load['max']})", flush=True)
+    result = {"recipe": args.recipe, "condition": condition, "seed": args.seed, "minutes": args.minutes,
+              "train": info, "resolution_reached": int(G.output_resolution), "lod_final": float(G.lod),
+              "load_average": {**train_load, "before": [round(v, 2) for v in load_before]},
+              "cpu_threads": torch.get_num_threads(), "cpus": os.cpu_count(), "torch": torch.__version__}
+    result["quality"] = quality(G, dataset, args.runs / "cache")
+    if dataset.groups is not None and dataset.captions is not None and dataset.caption_embeddings is not None:
+        result["fidelity"] = fidelity(G, dataset, args.seed, args.classifier_seconds)
+    result["grids"] = grids(G, dataset, args.out / "recipe_quality" / tag, Path.cwd())
+    result["load_average"]["after"] = [round(v, 2) for v in os.getloadavg()]
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(args.out / f"recipe_quality-{tag}.json", result)
+    print(f"wrote {args.out / f'recipe_quality-{tag}.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
