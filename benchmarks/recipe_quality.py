@@ -321,7 +321,7 @@ def main() -> int:
     p.add_argument("--data", type=Path, default=Path("data/emoji32"), help="built here when missing")
     p.add_argument("--runs", type=Path, default=Path("runs/recipe_quality"), help="where the run folders go")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    p.add_argument("--classifier-seconds", type=float, default=120.0)
+    p.add_argument("--classifier-seconds", type=float, default=90.0)
     p.add_argument("--eval-only", action="store_true", help="evaluate the run folder of an earlier invocation")
     p.add_argument("--table", type=Path, metavar="DIR", help="print the markdown table of DIR's results and exit")
     args = p.parse_args()
