@@ -113,8 +113,11 @@ class ScheduleConfig:
         if not self.total_kimg > 0:
             raise ConfigError(f"schedule.total_kimg must be > 0, got {self.total_kimg}")
         for res in resolutions_up_to(resolution):
-            for name, value in (("batch", self.batch_at(res)), ("lr", self.lr_at(res)),
-                                ("stabilize_kimg", self.stabilize_at(res)), ("fade_kimg", self.fade_at(res))):
+            values = [("batch", self.batch_at(res)), ("lr", self.lr_at(res)),
+                      ("stabilize_kimg", self.stabilize_at(res))]
+            if res > 4:  # 4x4 is never faded in: a fade table may start at 8
+                values.append(("fade_kimg", self.fade_at(res)))
+            for name, value in values:
                 ok = value >= 1 if name == "batch" else value > 0 if name == "lr" else value >= 0
                 if not ok or not math.isfinite(value):
                     raise ConfigError(f"schedule.{name} at {res}x{res} must be "

@@ -71,14 +71,3 @@ def kimg_to_reach(target_res: int, schedule: ScheduleConfig) -> float:
             total += _nimg(schedule.stabilize_at(res))
     return total / 1000
 
-
-def phase_starts(resolution: int, schedule: ScheduleConfig) -> list[tuple[float, str, int]]:
-    """[(kimg, 'stabilize' | 'fade', resolution)]: where every phase of the timeline begins."""
-    starts, kimg = [], 0.0
-    for res in resolutions_up_to(resolution):
-        if res > 4:
-            starts.append((kimg, "fade", res))
-            kimg += schedule.fade_at(res)
-        starts.append((kimg, "stabilize", res))
-        kimg += schedule.stabilize_at(res)
-    return starts
