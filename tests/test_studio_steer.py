@@ -187,8 +187,8 @@ def test_session_applies_controls_and_renders_grid(G):
     s.post({"type": "grid", "value": 3, "id": 4})
     s.apply_pending()
     assert s.steering.walk.lanes == 9 and s.ack == 4
-    z, psi, labels = s.next_latents()
-    assert z.shape == (9, 64) and labels is None
+    z, psi, cond, mean = s.next_latents()
+    assert z.shape == (9, 64) and cond is None and mean is None
     assert s.post({"type": "like", "frame": s.seq + 1, "cell": 4})
     s.apply_pending()
     assert s.steering.prefs.likes == 1
@@ -260,7 +260,7 @@ def test_render_pass_batches_sessions_and_reuses_frozen_frames():
     (ha, ja, _), (hb, jb, _) = got[0][-1], got[1][-1]
     assert ha["batch"] == hb["batch"] == 1 + 4  # one forward pass for both viewers
     assert Image.open(io.BytesIO(ja)).size == (32, 32) and Image.open(io.BytesIO(jb)).size == (64, 64)
-    assert b.next_latents()[2].tolist() == [2, 2, 2, 2]  # the class label reaches the generator
+    assert b.next_latents()[2].tolist() == [[0, 0, 1]] * 4  # the class reaches the generator as one-hot rows
     a.post({"type": "freeze", "value": True})
     a.post({"type": "save"})
     loop.render_pass([a], now=0.1)

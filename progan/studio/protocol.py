@@ -16,8 +16,23 @@ WebSocket, down (server -> browser):
   {"kind": "frame" | "png", "seq", "ack", "t", "seed", "frozen", "grid", "likes", "dislikes", "render_ms",
   "batch"}, then the JPEG (kind "frame") or, after a "save" control, the same frame as PNG (kind "png").
 
+  Conditional models: "morph" in the header is how far the stream has turned toward what was asked for last (0 to
+  1; null for an unconditional model).
+- JSON text from the render thread: {"type": "condition", "now", "next", "seconds"} whenever what the stream shows
+  changes (a prompt starts, is queued or the queue is cleared; a class is picked): "now" and each of "next" (the
+  queue, first to play first) are {"text", "reading", "source"}, source "prompt", "class" or "data" (a caption
+  of the training data, shown until the first prompt; a new one every "seconds"). "reading" is how a prompt was
+  read ("monkey 0.43, person surfing 0.41, moon 0.16").
+- {"type": "notice", "message"}: a prompt that nothing in the data is close to, which is not played.
+
+Prompts ("prompt" {"text", "queue"?}): the server checks the text here (check_prompt), reads it with the text
+encoder off the event loop, and posts the control with its progan.text.PromptReading as "reading"; the render
+thread then morphs to it (queue false: at once; true: after what plays now, each queued prompt for
+"prompt_seconds").
+
 Adding a control is one entry in `controls()`: its fields (each a check and whether it is required) and its
-`apply(steering, cmd)`, which runs on the render thread against a render.Steering.
+`apply(steering, cmd)`, which runs on the render thread against a render.Steering; `unavailable` says why a model
+cannot take it (the page shows that control disabled with the reason).
 """
 
 from __future__ import annotations
@@ -28,10 +43,15 @@ import struct
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from progan.text import PromptError, check_prompt
+
 SLIDER_RANGE = 5.0   # slider offsets in normalised-z units (each coordinate of a latent is about N(0, 1))
 MAX_SPEED = 4.0      # keyframes per second
 MAX_GRID = 8
 MAX_ID = 2**53       # integers a browser's JSON can carry exactly
+MAX_BLEND = 8        # classes in one blend
+MAX_QUEUE = 8        # prompts waiting to play
+PROMPT_SECONDS = (2.0, 600.0)  # how long each queued prompt plays before the next
 
 HEADER = struct.Struct("<I")  # binary messages: uint32 header length, JSON header, payload (JPEG or PNG)
 
@@ -95,6 +115,37 @@ def boolean(name, v):
     return v
 
 
+def prompt_text(name, v):
+    """The prompt as the encoder will read it (progan.text.check_prompt), or why it cannot be read."""
+    try:
+        return check_prompt(v)
+    except PromptError as e:
+        raise ControlError(str(e)) from None
+
+
+def class_blend(class_names: tuple[str, ...]) -> Check:
+    """{class name: weight} -> {class index: weight}, weights non-negative with a positive sum."""
+    weight = number(0.0, 1e6)
+
+    def check(name, v):
+        if not isinstance(v, dict) or not v:
+            raise ControlError(f'{name} must be an object of class names and weights, e.g. {{"cat": 0.7, "dog": 0.3}}'
+                               f", got {short(v)}")
+        if len(v) > MAX_BLEND:
+            raise ControlError(f"{name}: at most {MAX_BLEND} classes in a blend, got {len(v)}")
+        out = {}
+        for key, w in v.items():
+            if key not in class_names:
+                close = [c for c in class_names if str(key).lower() in c.lower()][:5]
+                raise ControlError(f"{name}: unknown class {short(key)}"
+                                   + (f"; did you mean {', '.join(close)}?" if close else ""))
+            out[class_names.index(key)] = weight(f"{name}[{short(key)}]", w)
+        if sum(out.values()) <= 0:
+            raise ControlError(f"{name}: the weights must not all be zero")
+        return out
+    return check
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The controls
 
@@ -108,9 +159,31 @@ class Control:
     unavailable: str | None = None
 
 
-def controls(sliders: int, num_classes: int) -> dict[str, Control]:
-    """type -> Control, for a model with `sliders` SeFa sliders and `num_classes` classes."""
+@dataclass(frozen=True)
+class Conditioning:
+    """What a model can be steered with, as the control table needs it (render.conditioning_of(G) makes one)."""
+
+    kind: str = "none"                   # "none" | "class" | "text"
+    describe: str = "unconditional"      # progan.condition.describe_kind
+    class_names: tuple[str, ...] = ()    # class models
+    no_prompt: str | None = None         # text models: why prompts cannot be read (None: they can)
+
+    @property
+    def class_unavailable(self) -> str | None:
+        return None if self.kind == "class" else f"this model is {self.describe}: it takes no class"
+
+    @property
+    def prompt_unavailable(self) -> str | None:
+        if self.kind != "text":
+            return f"this model is {self.describe}: it takes no prompt"
+        return self.no_prompt
+
+
+def controls(sliders: int, conditioning: Conditioning = Conditioning()) -> dict[str, Control]:
+    """type -> Control, for a model with `sliders` SeFa sliders, conditioned as `conditioning` says."""
     frame_cell = {"frame": (integer(0, MAX_ID), False), "cell": (integer(0, MAX_GRID**2 - 1), False)}
+    no_class, no_prompt = conditioning.class_unavailable, conditioning.prompt_unavailable
+    classes = len(conditioning.class_names)
     return {
         "speed": Control({"value": (number(0.0, MAX_SPEED), True)}, lambda s, c: s.set_speed(c["value"])),
         "truncation": Control({"value": (number(0.0, 1.0), True)}, lambda s, c: s.set_truncation(c["value"])),
@@ -126,8 +199,18 @@ def controls(sliders: int, num_classes: int) -> dict[str, Control]:
         "grid": Control({"value": (integer(1, MAX_GRID), True)}, lambda s, c: s.set_grid(c["value"])),
         "shuffle": Control({}, lambda s, c: s.shuffle()),
         "save": Control({}, lambda s, c: s.save_png()),
-        "label": Control({"value": (integer(0, max(num_classes - 1, 0)), True)}, lambda s, c: s.set_label(c["value"]),
-                         unavailable=None if num_classes else "this model has no classes; label does not apply"),
+        # Class models: one class, or a blend of several (soft rows); the stream morphs to it.
+        "label": Control({"value": (integer(0, max(classes - 1, 0)), True)},
+                         lambda s, c: s.blend_classes({c["value"]: 1.0}, c.get("received")), unavailable=no_class),
+        "classes": Control({"weights": (class_blend(conditioning.class_names), True)},
+                           lambda s, c: s.blend_classes(c["weights"], c.get("received")), unavailable=no_class),
+        # Text models. The server adds "reading" (and "received") before posting a prompt to the render thread.
+        "prompt": Control({"text": (prompt_text, True), "queue": (boolean, False)},
+                          lambda s, c: s.prompt(c["text"], c["reading"], c.get("queue", False), c.get("received")),
+                          unavailable=no_prompt),
+        "clear_queue": Control({}, lambda s, c: s.clear_queue(), unavailable=no_prompt),
+        "prompt_seconds": Control({"value": (number(*PROMPT_SECONDS), True)},
+                                  lambda s, c: s.set_prompt_seconds(c["value"]), unavailable=no_prompt),
         "ping": Control({"t": (number(-1e18, 1e18), False)}, None),
     }
 

@@ -2,13 +2,15 @@
 an MJPEG fallback. Rendering happens on one render thread (render.py); this module only moves bytes, validates
 controls and enforces limits.
 
-The WebSocket's messages are described, validated and packed by protocol.py.
+The WebSocket's messages are described, validated and packed by protocol.py. Prompts are read (encoded and fitted
+to the training captions) on a thread of their own, with the text encoder loaded once when the studio starts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import contextlib
 import hmac
 import html
@@ -34,11 +36,13 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
+from progan import condition
 from progan.model_io import load_generator
 from progan.networks import Generator
 from progan.studio.protocol import (MAX_GRID, MAX_SPEED, SLIDER_RANGE, ControlError, number, pack_message,
                                     parse_control, short)
 from progan.studio.render import FrameRenderer, RenderLoop, Session
+from progan.text import PromptError, TextEncoder, TextEncoderMissing, load_text_encoder
 
 log = logging.getLogger("progan.studio")
 
@@ -120,11 +124,20 @@ class Outbox:
         self.texts.append(json.dumps(obj, separators=(",", ":")))
         self.event.set()
 
-    def error(self, message: str) -> None:
-        """Answer a bad message (about 10 answers a second at most; beyond that they are only counted)."""
+    def notice(self, obj: dict) -> None:
+        """A text message from the render thread."""
+        try:
+            self.loop.call_soon_threadsafe(self.text, obj)
+        except RuntimeError:  # the event loop is gone
+            pass
+
+    def error(self, message: str, about: str | None = None) -> None:
+        """Answer a bad message (about 10 answers a second at most; beyond that they are only counted); `about`:
+        the type of the control it was, so the page can show it beside that control."""
         self.errors += 1
         if self._error_replies.take():
-            self.text({"type": "error", "message": message, "errors": self.errors})
+            self.text({"type": "error", "message": message, "errors": self.errors,
+                       **({"about": about} if about else {})})
 
     def limited(self, rate: float) -> None:
         self.rate_limited += 1
@@ -138,13 +151,29 @@ class Outbox:
 class Studio:
     """The studio for one generator: a Starlette app (`.app`) plus its render thread (started by the app's
     lifespan). `token`: when set, every request must carry it (?token=...). `loopback`: the server listens on a
-    loopback address only, so requests must name it in their Host header (defeats DNS rebinding)."""
+    loopback address only, so requests must name it in their Host header (defeats DNS rebinding).
+    `text_encoder`: for a text model, a loaded progan.text.TextEncoder to read prompts with (default: the one the
+    model was trained with, loaded in the background as the studio starts)."""
+
+    MAX_READINGS = 2  # prompts of one viewer waiting to be read
 
     def __init__(self, G: Generator, *, token: str | None = None, loopback: bool = True, jpeg_quality: int = 80,
                  max_clients: int = 32, sliders: int = 8, seed: int | None = None, control_rate: float = 100.0,
-                 control_burst: float = 200.0, max_message: int = 4096, mjpeg_fps: float = 25.0):
+                 control_burst: float = 200.0, max_message: int = 4096, mjpeg_fps: float = 25.0,
+                 text_encoder: TextEncoder | None = None):
         self.G = G
         self.renderer = FrameRenderer(G, sliders=sliders)
+        # One thread reads every prompt (the encoder is not made for concurrent calls, and a reading takes
+        # milliseconds); its first job loads the encoder, which takes seconds.
+        self.reader: concurrent.futures.ThreadPoolExecutor | None = None
+        self.encoder: concurrent.futures.Future | None = None
+        if self.renderer.controls["prompt"].unavailable is None:
+            self.reader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="progan-studio-prompts")
+            if text_encoder is not None:
+                self.encoder = concurrent.futures.Future()
+                self.encoder.set_result(text_encoder)
+            else:
+                self.encoder = self.reader.submit(load_text_encoder, G.meta["conditioning"]["encoder"]["name"])
         self.render_loop = RenderLoop(self.renderer, jpeg_quality=jpeg_quality)
         self.token, self.loopback = token, loopback
         self.max_clients = max_clients
@@ -167,10 +196,52 @@ class Studio:
             yield
         finally:
             self.render_loop.stop()
+            if self.reader is not None:
+                self.reader.shutdown(wait=False, cancel_futures=True)
 
     def info(self) -> dict:
         return {**self.renderer.info(), "slider_range": SLIDER_RANGE, "max_speed": MAX_SPEED, "max_grid": MAX_GRID,
-                "clients": self.render_loop.count(), "max_clients": self.max_clients}
+                "clients": self.render_loop.count(), "max_clients": self.max_clients,
+                "text_encoder": self.encoder_state()}
+
+    # -- prompts ------------------------------------------------------------------------------------------------
+    def encoder_state(self) -> str | None:
+        """None (no prompts), "loading", "ready" or why it could not be loaded."""
+        if self.encoder is None:
+            return None
+        if not self.encoder.done():
+            return "loading"
+        e = self.encoder.exception()
+        return "ready" if e is None else f"failed: {e}"
+
+    def read_prompt(self, text: str):
+        """On the reader thread: the prompt -> progan.text.PromptReading (PromptError, ConditionError or
+        TextEncoderMissing say why not)."""
+        return condition.prompt_reading(self.G, text, self.encoder.result())
+
+    async def _prompt(self, cmd: dict, outbox: Outbox, session: Session) -> None:
+        """Read a prompt off the event loop, then hand it to the render thread; one nothing in the data is close
+        to is not played: the viewer is told, and the stream goes on."""
+        text = cmd["text"]
+        try:
+            reading = await asyncio.wrap_future(self.reader.submit(self.read_prompt, text))
+        except (PromptError, condition.ConditionError, TextEncoderMissing) as e:
+            outbox.error(f"prompt {short(text)}: {e}", about="prompt")
+            return
+        except RuntimeError:  # the reader was shut down: the studio is stopping
+            return
+        except Exception as e:  # a broken encoder must not take the connection down
+            log.exception("studio: reading prompt %r failed", text)
+            outbox.error(f"prompt {short(text)} could not be read: {type(e).__name__}: {e}", about="prompt")
+            return
+        if reading.off_data:
+            outbox.text({"type": "notice", "message": f"{short(text)}: {reading.describe()}; "
+                         "not played, the stream goes on", "text": text, "reading": reading.describe()})
+            return
+        if session.post({**cmd, "reading": reading}):
+            self.render_loop.wake()
+        else:
+            outbox.error("too many controls waiting to be applied; this one was dropped", about="prompt")
 
     # -- access -------------------------------------------------------------------------------------------------
     def _refusal(self, conn) -> str | None:
@@ -274,10 +345,11 @@ class Studio:
             await ws.close(code=1013)
             return
         outbox = Outbox(asyncio.get_running_loop())
-        session = Session(self.renderer, outbox.sink, seed=next(self._seeds))
+        session = Session(self.renderer, outbox.sink, seed=next(self._seeds), notice=outbox.notice)
         outbox.text({"type": "info", **self.info()})
         self.render_loop.add(session)
-        tasks = [asyncio.create_task(self._receive(ws, outbox, session)),
+        readings: set[asyncio.Task] = set()  # prompts being read, cancelled with the connection
+        tasks = [asyncio.create_task(self._receive(ws, outbox, session, readings)),
                  asyncio.create_task(self._send(ws, outbox, session))]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -286,13 +358,13 @@ class Studio:
                     log.error("studio connection failed", exc_info=task.exception())
         finally:
             self.render_loop.remove(session)  # disconnects free everything the session held
-            for task in tasks:
+            for task in [*tasks, *readings]:
                 task.cancel()
-            for task in tasks:
+            for task in [*tasks, *readings]:
                 with contextlib.suppress(BaseException):
                     await task
 
-    async def _receive(self, ws: WebSocket, outbox: Outbox, session: Session) -> None:
+    async def _receive(self, ws: WebSocket, outbox: Outbox, session: Session, readings: set) -> None:
         bucket = TokenBucket(self.control_rate, self.control_burst)
         for n in itertools.count(1):
             msg = await ws.receive()
@@ -324,10 +396,20 @@ class Studio:
             try:
                 cmd = parse_control(obj, self.renderer.controls)
             except ControlError as e:
-                outbox.error(str(e))
+                kind = obj.get("type") if isinstance(obj, dict) else None
+                outbox.error(str(e), about=kind if isinstance(kind, str) and kind in self.renderer.controls else None)
                 continue
+            cmd["received"] = time.perf_counter()  # a morph is timed from here (the render thread's clock)
             if cmd["type"] == "ping":
                 outbox.text({"type": "pong", "t": cmd.get("t")})
+            elif cmd["type"] == "prompt":
+                if len(readings) >= self.MAX_READINGS:
+                    outbox.error(f"prompts come faster than they can be read; {short(cmd['text'])} was dropped",
+                                 about="prompt")
+                    continue
+                task = asyncio.create_task(self._prompt(cmd, outbox, session))
+                readings.add(task)
+                task.add_done_callback(readings.discard)
             elif session.post(cmd):
                 self.render_loop.wake()
             else:
@@ -465,7 +547,10 @@ def run_studio(model_path, host: str = "127.0.0.1", port: int = 8000, device: st
     url = studio_url(host, port, token)
     info = studio.renderer.info()
     print(f"progan studio: {info['output_resolution']}x{info['output_resolution']} model, {info['kimg']:g} kimg, "
-          f"{info['parameters']:,} parameters, on {device}, render threads: {threads}", flush=True)
+          f"{info['parameters']:,} parameters, {info['conditioning']['describe']}, on {device}, render threads: "
+          f"{threads}", flush=True)
+    if studio.encoder is not None:
+        print("prompts: loading the text encoder in the background (a few seconds)", flush=True)
     print(f"open {url}", flush=True)
     if not loopback:
         print("the token in the URL is required: share it only with people who may use this machine", flush=True)

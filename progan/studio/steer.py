@@ -131,3 +131,39 @@ class LatentWalk:
         self.start = torch.cat([here, normalize(self.keyframes(lanes - 1))]) if lanes > 1 else here
         self.end = normalize(self.keyframes(lanes))
         self.t = 0.0
+
+
+class ConditionMorph:
+    """The condition row a stream shows, and its move to a new one: when a prompt or class changes, the row travels
+    from where it is to the new one over `seconds` instead of cutting. Linear in the row: text rows are convex
+    mixtures of caption vectors and class rows soft one-hots, so every row on the way is a mixture of the same kind,
+    which conditional training covers (GAN-INT, soft labels). An ease-out: it turns at once (the first frame after a
+    prompt already shows it) and settles gently.
+
+    `to(row, t0)` starts a move at time t0 (when the prompt was sent, so the first frame rendered after it is
+    already part of the way); `at(now)` is the row to show now, and `active` stays True until a frame has shown the
+    end exactly.
+    """
+
+    def __init__(self, row: torch.Tensor, seconds: float = 0.5):
+        self.seconds = seconds
+        self.start = self.end = self.shown = row
+        self.t0 = 0.0
+        self.active = False
+
+    def to(self, row: torch.Tensor, t0: float) -> None:
+        self.start, self.end, self.t0, self.active = self.shown, row, t0, True
+
+    def progress(self, now: float) -> float:
+        if not self.active:
+            return 1.0
+        u = min(max((now - self.t0) / self.seconds, 0.0), 1.0) if self.seconds > 0 else 1.0
+        return 1.0 - (1.0 - u) ** 3
+
+    def at(self, now: float) -> tuple[torch.Tensor, float]:
+        """(the row to show at `now`, how far along the move it is)."""
+        p = self.progress(now)
+        self.shown = self.end if p >= 1.0 else torch.lerp(self.start, self.end, p)
+        if p >= 1.0:
+            self.active = False
+        return self.shown, p

@@ -21,6 +21,7 @@ let drawQueued = false;
 const arrivals = [];             // frame arrival times over the last second, for frames/s
 const coalesced = new Map();     // key -> control, sent once per animation frame (sliders)
 let lastSeq = 0;
+let asked = null;                // what this page last asked the stream to show, resent after a reconnect
 
 function status(text) { $("status").textContent = text; }
 
@@ -60,9 +61,39 @@ function onText(msg) {
     if (msg.dropped || msg.errors) document.body.dataset.errors = msg.errors;
   } else if (msg.type === "error") {
     status(msg.message);
-    document.body.dataset.errors = msg.errors;
+    if (msg.errors !== undefined) document.body.dataset.errors = msg.errors;
+    if (["prompt", "classes", "label", "prompt_seconds"].includes(msg.about)) note(msg.message, true);
     setTimeout(() => { if ($("status").textContent === msg.message) status(""); }, 4000);
+  } else if (msg.type === "notice") {
+    note(msg.message, true);
+  } else if (msg.type === "condition") {
+    showCondition(msg);
   }
+}
+
+// Under the prompt box: how a prompt was read, or why it was not played.
+function note(text, bad) {
+  const el = $("prompt-note");
+  el.textContent = text;
+  el.classList.toggle("bad", !!bad);
+}
+
+function showCondition(msg) {
+  $("now-row").hidden = false;
+  $("now-text").textContent = msg.now.text;
+  $("now-reading").textContent = msg.now.source === "prompt" ? `read as: ${msg.now.reading}` : msg.now.reading;
+  if (msg.now.source === "prompt") note("");
+  const list = $("next-list");
+  list.replaceChildren();
+  for (const item of msg.next) {
+    const li = document.createElement("li");
+    const small = document.createElement("small");
+    small.textContent = `read as: ${item.reading}`;
+    li.append(item.text, small);
+    list.append(li);
+  }
+  $("queue-box").hidden = !msg.next.length;
+  $("prompt-seconds").value = msg.seconds;
 }
 
 function onFrame(buf) {
@@ -120,6 +151,7 @@ function showHeader(h) {
   $("dislikes").textContent = h.dislikes;
   document.body.dataset.frames = h.seq;
   setPressed($("freeze"), h.frozen);
+  if (h.morph !== null && h.morph !== undefined) $("morph").value = h.morph;
 }
 
 function setPressed(button, on) { button.setAttribute("aria-pressed", on ? "true" : "false"); }
@@ -155,8 +187,56 @@ function showInfo(msg) {
     const dd = document.createElement("dd"); dd.textContent = v;
     dl.append(dt, dd);
   }
-  $("label-row").hidden = !msg.num_classes;
-  if (first) buildSliders(msg);
+  if (first) { buildSliders(msg); buildCondition(msg.conditioning, msg.text_encoder); }
+}
+
+// The prompt box (text models), the class picker and blend (class models); disabled with the reason otherwise.
+function buildCondition(c, encoder) {
+  const box = $("prompt");
+  const reason = c.prompt_unavailable || (encoder && encoder.startsWith("failed") ? `text encoder ${encoder}` : null);
+  for (const el of [box, $("prompt-go"), $("prompt-queue")]) el.disabled = !!reason;
+  box.maxLength = c.max_prompt_chars;
+  $("prompt-reason").hidden = !reason;
+  $("prompt-reason").textContent = reason ? `Prompts: ${reason}.` : "";
+  if (!reason) box.title = `${c.describe}. Enter: show it now; Shift+Enter: queue it after what plays now`;
+  $("prompt-seconds").min = c.prompt_seconds_range[0];
+  $("prompt-seconds").max = c.prompt_seconds_range[1];
+  $("class-row").hidden = c.kind !== "class";
+  if (c.kind === "class") {
+    const select = $("label");
+    const names = $("class-names");
+    select.replaceChildren();
+    names.replaceChildren();
+    c.classes.forEach((name, i) => {
+      select.append(new Option(name, i));
+      names.append(new Option(name));
+    });
+  }
+}
+
+function sendPrompt(queue) {
+  const text = $("prompt").value;
+  if (!text.trim()) { note("type what you want to see first", true); return; }
+  control("prompt", { text, queue });
+  if (!queue) asked = ["prompt", { text, queue: false }];
+  note(queue ? `queued: ${text}` : `reading: ${text}\u2026`);
+  $("prompt").select();
+}
+
+// "cat=0.7, dog=0.3" (or one name) -> {"cat": 0.7, "dog": 0.3}; weights default to 1.
+function sendBlend() {
+  const weights = {};
+  for (const part of $("blend").value.split(",")) {
+    if (!part.trim()) continue;
+    const at = part.lastIndexOf("=");
+    const name = (at < 0 ? part : part.slice(0, at)).trim();
+    const w = at < 0 ? 1 : Number(part.slice(at + 1));
+    if (!Number.isFinite(w)) { note(`the weight of ${name} is not a number`, true); return; }
+    weights[name] = (weights[name] || 0) + w;
+  }
+  if (!Object.keys(weights).length) { note("name one class or more, e.g. cat=0.7, dog=0.3", true); return; }
+  control("classes", { weights });
+  asked = ["classes", { weights }];
 }
 
 function buildSliders(msg) {
@@ -189,6 +269,7 @@ function resendState() {
   for (const input of document.querySelectorAll("input.sefa")) {
     if (Number(input.value) !== 0) control("slider", { index: Number(input.dataset.index), value: Number(input.value) });
   }
+  if (asked) control(...asked);
 }
 
 function bindRange(id, digits) {
@@ -222,7 +303,21 @@ function setup() {
   $("seed").addEventListener("keydown", (e) => { if (e.key === "Enter") jump(); });
   $("grid").addEventListener("change", () => control("grid", { value: Number($("grid").value) }));
   $("shuffle").addEventListener("click", () => control("shuffle"));
-  $("label").addEventListener("change", () => control("label", { value: Number($("label").value) }));
+  $("label").addEventListener("change", () => {
+    asked = ["label", { value: Number($("label").value) }];
+    control(...asked);
+  });
+  $("blend").addEventListener("keydown", (e) => { if (e.key === "Enter") sendBlend(); });
+  $("prompt").addEventListener("keydown", (e) => {
+    if (e.key === "Enter") { e.preventDefault(); sendPrompt(e.shiftKey); }
+  });
+  $("prompt-go").addEventListener("click", () => sendPrompt(false));
+  $("prompt-queue").addEventListener("click", () => sendPrompt(true));
+  $("clear-queue").addEventListener("click", () => control("clear_queue"));
+  $("prompt-seconds").addEventListener("change", () => {
+    const v = Number($("prompt-seconds").value);
+    if (Number.isFinite(v)) control("prompt_seconds", { value: v });
+  });
   $("like").addEventListener("click", () => control("like", { frame: lastSeq }));
   $("dislike").addEventListener("click", () => control("dislike", { frame: lastSeq }));
   $("reset-prefs").addEventListener("click", () => control("reset_preferences"));
