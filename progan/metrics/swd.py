@@ -20,8 +20,10 @@ projections of all of a set's descriptors, and the descriptors themselves (num_i
 level, 0.75 GB per level for 10k images) are needed again for every chunk of directions. So descriptors()
 streams them to files in a temporary folder (tempfile's: set TMPDIR to put it elsewhere), one file per level,
 and collects each channel's mean and std on the way; the distance then reads a level back in blocks, once per
-chunk of directions, holding only that chunk's projections of both sets (max_bytes, default 512 MiB). Disk: the
-descriptors, about 75 KB per image per level per set.
+chunk of directions, holding only that chunk's projections of both sets (max_bytes, default 512 MiB; never less
+than one direction, 8 bytes per descriptor: 64 MB for 64k images). Disk: the descriptors, about 75 KB per image
+per level per set; reading them back is cheap while they fit in the page cache. benchmarks/metrics_memory.py
+measures the peak.
 """
 
 from __future__ import annotations
