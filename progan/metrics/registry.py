@@ -40,7 +40,3 @@ def parse_metric_list(text: str) -> list[str]:
 def metrics_available_at(names: list[str], resolution: int) -> list[str]:
     """The metrics of `names` that can measure images of side `resolution` (in the given order)."""
     return [name for name in names if resolution >= get_metric(name).min_resolution]
-
-
-# Read-only view for train/loop.py until it calls metrics_available_at; then this goes.
-MIN_RESOLUTION = MappingProxyType({name: m.min_resolution for name, m in METRICS.items()})
