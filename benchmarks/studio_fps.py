@@ -1,12 +1,21 @@
-"""Studio throughput: frames/s and control-to-frame latency for 1, 4 and 16 viewers.
+"""Studio throughput: frames/s and control-to-frame latency for 1, 4 and 16 viewers; with --prompts, how soon a
+prompt turns the stream.
 
 The server runs in its own process (as it would for a browser elsewhere), with random-weight models at the demo
 widths (ModelConfig(resolution=R, latent_size=64, fmap_base=512, fmap_max=64)) or a real model (--model PATH).
 Each viewer is a WebSocket client that returns a credit as soon as a frame arrives (a display that keeps up) and
 moves a slider every 0.25 s, timing how long until a frame rendered after that control arrives.
 
+--prompts: one viewer on a text-conditional model (--model, e.g. a run trained with --condition text, or a random
+-weight one at the demo widths with text_size 384 whose captions are PROMPT_CAPTIONS, encoded by the real encoder)
+freezes the walk, so that only the condition changes the picture, and sends a prompt every trial, alternating
+between PROMPTS; it times, from sending the prompt: the first frame whose bytes differ from the still picture before
+it (what the viewer sees turn), and the frame that ends the morph. Credits go back on a 60 Hz clock, as the page
+returns them on animation frames. The text encoder is loaded before timing (the studio does it at start-up).
+
     python benchmarks/studio_fps.py --out studio_fps.json
     python benchmarks/studio_fps.py --model runs/demo --clients 1 4
+    python benchmarks/studio_fps.py --prompts --trials 30 [--model /tmp/emorun/model]
 """
 
 from __future__ import annotations
@@ -27,23 +36,41 @@ from progan.fileio import atomic_write_json
 from progan.studio.protocol import unpack_message
 
 
-def serve(model: str | None, resolution: int, threads: int, device: str, ready, stop) -> None:
-    """Child process: build the studio and serve on a free loopback port until `stop` is set."""
+# The prompts timed (in the data of both the built-in emoji and PROMPT_CAPTIONS), and the captions of the random-weight
+# text model.
+PROMPTS = ["red heart", "snowflake", "sun", "a smiling face", "star", "a woman"]
+PROMPT_CAPTIONS = ["red heart", "snowflake", "sun", "smiling face", "star", "woman bouncing ball", "female sign",
+                   "monkey", "full moon", "person surfing", "heart on fire", "sparkles", "pizza", "rocket"]
+
+
+def serve(model: str | None, resolution: int, threads: int, device: str, ready, stop, text: bool = False) -> None:
+    """Child process: build the studio and serve on a free loopback port until `stop` is set. `text`: a text model
+    (random weights unless `model`), its encoder loaded before `ready`."""
     import torch
 
     from progan.config import ModelConfig
     from progan.model_io import load_generator
     from progan.networks import Generator
     from progan.studio.server import BackgroundServer, Studio
+    from progan.text import load_text_encoder
 
     torch.set_num_threads(threads)
+    encoder = None
     if model:
         G = load_generator(model, device)
     else:
         torch.manual_seed(0)
-        cfg = ModelConfig(resolution=resolution, latent_size=64, fmap_base=512, fmap_max=64)
+        cfg = ModelConfig(resolution=resolution, latent_size=64, fmap_base=512, fmap_max=64,
+                          **({"text_size": 384, "ca_size": 32} if text else {}))
         G = Generator(cfg).to(device).eval().requires_grad_(False)
-    with BackgroundServer(Studio(G, seed=0, max_clients=64)) as srv:
+        if text:
+            encoder = load_text_encoder()
+            G.meta = {"kimg": 0.0, "source": "random weights", "conditioning": {
+                "kind": "text", "encoder": encoder.info(), "captions": PROMPT_CAPTIONS,
+                "caption_vectors": encoder.encode(PROMPT_CAPTIONS)}}
+    with BackgroundServer(Studio(G, seed=0, max_clients=64, text_encoder=encoder)) as srv:
+        if srv.studio.encoder is not None:
+            srv.studio.encoder.result()  # loaded: a running studio has had seconds for it
         ready.put((srv.port, srv.studio.renderer.size))
         stop.wait()
 
@@ -90,6 +117,106 @@ async def viewer(url: str, seconds: float, warmup: float, index: int) -> dict:
 
 async def run_clients(url: str, clients: int, seconds: float, warmup: float) -> list[dict]:
     return await asyncio.gather(*(viewer(url, seconds, warmup, i) for i in range(clients)))
+
+
+async def prompt_trials(url: str, trials: int) -> dict:
+    """One viewer, walk frozen: per trial, send a prompt and time the first changed frame and the morph's end."""
+    first_changed, settled, skipped = [], [], {}
+    async with websockets.connect(url, max_size=1 << 24) as ws:
+        owed, next_tick = 0, time.perf_counter()
+
+        async def frame(timeout=10.0):
+            """The next frame (header, payload, arrival time), returning credits on a 60 Hz clock."""
+            nonlocal owed, next_tick
+            deadline = time.perf_counter() + timeout
+            while True:
+                now = time.perf_counter()
+                if now >= next_tick:
+                    for _ in range(owed):
+                        await ws.send('{"type":"credit"}')
+                    owed, next_tick = 0, max(next_tick + 1 / 60, now)
+                if now > deadline:
+                    raise TimeoutError("no frame")
+                try:
+                    msg = await asyncio.wait_for(ws.recv(), timeout=max(0.001, next_tick - now))
+                except asyncio.TimeoutError:
+                    continue
+                arrived = time.perf_counter()
+                if isinstance(msg, str):
+                    texts.append(json.loads(msg))
+                    continue
+                header, payload = unpack_message(msg)
+                owed += 1
+                return header, payload, arrived
+
+        texts: list[dict] = []
+        await ws.send(json.dumps({"type": "freeze", "value": True, "id": 1}))
+        cid, trial = 1, 0
+        while len(first_changed) < trials and trial < 3 * trials:
+            prompt = PROMPTS[trial % len(PROMPTS)]
+            trial += 1
+            while True:  # settled: the ack of the last control, the morph at its end, and the same frame twice
+                header, still, _ = await frame()
+                if header["ack"] == cid and header["morph"] in (None, 1.0):
+                    h2, again, _ = await frame()
+                    if again == still:
+                        break
+            texts.clear()
+            cid += 1
+            sent = time.perf_counter()
+            await ws.send(json.dumps({"type": "prompt", "text": prompt, "id": cid}))
+            changed_at = None
+            while True:
+                header, payload, arrived = await frame()
+                if changed_at is None and payload != still:
+                    changed_at = arrived
+                if header["ack"] == cid and header["morph"] == 1.0:
+                    break
+                refused = [t for t in texts if t["type"] in ("notice", "error")]
+                if refused:
+                    skipped[prompt] = refused[0]["message"]
+                    break
+            if prompt in skipped:
+                continue
+            if changed_at is None:  # same picture: the prompt read as what was shown already
+                skipped[prompt] = "the picture did not change"
+                continue
+            first_changed.append((changed_at - sent) * 1e3)
+            settled.append((arrived - sent) * 1e3)
+            await asyncio.sleep(0.1)
+    return {"first_changed_ms": first_changed, "settled_ms": settled, "skipped": skipped}
+
+
+def measure_prompts(model, threads, device, trials) -> dict:
+    ctx = mp.get_context("spawn")
+    ready, stop = ctx.Queue(), ctx.Event()
+    proc = ctx.Process(target=serve, args=(model, 32, threads, device, ready, stop, True), daemon=True)
+    proc.start()
+    try:
+        port, size = ready.get(timeout=300)
+        load_before = os.getloadavg()
+        result = asyncio.run(prompt_trials(f"ws://127.0.0.1:{port}/ws", trials))
+        first, done = result["first_changed_ms"], result["settled_ms"]
+        row = {"resolution": size, "trials": len(first),
+               "first_changed_ms_median": percentile(first, 0.5), "first_changed_ms_p90": percentile(first, 0.9),
+               "first_changed_ms_min": min(first, default=float("nan")),
+               "first_changed_ms_max": max(first, default=float("nan")),
+               "settled_ms_median": percentile(done, 0.5), "skipped": result["skipped"],
+               "load_average_before": load_before, "load_average_after": os.getloadavg(),
+               "first_changed_ms": [round(x, 1) for x in first]}
+        print(f"{'res':>5} {'trials':>6} {'Enter->first changed frame ms: median':>38} {'p90':>7} {'min':>7} "
+              f"{'max':>7} {'morph done ms':>14} {'load avg':>9}")
+        print(f"{size:>5} {len(first):>6} {row['first_changed_ms_median']:>38.1f} {row['first_changed_ms_p90']:>7.1f} "
+              f"{row['first_changed_ms_min']:>7.1f} {row['first_changed_ms_max']:>7.1f} "
+              f"{row['settled_ms_median']:>14.1f} {row['load_average_after'][0]:>9.2f}", flush=True)
+        for prompt, why in result["skipped"].items():
+            print(f"skipped {prompt!r}: {why}")
+        return row
+    finally:
+        stop.set()
+        proc.join(timeout=30)
+        if proc.is_alive():
+            proc.terminate()
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -150,13 +277,25 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) - 1),
                    help="torch threads in the server (progan studio's default: all cores but one)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--prompts", action="store_true",
+                   help="time Enter -> first changed frame on a text-conditional model instead of frames/s")
+    p.add_argument("--trials", type=int, default=20, help="--prompts: prompts timed")
     p.add_argument("--out", help="write the results as JSON here")
     args = p.parse_args(argv)
-    if min(args.clients) < 1 or args.seconds <= 0:
-        p.error("--clients must be >= 1 and --seconds > 0")
+    if min(args.clients) < 1 or args.seconds <= 0 or args.trials < 1:
+        p.error("--clients and --trials must be >= 1 and --seconds > 0")
 
     print(f"studio benchmark: {os.cpu_count()} CPUs, {args.threads} render threads, device {args.device}, "
           f"load average {os.getloadavg()[0]:.2f}", flush=True)
+    if args.prompts:
+        row = measure_prompts(args.model, args.threads, args.device, args.trials)
+        if args.out:
+            atomic_write_json(args.out, {
+                "benchmark": "studio_fps --prompts",
+                "model": args.model or "random weights at the demo widths, text_size 384, ca_size 32",
+                "cpus": os.cpu_count(), "threads": args.threads, "device": args.device,
+                "platform": platform.platform(), "python": sys.version.split()[0], "prompts": PROMPTS, "row": row})
+        return 0
     print(HEAD, flush=True)
     rows = []
     for res in ([None] if args.model else args.resolutions):
