@@ -8,6 +8,8 @@ import tempfile
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
 
@@ -49,6 +51,18 @@ def atomic_save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor
                         metadata: dict[str, str] | None = None) -> None:
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     atomic_write_bytes(path, safetensors_bytes(tensors, metadata=metadata))
+
+
+class UnreadableTensors(ValueError):
+    """A safetensors file that is missing, truncated or not safetensors at all."""
+
+
+def read_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors, or UnreadableTensors naming the file and what is wrong (never a pickle)."""
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise UnreadableTensors(f"{path} is not a readable safetensors file: {e}") from None
 
 
 def read_json(path: str | os.PathLike, what: str = "file") -> dict:

@@ -16,11 +16,9 @@ import shutil
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 
 from progan.config import ModelConfig
-from progan.fileio import atomic_save_tensors, atomic_write_json, fsync_dir, read_json
+from progan.fileio import atomic_save_tensors, atomic_write_json, fsync_dir, read_json, read_tensors
 from progan.networks import Generator
 
 MODEL_FORMAT = "progan-generator/1"
@@ -155,20 +153,13 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Gene
     except (TypeError, ValueError) as e:
         raise ModelLoadError(f"{folder}: bad model config: {e}") from None
     G = Generator(cfg)
-    try:
-        state = load_file(str(weights))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise ModelLoadError(f"{weights} is not a readable safetensors file: {e}") from None
+    state = read_tensors(weights)
     check_state_dict(G, state, weights)
     G.load_state_dict(state)
     G.lod = float(lod)
     G.meta = {**meta, "kimg": kimg, "source": str(folder)}
     if cfg.cond_size and (folder / CONDITIONS).is_file():
-        try:
-            conditions = load_file(str(folder / CONDITIONS))
-        except (SafetensorError, OSError, ValueError) as e:
-            raise ModelLoadError(f"{folder / CONDITIONS} is not a readable safetensors file: {e}") from None
-        G.meta["conditioning"] = {**G.meta.get("conditioning", {}), **conditions}
+        G.meta["conditioning"] = {**G.meta.get("conditioning", {}), **read_tensors(folder / CONDITIONS)}
     return G.to(device).eval().requires_grad_(False)
 
 

@@ -12,10 +12,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 
-from progan.fileio import atomic_save_tensors, atomic_write_json, fsync_dir, read_json
+from progan.fileio import atomic_save_tensors, atomic_write_json, fsync_dir, read_json, read_tensors
 from progan.model_io import check_state_dict
 
 CHECKPOINT_FORMAT = "progan-checkpoint/1"
@@ -121,10 +119,7 @@ def load_checkpoint(ckpt: str | Path, nets: dict[str, torch.nn.Module],
     state = read_state(ckpt)
     for name in NETWORKS + OPTIMIZERS:
         path = ckpt / f"{name}.safetensors"
-        try:
-            tensors = load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as e:
-            raise CheckpointError(f"cannot read {path}: {e}") from None
+        tensors = read_tensors(path)
         if name in nets:
             check_state_dict(nets[name], tensors, path)
             nets[name].load_state_dict(tensors)
