@@ -7,6 +7,7 @@ from playwright import sync_api  # pip install playwright; the browser is Debian
 from progan.config import ModelConfig
 from progan.networks import Generator
 from progan.studio.server import BackgroundServer, Studio
+from progan.text import load_text_encoder
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -75,7 +76,86 @@ def test_page_streams_likes_and_steers(server, tmp_path):
             shot = tmp_path / "studio_screenshot.png"
             page.screenshot(path=str(shot))
             assert shot.stat().st_size > 10_000
+
+            # an unconditional model: the prompt box is there, disabled, with the reason
+            assert page.locator("#prompt").is_disabled()
+            reason = page.locator("#prompt-reason").inner_text()
+            assert reason == "Prompts: this model is unconditional: it takes no prompt."
+            assert page.locator("#class-row").is_hidden()
         finally:
             browser.close()
     assert all(url.startswith(server.url) for url in requests), requests  # nothing from the internet
+    assert not problems, problems
+
+
+CAPTIONS = ["red heart", "monkey", "full moon", "person surfing", "cat face", "pizza", "fire", "snowflake", "rocket"]
+
+
+@pytest.fixture(scope="module")
+def text_server():
+    encoder = load_text_encoder()  # the real one (loaded once per process)
+    torch.manual_seed(0)
+    cfg = ModelConfig(resolution=16, latent_size=32, fmap_base=256, fmap_max=32, text_size=encoder.dimension,
+                      ca_size=16)
+    G = Generator(cfg).eval().requires_grad_(False)
+    G.meta = {"kimg": 1.0, "source": "random weights", "conditioning": {
+        "kind": "text", "encoder": encoder.info(), "captions": CAPTIONS, "caption_vectors": encoder.encode(CAPTIONS)}}
+    with BackgroundServer(Studio(G, seed=0, text_encoder=encoder)) as srv:
+        yield srv
+
+
+def test_typing_a_prompt_turns_the_stream_and_shows_the_reading(text_server):
+    problems = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 800})
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.goto(text_server.url)
+            page.wait_for_function("() => Number(document.body.dataset.frames || 0) > 3", timeout=20000)
+            assert page.locator("#prompt").is_enabled() and page.locator("#prompt-reason").is_hidden()
+            page.wait_for_function("() => document.getElementById('now-text').textContent !== ''", timeout=10000)
+            assert page.locator("#now-reading").inner_text() == "a caption of the training data"
+            page.click("#freeze")
+            page.wait_for_function("() => document.getElementById('freeze').getAttribute('aria-pressed') === 'true'")
+            page.wait_for_timeout(600)  # any morph under way has ended
+            still = canvas_pixels(page)
+
+            page.fill("#prompt", "monkeys surfing on the moon")
+            page.press("#prompt", "Enter")
+            page.wait_for_function("() => document.getElementById('now-text').textContent === "
+                                   "'monkeys surfing on the moon'", timeout=10000)
+            reading = page.locator("#now-reading").inner_text()
+            assert reading.startswith("read as: ") and all(c in reading for c in ("monkey 0.", "person surfing 0.",
+                                                                                  "full moon 0."))
+            page.wait_for_function("() => document.getElementById('morph').value === 1", timeout=10000)
+            start = frames(page)
+            page.wait_for_function(f"() => Number(document.body.dataset.frames) > {start + 2}", timeout=10000)
+            assert canvas_pixels(page) != still  # the (frozen) picture turned to the prompt
+
+            page.fill("#prompt", "pizza on fire")
+            page.press("#prompt", "Shift+Enter")  # queued after what plays now
+            page.wait_for_function("() => document.querySelectorAll('#next-list li').length === 1", timeout=10000)
+            assert page.locator("#next-list li").inner_text().startswith("pizza on fire")
+            assert "read as: pizza 0." in page.locator("#next-list li").inner_text()
+            page.click("#clear-queue")
+            page.wait_for_function("() => document.getElementById('queue-box').hidden", timeout=10000)
+
+            page.fill("#prompt", "quarterly tax law reform")  # nothing like it in the data
+            page.press("#prompt", "Enter")
+            page.wait_for_function("() => document.getElementById('prompt-note').textContent.includes("
+                                   "'nothing in the data is close')", timeout=10000)
+            assert page.locator("#now-text").inner_text() == "monkeys surfing on the moon"  # still playing
+
+            page.fill("#prompt", "x" * 400)  # the box holds at most 300 characters
+            assert len(page.locator("#prompt").input_value()) == 300
+            page.evaluate("document.getElementById('prompt').removeAttribute('maxlength')")
+            page.fill("#prompt", "y" * 400)
+            page.press("#prompt", "Enter")
+            page.wait_for_function("() => document.getElementById('prompt-note').textContent.includes("
+                                   "'400 characters long; at most 300')", timeout=10000)
+            start = frames(page)
+            page.wait_for_function(f"() => Number(document.body.dataset.frames) > {start + 3}", timeout=10000)
+        finally:
+            browser.close()
     assert not problems, problems

@@ -2,7 +2,6 @@
 and models that cannot take them. The real text encoder reads every prompt (loaded once, for the module)."""
 
 import asyncio
-import io
 import json
 import time
 
@@ -10,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 import websockets
-from PIL import Image
 
 from progan import condition
 from progan.config import ModelConfig
@@ -213,7 +211,8 @@ def test_class_picks_and_blends_reach_the_generator_as_soft_rows():
     rec.frame(0.0)
     assert rec.condition()["now"] == {"text": "cat", "reading": "cat", "source": "class"}
     assert r.info()["conditioning"]["classes"] == ["cat", "dog", "owl"]
-    assert r.info()["conditioning"]["prompt_unavailable"] == "this model is class-conditional (3 classes): it takes no prompt"
+    no_prompt = r.info()["conditioning"]["prompt_unavailable"]
+    assert no_prompt == "this model is class-conditional (3 classes): it takes no prompt"
     rec.session.post(parse_control({"type": "classes", "weights": {"dog": 3, "cat": 7}}, r.controls))
     rec.session.post({"type": "freeze", "value": True})
     for t in (0.05, 0.1, 0.3, 0.6, 0.7):

@@ -13,7 +13,7 @@ def test_frame_messages_round_trip():
 
 
 TABLE = controls(sliders=8)
-CLASSES = controls(sliders=8, conditioning=Conditioning("class", "class-conditional (3 classes)", ("cat", "dog", "owl")))
+CLASSES = controls(8, Conditioning("class", "class-conditional (3 classes)", ("cat", "dog", "owl")))
 TEXT = controls(sliders=8, conditioning=Conditioning("text", "text-conditional (all-MiniLM-L6-v2)"))
 
 

@@ -210,7 +210,8 @@ class FrameRenderer:
             "latent_size": G.latent_size, "num_classes": G.num_classes, "device": str(self.device),
             "conditioning": {
                 "kind": self.conditioning.kind, "describe": self.conditioning.describe,
-                "classes": list(self.conditioning.class_names), "class_unavailable": self.conditioning.class_unavailable,
+                "classes": list(self.conditioning.class_names),
+                "class_unavailable": self.conditioning.class_unavailable,
                 "prompt_unavailable": self.conditioning.prompt_unavailable, "max_prompt_chars": MAX_PROMPT_CHARS,
                 "max_queue": MAX_QUEUE, "morph_seconds": MORPH_SECONDS, "prompt_seconds": PROMPT_SECONDS_DEFAULT,
                 "prompt_seconds_range": list(PROMPT_SECONDS)},
