@@ -2,7 +2,9 @@
 
 Run as a script it is the worker: any progan command (alone or under torchrun), watched.
 
-    python tests/rehearsal_worker.py RECORD_PREFIX train --data ... --run ...
+    python tests/rehearsal_worker.py RECORD_PREFIX      (the command line in RECORD_PREFIX.argv.json)
+
+The command line travels in a file because torchrun's own parser would claim abbreviations of its options (--run).
 
 Every rank appends one JSON line per event to RECORD_PREFIX-rank<R>.jsonl, flushed at once so that a run killed with
 SIGKILL keeps what it recorded:
@@ -18,6 +20,7 @@ checks what the run left behind (`check`).
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import math
@@ -142,30 +145,45 @@ class Plan:
     def batch(self, res: int) -> int:
         return at(self.spec["batch"], res)
 
-    def phases(self) -> tuple[dict, dict]:
-        """Per-resolution phase lengths in images: a few steps each at that phase's real batch. A step that starts
-        before a phase may run up to its own batch into it, so each phase is longer than the batch of the phase
-        before it (and the first step of a fade still belongs to the stabilisation before it: lod is whole there)."""
+    def steps_per_phase(self, res: int) -> int:
+        """Two steps per phase where steps are cheap (so that an optimizer reset on every step would show), one from
+        256x256 up."""
+        return 2 if res <= 128 else 1
+
+    def phases(self) -> tuple[dict, dict, int]:
+        """Per-resolution phase lengths in images, and the total, such that every phase gets exactly
+        `steps_per_phase` steps at the batch it runs with (the resume's table where it changes one).
+
+        The official convention: a fade owns (start, end), since at its very start lod is still whole (the step
+        there belongs to the stabilisation before); a stabilisation owns [start, end]. Walking the steps, each
+        phase ends just after its last step begins."""
+        batch = lambda res: at(self.resume_batch or self.spec["batch"], res)  # noqa: E731
         stab, fade = {}, {}
+        end = t = 0           # where the phase before ends; where the next step begins
         for res in resolutions(self.resolution):
-            stab[res] = 2 * self.batch(res)
-            if res > 4:
-                fade[res] = self.batch(res // 2) + self.batch(res)
-        if self.spelled_out:
+            k, b = self.steps_per_phase(res), batch(res)
+            if res > 4:       # fade (end, end + fade): the k steps from t on
+                last = t + (k - 1) * b
+                fade[res] = last + 1 - end
+                end, t = last + 1, last + b
+            last = t + (k - 1) * b                   # stabilise [end, last]: the k steps from t on
+            stab[res] = last - end
+            end, t = last, last + b
+        total = end + 1                              # the final stabilisation's k-th step is the last
+        if self.spelled_out:                         # one length for every phase: the longest
             longest = max(list(stab.values()) + list(fade.values()))
-            stab = {r: longest for r in stab}
-            fade = {r: longest for r in fade}
-        return stab, fade
+            stab, fade = {r: longest for r in stab}, {r: longest for r in fade}
+            total = sum(stab.values()) + sum(fade.values())
+        return stab, fade, total
 
     def total_images(self) -> int:
-        stab, fade = self.phases()
-        return sum(stab.values()) + sum(fade.values())
+        return self.phases()[2]
 
     def train_args(self, data: str, run: Path) -> list[str]:
-        stab, fade = self.phases()
+        stab, fade, total = self.phases()
         kimg = lambda t: ",".join(f"{r}:{n / 1000:g}" for r, n in t.items())  # noqa: E731
         args = ["train", "--data", data, "--run", str(run), "--resolution", str(self.resolution), *TINY,
-                "--kimg", f"{self.total_images() / 1000:g}",
+                "--kimg", f"{total / 1000:g}",
                 "--tick-kimg", "0.001",                                       # a stats line every step
                 "--checkpoint-kimg", f"{6 * self.batch(4) / 1000:g}",         # a few at the low resolutions
                 "--snapshot-kimg", "1000", "--grid-size", "1", "--quiet", "--device", "cpu"]
@@ -182,17 +200,18 @@ class Plan:
 # Running it
 
 def command(processes: int, prefix: Path, argv: list[str]) -> list[str]:
+    """The worker running `progan ARGV` in `processes` processes, recording under `prefix`."""
+    Path(f"{prefix}.argv.json").write_text(json.dumps(argv))
+    worker = [str(HERE / "rehearsal_worker.py"), str(prefix)]
     if processes == 1:
-        return [sys.executable, str(HERE / "rehearsal_worker.py"), str(prefix), *argv]
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
-            str(HERE / "rehearsal_worker.py"), str(prefix), *argv]
+        return [sys.executable, *worker]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes), *worker]
 
 
 def environment(processes: int) -> dict:
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(REPO)}
-    if processes > 1:
-        env["OMP_NUM_THREADS"] = "1"  # one core each, as one GPU each
-    return env
+    # One thread per process, as one GPU per process; also because on a shared 2-core machine two OpenMP threads
+    # spin-waiting for each other cost 10-25x the CPU time of one at these tiny layer sizes (measured).
+    return {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
 
 
 def descendants(pid: int) -> list[int]:
@@ -245,6 +264,12 @@ def checkpoint_nimgs(run: Path) -> list[int]:
         if (run / "checkpoints").is_dir() else []
 
 
+def error_line(log_text: str) -> str:
+    """The line of a failed run's output that says why (the last one naming an error)."""
+    errors = [line for line in log_text.splitlines() if "error" in line.lower() and "errorfile" not in line.lower()]
+    return errors[-1].strip() if errors else ""
+
+
 def run_to_end(cmd: list[str], env: dict, log: Path, timeout: float) -> None:
     with open(log, "w") as f:
         proc = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
@@ -253,7 +278,28 @@ def run_to_end(cmd: list[str], env: dict, log: Path, timeout: float) -> None:
         except subprocess.TimeoutExpired:
             kill_tree(proc)
             raise AssertionError(f"{log.name}: still running after {timeout:.0f} s:\n{log.read_text()[-3000:]}")
-    assert rc == 0, f"{' '.join(cmd[-40:])}\nexited {rc}:\n{log.read_text()[-4000:]}"
+        except BaseException:  # interrupted: leave no workers behind (each is in a session of its own)
+            kill_tree(proc)
+            raise
+    text = log.read_text()
+    assert rc == 0, f"{log.name}: exited {rc}: {error_line(text)}\n{text[-4000:]}"
+
+
+def wait_for_a_checkpoint_then_kill(plan: Plan, proc: subprocess.Popen, run: Path, log: Path, timeout: float):
+    """SIGKILL the run once a checkpoint exists and two more steps are logged after it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rc = proc.poll()
+        if rc is not None:
+            text = log.read_text()
+            raise AssertionError(f"{plan.name}: the run ended (exit {rc}) before it could be killed: "
+                                 f"{error_line(text)}\n{text[-4000:]}")
+        assert time.monotonic() < deadline, f"{plan.name}: no checkpoint within {timeout} s"
+        ckpts = checkpoint_nimgs(run)
+        if ckpts and sum(r["kimg"] * 1000 > ckpts[-1] for r in read_jsonl(run / "stats.jsonl", False)) >= 2:
+            kill_tree(proc)
+            return
+        time.sleep(0.01)
 
 
 @dataclass
@@ -266,14 +312,12 @@ class Outcome:
     seconds: dict = field(default_factory=dict)
 
 
-def rehearse(plan: Plan, data: str, root: Path, timeout: float = 900) -> Outcome:
+def rehearse(plan: Plan, data: str, root: Path, timeout: float = 900, seconds: dict | None = None) -> Outcome:
     """Train the plan from 4x4 to its resolution; with `plan.resume_batch`, SIGKILL the process tree once a checkpoint
     exists and two more steps are logged, then resume with that batch table. Then generate and eval on the export."""
-    from progan.cli import main
-
     run, records = root / plan.name, root / f"{plan.name}-records"
     records.mkdir(parents=True)
-    out = Outcome(run, records)
+    out = Outcome(run, records, seconds=seconds if seconds is not None else {})
     env = environment(plan.processes)
     cmd = command(plan.processes, records / "a", plan.train_args(data, run))
 
@@ -283,17 +327,11 @@ def rehearse(plan: Plan, data: str, root: Path, timeout: float = 900) -> Outcome
     else:
         with open(records / "a.log", "w") as f:
             proc = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
-            deadline = time.monotonic() + timeout
-            while True:
-                rc = proc.poll()
-                assert rc is None, (f"{plan.name}: the run ended (exit {rc}) before it could be killed:\n"
-                                    f"{(records / 'a.log').read_text()[-4000:]}")
-                assert time.monotonic() < deadline, f"{plan.name}: no checkpoint within {timeout} s"
-                ckpts = checkpoint_nimgs(run)
-                if ckpts and sum(r["kimg"] * 1000 > ckpts[-1] for r in read_jsonl(run / "stats.jsonl", False)) >= 2:
-                    kill_tree(proc)
-                    break
-                time.sleep(0.01)
+            try:
+                wait_for_a_checkpoint_then_kill(plan, proc, run, records / "a.log", timeout)
+            except BaseException:
+                kill_tree(proc)
+                raise
         stats = read_jsonl(run / "stats.jsonl", strict=False)
         out.resumed_from = checkpoint_nimgs(run)[-1]
         out.lines_dropped = sum(r["kimg"] * 1000 > out.resumed_from for r in stats)
@@ -308,15 +346,25 @@ def rehearse(plan: Plan, data: str, root: Path, timeout: float = 900) -> Outcome
         run_to_end(command(plan.processes, records / "b", resume), env, records / "b.log", timeout)
     out.seconds["train" if plan.resume_batch is None else "resume"] = time.perf_counter() - t0
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the training processes (see `environment`)
+    try:
+        generate_and_eval(plan, run, root, out.seconds)
+    finally:
+        torch.set_num_threads(threads)
+    return out
+
+
+def generate_and_eval(plan: Plan, run: Path, root: Path, seconds: dict) -> None:
+    from progan.cli import main
     t0 = time.perf_counter()
     assert main(["generate", str(run), "--out", str(root / f"{plan.name}-samples"), "--seeds", "0-3",
                  "--device", "cpu"]) == 0, f"{plan.name}: progan generate failed"
-    out.seconds["generate"] = time.perf_counter() - t0
+    seconds["generate"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     assert main(["eval", str(run), "--metrics", "swd", "--num-images", "16", "--batch", "4", "--device", "cpu",
                  "--json", str(root / f"{plan.name}-metrics.jsonl")]) == 0, f"{plan.name}: progan eval failed"
-    out.seconds["eval"] = time.perf_counter() - t0
-    return out
+    seconds["eval"] = time.perf_counter() - t0
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -350,9 +398,12 @@ def check(plan: Plan, out: Outcome, root: Path) -> None:
     assert all(a < b for a, b in zip(kimgs, kimgs[1:])), (
         f"{plan.name}: stats.jsonl kimg not strictly increasing (repeats after the kill?): "
         f"{[k for k, n in zip(kimgs, kimgs[1:]) if n <= k][:5]}")
-    phases = {phase_of(line) for line in stats}
+    steps = collections.Counter(phase_of(line) for line in stats)
     wanted = {(4, "stabilize")} | {(r, kind) for r in resolutions(R)[1:] for kind in ("fade", "stabilize")}
-    assert wanted <= phases, f"{plan.name}: phases never trained: {sorted(wanted - phases)}"
+    assert wanted <= set(steps), f"{plan.name}: phases never trained: {sorted(wanted - set(steps))}"
+    if not plan.spelled_out:
+        planned = {(r, kind): plan.steps_per_phase(r) for r, kind in wanted}
+        assert steps == planned, f"{plan.name}: steps per phase {dict(steps)}, planned {planned}"
     for line in stats:
         res = line["resolution"]
         assert line["batch"] == expected_batch(res), f"{plan.name}: batch {line['batch']} at {res}x{res}: {line}"
@@ -427,7 +478,8 @@ def check_optimizer_resets(plan: Plan, path: Path, records: list[dict], stats: l
 
 
 if __name__ == "__main__":
-    prefix, argv = sys.argv[1], sys.argv[2:]
+    prefix = sys.argv[1]
+    argv = json.loads(Path(f"{prefix}.argv.json").read_text())
     install_recorder(f"{prefix}-rank{os.environ.get('RANK', '0')}.jsonl")
     from progan.cli import main
     sys.exit(main(argv))
