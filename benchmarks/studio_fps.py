@@ -121,7 +121,7 @@ async def run_clients(url: str, clients: int, seconds: float, warmup: float) -> 
 
 async def prompt_trials(url: str, trials: int) -> dict:
     """One viewer, walk frozen: per trial, send a prompt and time the first changed frame and the morph's end."""
-    first_changed, settled, skipped = [], [], {}
+    first_changed, settled, read_ms, skipped = [], [], [], {}
     async with websockets.connect(url, max_size=1 << 24) as ws:
         owed, next_tick = 0, time.perf_counter()
 
@@ -183,8 +183,11 @@ async def prompt_trials(url: str, trials: int) -> dict:
                 continue
             first_changed.append((changed_at - sent) * 1e3)
             settled.append((arrived - sent) * 1e3)
-            await asyncio.sleep(0.1)
-    return {"first_changed_ms": first_changed, "settled_ms": settled, "skipped": skipped}
+            await asyncio.sleep(1.05)  # a stats message (once a second) with this prompt's reading time
+            while not [t for t in texts if t["type"] == "stats"]:
+                await frame()
+            read_ms.append([t for t in texts if t["type"] == "stats"][-1]["read_ms"])
+    return {"first_changed_ms": first_changed, "settled_ms": settled, "read_ms": read_ms, "skipped": skipped}
 
 
 def measure_prompts(model, threads, device, trials) -> dict:
@@ -201,14 +204,16 @@ def measure_prompts(model, threads, device, trials) -> dict:
                "first_changed_ms_median": percentile(first, 0.5), "first_changed_ms_p90": percentile(first, 0.9),
                "first_changed_ms_min": min(first, default=float("nan")),
                "first_changed_ms_max": max(first, default=float("nan")),
-               "settled_ms_median": percentile(done, 0.5), "skipped": result["skipped"],
+               "settled_ms_median": percentile(done, 0.5), "read_ms_median": percentile(result["read_ms"], 0.5),
+               "skipped": result["skipped"],
                "load_average_before": load_before, "load_average_after": os.getloadavg(),
                "first_changed_ms": [round(x, 1) for x in first]}
         print(f"{'res':>5} {'trials':>6} {'Enter->first changed frame ms: median':>38} {'p90':>7} {'min':>7} "
-              f"{'max':>7} {'morph done ms':>14} {'load avg':>9}")
+              f"{'max':>7} {'morph done ms':>14} {'reading ms':>11} {'load avg':>9}")
         print(f"{size:>5} {len(first):>6} {row['first_changed_ms_median']:>38.1f} {row['first_changed_ms_p90']:>7.1f} "
               f"{row['first_changed_ms_min']:>7.1f} {row['first_changed_ms_max']:>7.1f} "
-              f"{row['settled_ms_median']:>14.1f} {row['load_average_after'][0]:>9.2f}", flush=True)
+              f"{row['settled_ms_median']:>14.1f} {row['read_ms_median']:>11.1f} {row['load_average_after'][0]:>9.2f}",
+              flush=True)
         for prompt, why in result["skipped"].items():
             print(f"skipped {prompt!r}: {why}")
         return row

@@ -10,7 +10,8 @@ WebSocket, up (browser -> server): JSON text, {"type": ..., ...}.
 
 WebSocket, down (server -> browser):
 - JSON text: {"type": "info", ...FrameRenderer.info(), limits} once on connect; {"type": "stats", "fps",
-  "render_ms", "batch", "clients", "errors", "dropped", "ignored_credits", "render_errors"} once a second;
+  "render_ms", "batch", "clients", "errors", "dropped", "ignored_credits", "render_errors", "read_ms" (the latest
+  prompt's reading, queue wait included; null before one)} once a second;
   {"type": "error", "message", "errors", "dropped"?} for a bad or dropped message; {"type": "pong", "t"}.
 - binary: a frame, `pack_message(header, payload)`: uint32 little-endian header length, the JSON header
   {"kind": "frame" | "png", "seq", "ack", "t", "seed", "frozen", "grid", "likes", "dislikes", "render_ms",

@@ -101,6 +101,7 @@ class Outbox:
         self.texts: collections.deque = collections.deque(maxlen=self.MAX_TEXTS)
         self.sent = 0
         self.errors = 0
+        self.read_ms: float | None = None  # how long the latest prompt took to read (encode and fit)
         self.rate_limited = 0
         self._error_replies = TokenBucket(rate=10, burst=30)
         self._last_limit_notice = 0.0
@@ -223,8 +224,10 @@ class Studio:
         """Read a prompt off the event loop, then hand it to the render thread; one nothing in the data is close
         to is not played: the viewer is told, and the stream goes on."""
         text = cmd["text"]
+        t0 = time.perf_counter()
         try:
             reading = await asyncio.wrap_future(self.reader.submit(self.read_prompt, text))
+            outbox.read_ms = (time.perf_counter() - t0) * 1e3
         except (PromptError, condition.ConditionError, TextEncoderMissing) as e:
             outbox.error(f"prompt {short(text)}: {e}", about="prompt")
             return
@@ -428,7 +431,8 @@ class Studio:
                 outbox.text({"type": "stats", "fps": outbox.sent - last_sent, "render_ms": round(stats.render_ms, 2),
                              "batch": stats.batch, "clients": self.render_loop.count(), "errors": outbox.errors,
                              "dropped": outbox.rate_limited + stats.dropped,
-                             "ignored_credits": session.credits.ignored, "render_errors": self.render_loop.errors})
+                             "ignored_credits": session.credits.ignored, "render_errors": self.render_loop.errors,
+                             "read_ms": None if outbox.read_ms is None else round(outbox.read_ms, 1)})
                 next_stats, last_sent = now + 1.0, outbox.sent
             while outbox.texts:
                 await ws.send_text(outbox.texts.popleft())
