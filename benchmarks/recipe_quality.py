@@ -193,14 +193,18 @@ def fidelity(G, dataset: PreparedDataset, seed: int, seconds: float) -> dict:
 
     torch.manual_seed(seed)  # a benchmark script: the classifier's init and batches
     net = GroupClassifier(len(names))
-    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
+    # The held-out captions are emoji it never saw: weight decay, label smoothing and small shifts keep it from
+    # memorising the training emoji (plain Adam scored below the largest group's share on held-out reals).
+    opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=0.05)
+    shift = max(1, res // 16)
     start, steps = time.perf_counter(), 0
     while time.perf_counter() - start < seconds:
         net.train()
         idx = torch.randint(len(x_train), (128,))
         x = to_float(x_train[idx])
         x = torch.where(torch.rand(len(x), 1, 1, 1) < 0.5, x.flip(3), x)  # G was trained with mirrored reals
-        loss = F.cross_entropy(net(x), y_train[idx])
+        x = torch.roll(x, torch.randint(-shift, shift + 1, (2,)).tolist(), (2, 3))
+        loss = F.cross_entropy(net(x), y_train[idx], label_smoothing=0.1)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
