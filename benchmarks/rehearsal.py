@@ -7,7 +7,8 @@ export; and the paper preset launched on 8 processes, which must be refused nami
 
     .venv/bin/python benchmarks/rehearsal.py [--only paper-1process,...] [--spelled-out] [--json out.json]
 
---spelled-out gives the preset tables as --batch/--lr/--mbstd-group and one phase length for every resolution:
+--no-kill runs each straight through, --same-batch resumes without a batch change, --resolution sets the final
+resolution (default 1024), and --spelled-out gives the preset tables as --batch/--lr/--mbstd-group and one phase length for every resolution:
 the invocation that code without the v2 presets or per-resolution phase tables accepts, to watch it fail further in.
 Prints a markdown table: per configuration, seconds for each part and whether every check passed.
 """
@@ -26,18 +27,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from rehearsal_worker import (PAPER, TINY, V2, Plan, at, check, command, environment, rehearse,  # noqa: E402
-                              table_arg)
+from rehearsal_worker import (PAPER, TINY, V2, Plan, at, check, command, environment, make_dataset,  # noqa: E402
+                              rehearse, table_arg)
 
 
-def plans(resolution: int, kill: bool, spelled_out: bool) -> dict[str, Plan]:
+def plans(resolution: int, kill: bool, change: bool, spelled_out: bool) -> dict[str, Plan]:
     """Each resumed with half the batch at the top two resolutions (not reached when the kill comes), as a user out
-    of GPU memory there would (still a whole number per process)."""
+    of GPU memory there would (still a whole number per process); or, without `change`, with the same table."""
     def smaller(spec, processes):
         if not kill:
             return None
         table = {int(k): v for k, v in spec["batch"].items()}
-        for res in (resolution // 2, resolution):
+        for res in (resolution // 2, resolution) if change else ():
             table[res] = max(processes, at(spec["batch"], res) // 2 // processes * processes)
         return table
     return {p.name: p for p in [
@@ -46,27 +47,6 @@ def plans(resolution: int, kill: bool, spelled_out: bool) -> dict[str, Plan]:
         Plan("v2-2gpu-2processes", "v2-2gpu", 2, resolution, V2[2], smaller(V2[2], 2), spelled_out),
         Plan("v2-4gpu-4processes", "v2-4gpu", 4, resolution, V2[4], smaller(V2[4], 4), spelled_out),
     ]}
-
-
-def make_dataset(root: Path) -> str:
-    """The test module's dataset: 16 images at 1024x1024 through `progan dataset --source`."""
-    import numpy as np
-    from PIL import Image, ImageDraw
-
-    from progan.cli import main
-    src = root / "src"
-    src.mkdir()
-    rng = np.random.default_rng(10)
-    for i in range(16):
-        img = Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).resize((1024, 1024))
-        draw = ImageDraw.Draw(img)
-        for _ in range(3):
-            x, y, r = (int(v) for v in rng.integers(100, 900, 3) // (1, 1, 3))
-            draw.ellipse((x - r, y - r, x + r, y + r), fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
-        img.save(src / f"{i:02d}.png")
-    out = root / "blobs1024"
-    assert main(["dataset", "--source", str(src), "--out", str(out), "--resolution", "1024"]) == 0
-    return str(out)
 
 
 def refusal_on_8_processes(data: str, root: Path, spelled_out: bool) -> dict:
@@ -91,12 +71,13 @@ def main() -> int:
     parser.add_argument("--spelled-out", action="store_true")
     parser.add_argument("--resolution", type=int, default=1024, help="final resolution of every configuration")
     parser.add_argument("--no-kill", action="store_true", help="run each configuration straight through")
+    parser.add_argument("--same-batch", action="store_true", help="resume with the batch table unchanged")
     parser.add_argument("--keep", type=Path, help="work in this folder and keep it (default: a temporary one)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     root = args.keep or Path(tempfile.mkdtemp(prefix="rehearsal-"))
     root.mkdir(parents=True, exist_ok=True)
-    chosen = plans(args.resolution, not args.no_kill, args.spelled_out)
+    chosen = plans(args.resolution, not args.no_kill, not args.same_batch, args.spelled_out)
     names = args.only.split(",") if args.only else list(chosen) + ["paper-8processes"]
 
     t0 = time.perf_counter()
