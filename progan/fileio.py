@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -51,6 +52,18 @@ def atomic_save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor
                         metadata: dict[str, str] | None = None) -> None:
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     atomic_write_bytes(path, safetensors_bytes(tensors, metadata=metadata))
+
+
+def update_hash(h, path: str | os.PathLike, chunk_bytes: int = 1 << 22):
+    """Feed a file's bytes into a hashlib object, a chunk at a time (files larger than memory are fine)."""
+    with open(path, "rb") as f:
+        while block := f.read(chunk_bytes):
+            h.update(block)
+    return h
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    return update_hash(hashlib.sha256(), path).hexdigest()
 
 
 class UnreadableTensors(ValueError):

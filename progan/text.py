@@ -24,6 +24,8 @@ from pathlib import Path
 
 import torch
 
+from progan.fileio import update_hash
+
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 # Encoders that come inside a PyPI package: name -> (import name, pip name). The package exposes the folder of a
 # sentence-transformers model through get_model_path().
@@ -174,9 +176,7 @@ def _folder_sha256(folder: Path) -> str:
     h = hashlib.sha256()
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
         h.update(path.relative_to(folder).as_posix().encode() + b"\0")
-        with open(path, "rb") as f:
-            while block := f.read(1 << 22):
-                h.update(block)
+        update_hash(h, path)
     return h.hexdigest()
 
 

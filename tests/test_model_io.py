@@ -124,15 +124,15 @@ def test_a_crash_anywhere_in_an_export_leaves_the_old_or_the_new_model(tmp_path,
 def test_a_reader_reads_config_and_weights_of_one_version_while_an_export_swaps(tmp_path, monkeypatch):
     run = tmp_path / "run"
     export(run / "model", OLD)
-    real_load_file = model_io.load_file
+    real_read_tensors = model_io.read_tensors
 
-    def export_then_load(path):  # the writer swaps the link after the reader read config.json, before the weights
+    def export_then_read(path):  # the writer swaps the link after the reader read config.json, before the weights
         export(run / "model", NEW)
-        return real_load_file(path)
+        return real_read_tensors(path)
 
-    monkeypatch.setattr(model_io, "load_file", export_then_load)
+    monkeypatch.setattr(model_io, "read_tensors", export_then_read)
     assert which_version(run / "model") is OLD
-    monkeypatch.setattr(model_io, "load_file", real_load_file)
+    monkeypatch.setattr(model_io, "read_tensors", real_read_tensors)
     assert which_version(run / "model") is NEW
 
 

@@ -11,7 +11,6 @@ is what makes resume exact and lets DDP ranks take disjoint shards without talki
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from progan.config import ConfigError, check_resolution, resolutions_up_to
+from progan.fileio import sha256_file
 from progan.seeds import derive_seed
 
 FORMAT = "progan-dataset/1"
@@ -35,14 +35,6 @@ class DatasetError(ValueError):
 
 def level_filename(res: int) -> str:
     return f"level_{res:04d}.npy"
-
-
-def file_sha256(path, chunk_bytes: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk_bytes):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _text_column(manifest: dict, key: str, count: int, manifest_path: Path) -> list | None:
@@ -168,7 +160,7 @@ class PreparedDataset:
             want = sums.get(name)
             if want is None:
                 raise DatasetError(f"{self.path / MANIFEST}: no sha256 recorded for {name}")
-            got = file_sha256(self.path / name)
+            got = sha256_file(self.path / name)
             if got != want:
                 raise DatasetError(f"{self.path / name}: sha256 mismatch (file is corrupt or was modified)")
 

@@ -32,9 +32,9 @@ from progan.data.dataset import (
     MANIFEST,
     REPORT,
     DatasetError,
-    file_sha256,
     level_filename,
 )
+from progan.fileio import sha256_file
 from progan.data.images import (
     CROPS,
     DEFAULT_MAX_PIXELS,
@@ -251,7 +251,7 @@ class DatasetWriter:
                 _shrink_npy(path, self.count)
             _fsync_path(path)
             levels[str(r)] = name
-            sums[name] = file_sha256(path)
+            sums[name] = sha256_file(path)
 
         has_captions = any(c for c in self.captions)
         captions = [c or "" for c in self.captions] if has_captions else None
@@ -259,7 +259,7 @@ class DatasetWriter:
         if has_captions:
             encoder_info, embedding_note = self._embed(captions, columns, text_encoder, encode)
             if encoder_info is not None:
-                sums[CAPTION_EMBEDDINGS] = file_sha256(self.tmp / CAPTION_EMBEDDINGS)
+                sums[CAPTION_EMBEDDINGS] = sha256_file(self.tmp / CAPTION_EMBEDDINGS)
         labels = None
         if label_names is not None:
             labels = [int(y) for y in self.labels]

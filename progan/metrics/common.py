@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import os
 from collections.abc import Iterable, Iterator
 
 import torch
@@ -52,9 +50,4 @@ def iter_batches(images, batch_size: int) -> Iterator[torch.Tensor]:
         raise MetricInputError(f"expected a uint8 image tensor or an iterable of them, got {type(images).__name__}")
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+

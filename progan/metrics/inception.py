@@ -27,7 +27,9 @@ import torch.nn.functional as F
 
 from progan.model_io import state_dict_mismatch
 
-from .common import check_uint8_images, iter_batches, sha256_file
+from progan.fileio import sha256_file
+
+from .common import check_uint8_images, iter_batches
 
 WEIGHTS_FILENAME = "pt_inception-2015-12-05-6726825d.pth"
 WEIGHTS_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{WEIGHTS_FILENAME}"
