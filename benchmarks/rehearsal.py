@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from rehearsal_worker import (PAPER, TINY, V2, Plan, at, check, command, environment, make_dataset,  # noqa: E402
+from rehearsal_worker import (PAPER, TINY, V2, Plan, at, check, error_line, make_dataset, refusal,  # noqa: E402
                               rehearse, table_arg)
 
 
@@ -56,13 +55,10 @@ def refusal_on_8_processes(data: str, root: Path, spelled_out: bool) -> dict:
     args += (["--preset", "paper", "--batch", table_arg(PAPER["batch"]), "--mbstd-group", "16"] if spelled_out
              else ["--preset", "paper"])
     t0 = time.perf_counter()
-    result = subprocess.run(command(8, root / "paper-8-records", args), env=environment(8), capture_output=True, text=True,
-                            timeout=600)
-    text = result.stdout + result.stderr
-    ok = result.returncode != 0 and "v2-8gpu" in text and not (root / "paper-8" / "stats.jsonl").exists()
-    why = [line for line in text.splitlines() if "error" in line.lower() and "batch" in line.lower()][:1]
+    code, output, trained = refusal(8, root, args)
+    ok = code != 0 and not trained and "v2-8gpu" in output
     return {"name": "paper on 8 processes (refused)", "seconds": {"refusal": time.perf_counter() - t0},
-            "ok": ok, "failure": "" if ok else (why[0] if why else text[-500:])}
+            "ok": ok, "failure": "" if ok else error_line(output)}
 
 
 def main() -> int:

@@ -154,29 +154,57 @@ class Plan:
 
     def phases(self) -> tuple[dict, dict, int]:
         """Per-resolution phase lengths in images, and the total, such that every phase gets exactly
-        `steps_per_phase` steps at the batch it runs with (the resume's table where it changes one).
+        `steps_per_phase` steps at the batch it runs with (the resume's table where it changes one), and the run
+        stops where the preset's own total stops it (`preset_stop`), in fast-forward.
 
         The official convention: a fade owns (start, end), since at its very start lod is still whole (the step
         there belongs to the stabilisation before); a stabilisation owns [start, end]. Walking the steps, each
         phase ends just after its last step begins."""
         batch = lambda res: at(self.resume_batch or self.spec["batch"], res)  # noqa: E731
-        stab, fade = {}, {}
+        stab, fade, timeline = {}, {}, []   # timeline: (start, length) of stabilise 4, fade 8, stabilise 8, ...
         end = t = 0           # where the phase before ends; where the next step begins
         for res in resolutions(self.resolution):
             k, b = self.steps_per_phase(res), batch(res)
             if res > 4:       # fade (end, end + fade): the k steps from t on
                 last = t + (k - 1) * b
                 fade[res] = last + 1 - end
+                timeline.append((end, fade[res]))
                 end, t = last + 1, last + b
             last = t + (k - 1) * b                   # stabilise [end, last]: the k steps from t on
             stab[res] = last - end
+            timeline.append((end, stab[res]))
             end, t = last, last + b
-        total = end + 1                              # the final stabilisation's k-th step is the last
         if self.spelled_out:                         # one length for every phase: the longest
             longest = max(list(stab.values()) + list(fade.values()))
             stab, fade = {r: longest for r in stab}, {r: longest for r in fade}
-            total = sum(stab.values()) + sum(fade.values())
+            timeline = [(i * longest, longest) for i in range(len(timeline))]
+            end = timeline[-1][0] + longest
+        phase, fraction = self.preset_stop()
+        if phase == len(timeline) - 1 and fraction > 0:
+            total = end + 1                          # the final stabilisation's k-th step is the last
+        else:                                        # stops early, as the preset would
+            start, length = timeline[phase]
+            total = max(1, start + int(fraction * length))
         return stab, fade, total
+
+    def preset_stop(self) -> tuple[int, float]:
+        """Where the preset's own total ends its timeline (stabilise 4, fade 8, stabilise 8, ..., fade R, stabilise
+        R): (index of the phase, fraction of it), the final stabilisation counting whole once it has begun. Read
+        from progan.config: a preset whose total stops before R is rehearsed stopping there too."""
+        from progan.config import preset
+        schedule = preset("paper" if self.spelled_out else self.preset, self.resolution).schedule
+        value = lambda v, res: at(v, res) if isinstance(v, dict) else v  # noqa: E731
+        lengths = []
+        for res in resolutions(self.resolution):
+            if res > 4:
+                lengths.append(value(schedule.fade_kimg, res))
+            lengths.append(value(schedule.stabilize_kimg, res))
+        rest = schedule.total_kimg
+        for i, length in enumerate(lengths[:-1]):
+            if rest < length:
+                return i, rest / length
+            rest -= length
+        return len(lengths) - 1, 1.0 if rest > 0 else 0.0
 
     def total_images(self) -> int:
         return self.phases()[2]
@@ -187,7 +215,7 @@ class Plan:
         args = ["train", "--data", data, "--run", str(run), "--resolution", str(self.resolution), *TINY,
                 "--kimg", f"{total / 1000:g}",
                 "--tick-kimg", "0.001",                                       # a stats line every step
-                "--checkpoint-kimg", f"{6 * self.batch(4) / 1000:g}",         # a few at the low resolutions
+                "--checkpoint-kimg", f"{total // 3 / 1000:g}",  # the first at low resolution: images go there
                 "--snapshot-kimg", "1000", "--grid-size", "1", "--quiet", "--device", "cpu"]
         if self.spelled_out:
             args += ["--preset", "paper", "--batch", table_arg(self.spec["batch"]), "--lr", table_arg(self.spec["lr"]),
@@ -325,6 +353,16 @@ def wait_for_a_checkpoint_then_kill(plan: Plan, proc: subprocess.Popen, run: Pat
         time.sleep(0.01)
 
 
+def refusal(processes: int, root: Path, argv: list[str]) -> tuple[int, str, bool]:
+    """`progan ARGV` under torchrun, expected to be refused before training: (exit code, output, whether any step
+    or checkpoint was written)."""
+    run = Path(argv[argv.index("--run") + 1])
+    result = subprocess.run(command(processes, root / f"{run.name}-refused", argv), env=environment(processes),
+                            capture_output=True, text=True, timeout=600)
+    trained = (run / "stats.jsonl").exists() or (run / "checkpoints").exists()
+    return result.returncode, result.stdout + result.stderr, trained
+
+
 @dataclass
 class Outcome:
     run: Path
@@ -388,7 +426,7 @@ def generate_and_eval(plan: Plan, run: Path, root: Path, seconds: dict) -> None:
     if not plan.evaluate:
         return
     t0 = time.perf_counter()
-    assert main(["eval", str(run), "--metrics", "swd", "--num-images", "16", "--batch", "4", "--device", "cpu",
+    assert main(["eval", str(run), "--metrics", "swd", "--num-images", "8", "--batch", "4", "--device", "cpu",
                  "--json", str(root / f"{plan.name}-metrics.jsonl")]) == 0, f"{plan.name}: progan eval failed"
     seconds["eval"] = time.perf_counter() - t0
 
@@ -424,6 +462,11 @@ def check(plan: Plan, out: Outcome, root: Path) -> None:
     assert all(a < b for a, b in zip(kimgs, kimgs[1:])), (
         f"{plan.name}: stats.jsonl kimg not strictly increasing (repeats after the kill?): "
         f"{[k for k, n in zip(kimgs, kimgs[1:]) if n <= k][:5]}")
+    last = stats[-1]
+    assert last["lod"] == 0 and last["resolution"] == R, (
+        f"{plan.name}: the last step is not at lod 0, {R}x{R}: {last} (the preset's total stops in phase "
+        f"{plan.preset_stop()} of its timeline)")
+    assert round(last["kimg"] * 1000) >= plan.total_images(), f"{plan.name}: stopped at {last['kimg']} kimg"
     steps = collections.Counter(phase_of(line) for line in stats)
     wanted = {(4, "stabilize")} | {(r, kind) for r in resolutions(R)[1:] for kind in ("fade", "stabilize")}
     assert wanted <= set(steps), f"{plan.name}: phases never trained: {sorted(wanted - set(steps))}"
@@ -434,9 +477,6 @@ def check(plan: Plan, out: Outcome, root: Path) -> None:
         res = line["resolution"]
         assert line["batch"] == expected_batch(res), f"{plan.name}: batch {line['batch']} at {res}x{res}: {line}"
         assert math.isclose(line["lr"], at(plan.spec["lr"], res)), f"{plan.name}: lr {line['lr']} at {res}: {line}"
-    last = stats[-1]
-    assert last["lod"] == 0 and last["resolution"] == R, f"{plan.name}: the last step is not at lod 0, {R}x{R}: {last}"
-    assert round(last["kimg"] * 1000) >= plan.total_images(), f"{plan.name}: stopped at {last['kimg']} kimg"
 
     # What D saw, on every rank: only the per-process batch (reals, fakes or their mix, one kind per call, so no
     # minibatch-stddev group mixes reals and fakes), in whole groups; at every resolution.
@@ -451,7 +491,8 @@ def check(plan: Plan, out: Outcome, root: Path) -> None:
         for n, res, lod, size in calls:
             local = at(batch_table, res) // world
             assert n == local, (f"{plan.name} {path.name}: D saw {n} images at {res}x{res} (lod {lod}); the "
-                                f"per-process batch is {local}: reals and fakes in one call share stddev groups")
+                                f"per-process batch is {local}" + (": reals and fakes in one call share minibatch-"
+                                                                   "stddev groups" if n == 2 * local else ""))
             g = min(size, n)
             assert g == min(group, local) and n % g == 0, f"{path.name}: group {size} over {n} images at {res}"
             assert res == 2 ** (int(math.log2(R)) - math.floor(lod)), f"{path.name}: {res}x{res} at lod {lod}"
