@@ -317,7 +317,9 @@ def checkpoint_nimgs(run: Path) -> list[int]:
 
 def error_line(log_text: str) -> str:
     """The line of a failed run's output that says why (the last one naming an error)."""
-    errors = [line for line in log_text.splitlines() if re.search(r"(error|Error|Exception): ", line)]
+    lines = log_text.splitlines()
+    ours = [line for line in lines if re.match(r"progan \w+: error: ", line)]
+    errors = ours or [line for line in lines if re.search(r"(error|Error|Exception): ", line)]
     return errors[-1].strip() if errors else ""
 
 
