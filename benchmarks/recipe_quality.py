@@ -182,8 +182,10 @@ def balanced_accuracy(pred: torch.Tensor, truth: torch.Tensor, classes: int) -> 
     return round(sum(recalls) / len(recalls), 4)
 
 
-def fidelity(G, dataset: PreparedDataset, seed: int, seconds: float) -> dict:
-    """Train the group classifier at G's output resolution for `seconds`, then score reals and fakes."""
+def fidelity(G, dataset: PreparedDataset, seed: int, steps_wanted: int, seconds: float) -> dict:
+    """Train the group classifier at G's output resolution for `steps_wanted` steps (a fixed count and seed: the same
+    classifier for every model at one resolution, whatever the machine's load; `seconds` caps it), then score reals
+    and fakes."""
     res = int(G.output_resolution)
     names = sorted({g for g in dataset.groups if g})
     labels = torch.tensor([names.index(g) if g else -1 for g in dataset.groups])
@@ -198,7 +200,7 @@ def fidelity(G, dataset: PreparedDataset, seed: int, seconds: float) -> dict:
     opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=0.05)
     shift = max(1, res // 16)
     start, steps = time.perf_counter(), 0
-    while time.perf_counter() - start < seconds:
+    while steps < steps_wanted and time.perf_counter() - start < seconds:
         net.train()
         idx = torch.randint(len(x_train), (128,))
         x = to_float(x_train[idx])
@@ -325,7 +327,8 @@ def main() -> int:
     p.add_argument("--data", type=Path, default=Path("data/emoji32"), help="built here when missing")
     p.add_argument("--runs", type=Path, default=Path("runs/recipe_quality"), help="where the run folders go")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    p.add_argument("--classifier-seconds", type=float, default=90.0)
+    p.add_argument("--classifier-steps", type=int, default=400, help="batches of 128")
+    p.add_argument("--classifier-seconds", type=float, default=240.0, help="cap on the classifier's training time")
     p.add_argument("--eval-only", action="store_true", help="evaluate the run folder of an earlier invocation")
     p.add_argument("--table", type=Path, metavar="DIR", help="print the markdown table of DIR's results and exit")
     args = p.parse_args()
@@ -361,7 +364,7 @@ def main() -> int:
               "cpu_threads": torch.get_num_threads(), "cpus": os.cpu_count(), "torch": torch.__version__}
     result["quality"] = quality(G, dataset, args.runs / "cache")
     if dataset.groups is not None and dataset.captions is not None and dataset.caption_embeddings is not None:
-        result["fidelity"] = fidelity(G, dataset, args.seed, args.classifier_seconds)
+        result["fidelity"] = fidelity(G, dataset, args.seed, args.classifier_steps, args.classifier_seconds)
     result["grids"] = grids(G, dataset, args.out / "recipe_quality" / tag, Path.cwd())
     result["load_average"]["after"] = [round(v, 2) for v in os.getloadavg()]
     args.out.mkdir(parents=True, exist_ok=True)
