@@ -352,15 +352,17 @@ def main() -> int:
             if run_dir.exists():
                 sys.exit(f"{run_dir} exists: remove it, or pass --eval-only to evaluate it again")
             info = train_recipe(args.recipe, condition, args.data, run_dir, args.minutes, args.seed)
-            atomic_write_json(run_dir / "recipe_quality_train.json", info)
-    train_load = load.summary()
+    if not args.eval_only:
+        info["load_average"] = {**load.summary(), "before": [round(v, 2) for v in load_before]}
+        atomic_write_json(run_dir / "recipe_quality_train.json", info)
+    train_load = info.get("load_average") or load.summary()  # the machine's load while it trained, not while it is evaluated
     G = load_generator(run_dir / "model")
     print(f"{tag}: {info['images_shown'] / 1000:.1f} kimg in {info['train_seconds'] / 60:.1f} min, "
           f"{G.output_resolution}x{G.output_resolution} (lod {G.lod:g}); load average during training "
           f"{train_load['mean']} (1-min, {train_load['min']}..{train_load['max']})", flush=True)
     result = {"recipe": args.recipe, "condition": condition, "seed": args.seed, "minutes": args.minutes,
               "train": info, "resolution_reached": int(G.output_resolution), "lod_final": float(G.lod),
-              "load_average": {**train_load, "before": [round(v, 2) for v in load_before]},
+              "load_average": dict(train_load),
               "cpu_threads": torch.get_num_threads(), "cpus": os.cpu_count(), "torch": torch.__version__}
     result["quality"] = quality(G, dataset, args.runs / "cache")
     if dataset.groups is not None and dataset.captions is not None and dataset.caption_embeddings is not None:
