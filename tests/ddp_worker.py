@@ -1,23 +1,12 @@
 """Run under torchrun by tests/test_ddp.py: trains, then every rank writes a digest of its weights."""
 
-import hashlib
 import json
 import os
 import sys
 
-import torch
-
 from progan.config import preset
 from progan.train.loop import train
-
-
-def digest(module: torch.nn.Module) -> str:
-    h = hashlib.sha256()
-    for k, v in sorted(module.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
+from rehearsal_worker import digest  # one weight digest for both workers (tests/ is the script's folder)
 
 if __name__ == "__main__":
     data, run_dir, out_dir = sys.argv[1:4]
