@@ -92,9 +92,10 @@ def ensure_dataset(path: Path) -> PreparedDataset:
     return PreparedDataset(path)
 
 
-def train_recipe(recipe: str, condition: str, data: Path, run_dir: Path, minutes: float, seed: int) -> dict:
+def train_recipe(recipe: str, condition: str, data: Path, run_dir: Path, minutes: float, seed: int,
+                 extra: list[str]) -> dict:
     from progan.train.loop import train
-    flags = RECIPES[recipe][1]
+    flags = RECIPES[recipe][1] + extra
     argv = ["train", "--data", str(data), "--run", str(run_dir), "--minutes", str(minutes), "--seed", str(seed),
             "--condition", condition, "--device", "cpu", "--quiet", *flags]
     print("progan " + " ".join(argv), flush=True)
@@ -323,6 +324,9 @@ def main() -> int:
     p.add_argument("--recipe", choices=list(RECIPES))
     p.add_argument("--minutes", type=float)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--flags", default="", help="more `progan train` flags after the recipe's, to screen a lever "
+                   "(e.g. \"--augment color,translation\"); the run is named with --name")
+    p.add_argument("--name", help="the recipe's name in the results when --flags is given")
     p.add_argument("--condition", choices=["none", "text"], help="default: the recipe's")
     p.add_argument("--data", type=Path, default=Path("data/emoji32"), help="built here when missing")
     p.add_argument("--runs", type=Path, default=Path("runs/recipe_quality"), help="where the run folders go")
@@ -339,7 +343,10 @@ def main() -> int:
         p.error("--recipe and --minutes are required (or --table DIR)")
     from progan.model_io import load_generator
     condition = args.condition or RECIPES[args.recipe][0]
-    tag = f"{args.recipe}-{condition}-s{args.seed}-{args.minutes:g}min"
+    if args.flags and not args.name:
+        p.error("--flags needs --name, the screened variant's name in the results")
+    name = args.name or args.recipe
+    tag = f"{name}-{condition}-s{args.seed}-{args.minutes:g}min"
     run_dir = args.runs / tag
     dataset = ensure_dataset(args.data)
     if condition == "text" and dataset.caption_embeddings is None:
@@ -351,7 +358,8 @@ def main() -> int:
         else:
             if run_dir.exists():
                 sys.exit(f"{run_dir} exists: remove it, or pass --eval-only to evaluate it again")
-            info = train_recipe(args.recipe, condition, args.data, run_dir, args.minutes, args.seed)
+            info = train_recipe(args.recipe, condition, args.data, run_dir, args.minutes, args.seed,
+                                args.flags.split())
     if not args.eval_only:
         info["load_average"] = {**load.summary(), "before": [round(v, 2) for v in load_before]}
         atomic_write_json(run_dir / "recipe_quality_train.json", info)
@@ -360,7 +368,7 @@ def main() -> int:
     print(f"{tag}: {info['images_shown'] / 1000:.1f} kimg in {info['train_seconds'] / 60:.1f} min, "
           f"{G.output_resolution}x{G.output_resolution} (lod {G.lod:g}); load average during training "
           f"{train_load['mean']} (1-min, {train_load['min']}..{train_load['max']})", flush=True)
-    result = {"recipe": args.recipe, "condition": condition, "seed": args.seed, "minutes": args.minutes,
+    result = {"recipe": name, "base_recipe": args.recipe, "flags": args.flags, "condition": condition, "seed": args.seed, "minutes": args.minutes,
               "train": info, "resolution_reached": int(G.output_resolution), "lod_final": float(G.lod),
               "load_average": dict(train_load),
               "cpu_threads": torch.get_num_threads(), "cpus": os.cpu_count(), "torch": torch.__version__}

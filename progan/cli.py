@@ -95,6 +95,10 @@ def add_train(sub) -> None:
     p.add_argument("--ca-size", type=int, help="text: conditioning augmentation code size (default 32; 0: off)")
     p.add_argument("--cond-fade", metavar="START:END",
                    help="transitional conditioning: fade the condition in from START's fade-in to END's, e.g. 8:16")
+    p.add_argument("--augment", metavar="POLICY", help="DiffAugment of what D sees: comma-separated from color, "
+                   "translation, cutout ('' or none: off, the paper's)")
+    p.add_argument("--gp-every", type=int, metavar="K",
+                   help="lazy regularisation: the gradient penalty on every K-th step, weighted K (paper: 1)")
     p.add_argument("--fused", action=argparse.BooleanOptionalAction, default=None,
                    help="fused up-conv / conv-down (same maths, less work)")
     p.add_argument("--tick-kimg", type=float)
@@ -130,6 +134,10 @@ def train_config_from_args(args) -> TrainConfig:
         "ema_kimg": args.ema_kimg,
         "metrics_kimg": args.metrics_every, "metrics_images": args.metrics_images,
     }
+    if args.augment is not None:
+        cfg.augment = "" if args.augment.strip() == "none" else args.augment
+    if args.gp_every is not None:
+        cfg.loss.gp_every = args.gp_every
     if args.metrics is not None:
         from progan.metrics import parse_metric_list
         cfg.metrics = parse_metric_list(args.metrics)

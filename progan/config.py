@@ -154,6 +154,7 @@ class LossConfig:
     kl_weight: float = 1.0        # text with ca_size: weight of the conditioning augmentation's KL term in G's loss
     mismatch_weight: float = 1.0  # text: weight of the matching-aware negatives (reals with a wrong caption) in D's
     gan_int: float = 0.5          # text: share of G's rows conditioned on a mix of two captions (GAN-INT)
+    gp_every: int = 1             # lazy regularisation: the penalty on every k-th step only, weighted k (paper: 1)
 
     def validate(self) -> None:
         for name in ("gp_lambda", "gp_gamma", "drift", "cond_weight", "kl_weight", "mismatch_weight", "gan_int"):
@@ -162,6 +163,8 @@ class LossConfig:
                 raise ConfigError(f"loss.{name} must be a finite number >= 0, got {value!r}")
         if not self.gp_gamma > 0:
             raise ConfigError(f"loss.gp_gamma must be > 0, got {self.gp_gamma!r}")
+        if not (isinstance(self.gp_every, int) and self.gp_every >= 1):
+            raise ConfigError(f"loss.gp_every must be an integer >= 1, got {self.gp_every!r}")
         if self.gan_int > 1:
             raise ConfigError(f"loss.gan_int is a share of G's rows, in [0, 1], got {self.gan_int!r}")
 
@@ -190,6 +193,7 @@ class TrainConfig:
     metrics_kimg: float = 0.0                 # 0: only at the end
     metrics_images: int = 2048
     bf16: bool = False                        # bf16 autocast on the run's device (for CUDA)
+    augment: str = ""                         # DiffAugment policy for what D sees, e.g. "color,translation,cutout"
 
     def validate(self) -> None:
         self.model.validate()
@@ -204,6 +208,11 @@ class TrainConfig:
         for name in ("tick_kimg", "snapshot_kimg", "checkpoint_kimg"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        from progan.augment import parse_policy
+        try:
+            parse_policy(self.augment)
+        except ValueError as e:
+            raise ConfigError(f"augment: {e}") from None
         if self.keep_checkpoints < 1:
             raise ConfigError(f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
 

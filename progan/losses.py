@@ -54,12 +54,14 @@ def _conditions(D, cond: torch.Tensor | None) -> torch.Tensor | None:
 
 def discriminator_loss(D, real: torch.Tensor, fake: torch.Tensor, lod: float, mix: torch.Tensor,
                        cfg: LossConfig, cond: torch.Tensor | None = None, wrong_cond: torch.Tensor | None = None,
-                       wrong_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """L_D = D(fake) - D(real) + lambda * GP + drift * D(real)^2, and for a conditional D:
+                       wrong_mask: torch.Tensor | None = None, penalty_scale: float = 1.0
+                       ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """L_D = D(fake) - D(real) + penalty_scale * lambda * GP + drift * D(real)^2, and for a conditional D:
     - classes: + cond_weight * w * [CE(real logits, cond) + CE(fake logits, cond)], the fakes generated from `cond`;
     - text: every score takes `cond`; + mismatch_weight * [D(real, wrong_cond) - D(real) + drift * D(real,
       wrong_cond)^2] on the rows of `wrong_mask` (default all), wrong_cond a caption that does not match the image.
     w is the transitional condition weight at `lod` (1 unless configured); the projection applies it inside D.
+    penalty_scale 0 skips the penalty's computation (lazy regularisation: LossConfig.gp_every).
 
     Reals, fakes and their mix go through D in separate calls, as in the official code: a minibatch-stddev group
     then never holds a real and a fake (whose stddev would look diverse however collapsed G is), and every call
@@ -69,9 +71,12 @@ def discriminator_loss(D, real: torch.Tensor, fake: torch.Tensor, lod: float, mi
     out_real = D(real, lod, c).float()
     out_fake = D(fake, lod, c).float()
     d_real, d_fake = out_real[:, 0], out_fake[:, 0]
-    gp = gradient_penalty(D, real, fake, lod, mix, cfg.gp_gamma, c)
-    loss = d_fake - d_real + cfg.gp_lambda * gp + cfg.drift * d_real.square()
-    stats = {"d_real": d_real.mean().detach(), "d_fake": d_fake.mean().detach(), "gp": gp.mean().detach()}
+    loss = d_fake - d_real + cfg.drift * d_real.square()
+    stats = {"d_real": d_real.mean().detach(), "d_fake": d_fake.mean().detach()}
+    if penalty_scale > 0:
+        gp = gradient_penalty(D, real, fake, lod, mix, cfg.gp_gamma, c)
+        loss = loss + penalty_scale * cfg.gp_lambda * gp
+        stats["gp"] = gp.mean().detach()
     weight = condition_weight(D.cfg, lod)
     if D.num_classes:
         ce_real, ce_fake = soft_cross_entropy(out_real[:, 1:], cond), soft_cross_entropy(out_fake[:, 1:], cond)

@@ -112,8 +112,8 @@ def test_persistent_non_finite_stops_with_last_good_checkpoint_intact(tiny_datas
     real_loss = loop.discriminator_loss
     cfg = tiny_config(tiny_dataset, max_bad_steps=5)
 
-    def nan_after_first_checkpoint(D, real, fake, lod, mix, loss_cfg):
-        loss, stats = real_loss(D, real, fake, lod, mix, loss_cfg)
+    def nan_after_first_checkpoint(D, real, fake, lod, mix, loss_cfg, **kwargs):
+        loss, stats = real_loss(D, real, fake, lod, mix, loss_cfg, **kwargs)
         return (loss * float("nan"), stats) if ckpt.list_checkpoints(tmp_path / "run") else (loss, stats)
 
     monkeypatch.setattr(loop, "discriminator_loss", nan_after_first_checkpoint)

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from progan.condition import export_conditioning
+from progan.augment import Draws, augment, parse_policy
 from progan.config import ConfigError, TrainConfig
 from progan.data.dataset import (PreparedDataset, blend_reals, mirror, mirror_flags, rank_batch_indices, to_float,
                                   to_uint8)
@@ -115,6 +116,14 @@ def real_batch(dataset: PreparedDataset, phase: Phase, cur_nimg: int, local_batc
     return blend_reals(to_float(x.to(ranks.device, non_blocking=True)), phase.alpha)
 
 
+def penalty_scale(cur_nimg: int, batch: int, cfg: TrainConfig) -> int:
+    """The gradient penalty's weight for the step starting at `cur_nimg`: gp_every on every gp_every-th step of the
+    phase's batch, else 0 (not computed). A function of images shown, as the rest of the step; 1 every step for
+    the paper's gp_every = 1."""
+    k = cfg.loss.gp_every
+    return k if (cur_nimg // batch) % k == 0 else 0
+
+
 def train_step(state: TrainState, phase: Phase, real: torch.Tensor, cfg: TrainConfig, ranks: Ranks,
                conds: StepConditions | None = None) -> dict:
     """One D step and one G step. Returns detached scalar tensors (no host sync here beyond the finite check).
@@ -134,10 +143,14 @@ def train_step(state: TrainState, phase: Phase, real: torch.Tensor, cfg: TrainCo
     mix = torch.rand(n * ranks.world_size, 1, 1, 1, generator=gen, device=ranks.device)[mine]
     # An unconditional step calls the losses exactly as before (no condition arguments at all).
     d_conds = {} if conds is None else {"cond": conds.real, "wrong_cond": conds.wrong, "wrong_mask": conds.wrong_mask}
+    # --augment: D sees reals and fakes through the same random transforms, in both steps (progan/augment.py)
+    policy, draw = parse_policy(cfg.augment), Draws(gen, n * ranks.world_size, mine, ranks.device)
     with autocast:
         with torch.no_grad():
             fake = G(z, phase.lod) if conds is None else G(z, phase.lod, conds.real, conds.noise_d)
-        loss_d, stats = discriminator_loss(D, real, fake.to(real.dtype), phase.lod, mix, cfg.loss, **d_conds)
+        loss_d, stats = discriminator_loss(D, augment(real, policy, draw), augment(fake.to(real.dtype), policy, draw),
+                                           phase.lod, mix, cfg.loss, **d_conds,
+                                           penalty_scale=penalty_scale(state.progress.cur_nimg, phase.batch, cfg))
     state.opt_D.zero_grad(set_to_none=True)
     loss_d.backward()
     d_ok = optimizer_step(state.opt_D, list(D.parameters()), ranks)
@@ -146,10 +159,10 @@ def train_step(state: TrainState, phase: Phase, real: torch.Tensor, cfg: TrainCo
     D.requires_grad_(False)  # G's step needs gradients through D, not for D's weights
     with autocast:
         if conds is None:
-            loss_g = generator_loss(D, G(z, phase.lod), phase.lod)
+            loss_g = generator_loss(D, augment(G(z, phase.lod), policy, draw), phase.lod)
         else:
             ca = G.condition_code(conds.fake, conds.noise_g)[1:] if cfg.model.ca_size else None
-            fake = G(z, phase.lod, conds.fake, conds.noise_g)
+            fake = augment(G(z, phase.lod, conds.fake, conds.noise_g), policy, draw)
             loss_g = generator_loss(D, fake, phase.lod, cfg.loss, conds.fake, ca)
     state.opt_G.zero_grad(set_to_none=True)
     loss_g.backward()
@@ -300,13 +313,14 @@ class Tick:
     """Averages over the steps since the last stats line, and over the ranks."""
 
     def __init__(self, cur_nimg: int):
-        self.start_nimg, self.start_time, self.sums, self.steps = cur_nimg, time.perf_counter(), {}, 0
+        self.start_nimg, self.start_time, self.sums, self.counts = cur_nimg, time.perf_counter(), {}, {}
 
     def add(self, stats: dict) -> None:
+        # Per key: a lazily computed term (the penalty with gp_every > 1) is the mean over the steps that have it.
         for k, v in stats.items():
             if k != "ok":
                 self.sums[k] = self.sums.get(k, 0.0) + v.float()
-        self.steps += 1
+                self.counts[k] = self.counts.get(k, 0) + 1
 
     def close(self, state: TrainState, phase: Phase, ranks: Ranks) -> dict:
         """Every rank calls this at the same step (ticks are a function of images shown)."""
@@ -314,7 +328,7 @@ class Tick:
         run = state.progress
         images = run.cur_nimg - self.start_nimg
         names = sorted(self.sums)
-        means = mean_over_ranks(torch.stack([self.sums[k] for k in names]), ranks) / max(self.steps, 1) \
+        means = mean_over_ranks(torch.stack([self.sums[k] / self.counts[k] for k in names]), ranks) \
             if names else torch.zeros(0)
         record = {"kimg": run.cur_nimg / 1000, "resolution": phase.resolution, "lod": phase.lod,
                   "alpha": phase.alpha, "batch": phase.batch, "lr": phase.lr,
