@@ -39,9 +39,12 @@ def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tens
 
 
 def kl_divergence(mu: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
-    """KL(N(mu, sigma^2) || N(0, I)) per sample: the conditioning augmentation's regulariser (StackGAN)."""
+    """KL(N(mu, sigma^2) || N(0, I)) per sample, averaged over the code's dimensions as in StackGAN's reference code
+    (KL_loss takes the mean over every element): the conditioning augmentation's regulariser. Summed over the
+    dimensions instead, the KL outweighed the adversarial term by the code size and pulled mu to 0: G got noise
+    in place of its condition and learnt to ignore it (issue 11)."""
     mu, log_sigma = mu.float(), log_sigma.float()
-    return (0.5 * (mu.square() + (2 * log_sigma).exp() - 1) - log_sigma).sum(dim=1)
+    return (0.5 * (mu.square() + (2 * log_sigma).exp() - 1) - log_sigma).mean(dim=1)
 
 
 def _conditions(D, cond: torch.Tensor | None) -> torch.Tensor | None:

@@ -99,8 +99,13 @@ class Generator(nn.Module):
         resolutions = [2**k for k in range(2, int(math.log2(cfg.resolution)) + 1)]
         c4 = cfg.channels(4)
         if cfg.ca_size:
-            # Conditioning augmentation: caption embedding -> (mu, log sigma) of the code concatenated to z.
-            self.ca = EqualizedLinear(cfg.text_size, 2 * cfg.ca_size, gain=1.0)
+            # Conditioning augmentation: caption embedding -> (mu, log sigma) of the code concatenated to z. The
+            # embedding has unit norm, so the gain sqrt(text_size) makes mu start at unit scale, as loud as the
+            # noise it is blurred with (gain 1 started it at 1 / sqrt(text_size) of the noise: a code of noise,
+            # which G learnt to ignore). log sigma starts at 0 (sigma 1) rather than at unit scale (sigma up to e^3).
+            self.ca = EqualizedLinear(cfg.text_size, 2 * cfg.ca_size, gain=math.sqrt(cfg.text_size))
+            with torch.no_grad():
+                self.ca.weight[cfg.ca_size:].zero_()
         code_size = cfg.ca_size or cfg.cond_size
         # 4x4 block: dense latent -> 4x4 feature map (gain sqrt(2)/4 as in the official code), then conv3x3.
         self.dense = EqualizedLinear(cfg.latent_size + code_size, c4 * 16, gain=SQRT2 / 4, bias=False)

@@ -83,10 +83,15 @@ def test_projection_score_is_psi_plus_embedding_dot_features():
 def test_conditioning_augmentation_code():
     torch.manual_seed(0)
     G = Generator(TEXT)
+    # at init mu is at unit scale (the caption has unit norm: gain sqrt(text_size)) and sigma is 1
+    with torch.no_grad():
+        mu0, log_sigma0 = G.condition_code(unit_rows(256, 6, seed=2), torch.zeros(256, 4))[1:]
+    assert 0.5 < float(mu0.std()) < 2 and float(log_sigma0.abs().max()) == 0
+    G.ca.weight.data.normal_()
     G.ca.bias.data.normal_()
     cond, noise = unit_rows(4, 6), torch.randn(4, 4)
     code, mu, log_sigma = G.condition_code(cond, noise)
-    h = cond @ (G.ca.weight / math.sqrt(6)).T + G.ca.bias
+    h = cond @ G.ca.weight.T + G.ca.bias  # runtime weight scale gain / sqrt(fan_in) = sqrt(6) / sqrt(6)
     torch.testing.assert_close(mu, h[:, :4])
     torch.testing.assert_close(log_sigma, h[:, 4:])
     torch.testing.assert_close(code, mu + log_sigma.exp() * noise)
@@ -197,7 +202,7 @@ def test_projection_loss_and_matching_aware_negatives():
 def test_kl_divergence_and_generator_text_loss():
     mu, log_sigma = torch.randn(5, 4), torch.randn(5, 4) * 0.3
     prior = torch.distributions.Normal(torch.zeros(5, 4), torch.ones(5, 4))
-    expected = torch.distributions.kl_divergence(torch.distributions.Normal(mu, log_sigma.exp()), prior).sum(1)
+    expected = torch.distributions.kl_divergence(torch.distributions.Normal(mu, log_sigma.exp()), prior).mean(1)
     torch.testing.assert_close(kl_divergence(mu, log_sigma), expected)
     assert kl_divergence(torch.zeros(2, 4), torch.zeros(2, 4)).abs().max() == 0
 
