@@ -1,13 +1,18 @@
 """The built-in emoji dataset rendered from Noto Color Emoji."""
 
+import json
+
 import pytest
 
-from progan.data.dataset import PreparedDataset
+from progan.data import emoji as emoji_module
+from progan.data.dataset import DatasetError, PreparedDataset
 from progan.data.emoji import (
     build_emoji_dataset,
     cldr_name,
     draws_one_glyph,
+    keywords_of,
     list_emoji,
+    load_emoji_keywords,
     load_font,
 )
 
@@ -15,6 +20,11 @@ from progan.data.emoji import (
 @pytest.fixture(scope="module")
 def font():
     return load_font()
+
+
+@pytest.fixture(scope="module")
+def full_list(font):
+    return list_emoji(font)
 
 
 def test_small_build_is_deterministic_and_colourful(tmp_path):
@@ -32,6 +42,11 @@ def test_small_build_is_deterministic_and_colourful(tmp_path):
     saturation = top.max(axis=1) - top.min(axis=1)
     assert ((saturation > 80).mean(axis=(1, 2)) > 0.02).mean() > 0.2  # many have vivid colour
     assert len({img.tobytes() for img in top}) == 40  # no two alike
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    hash_words = manifest["keywords"][0]  # keycap: #, alias 'hash'
+    assert "octothorpe" in hash_words and "hashtag" in hash_words and "hash" not in hash_words
+    assert all(isinstance(w, list) for w in manifest["keywords"]) and len(manifest["keywords"]) == 40
+    assert ds.descriptions[0].startswith("keycap: # (hash); keywords: ") and "octothorpe" in ds.descriptions[0]
 
 
 def test_background_and_font_errors(tmp_path):
@@ -43,8 +58,8 @@ def test_background_and_font_errors(tmp_path):
         build_emoji_dataset(tmp_path / "x", 16, font_path=tmp_path / "missing.ttf")
 
 
-def test_full_list_has_names_and_sequences(font):
-    good, bad = list_emoji(font)
+def test_full_list_has_names_and_sequences(full_list):
+    good, bad = full_list
     names = {e.seq: e.name for e in good}
     assert len(good) > 3000
     assert names["\U0001f600"] == "grinning face"
@@ -72,3 +87,51 @@ def test_cldr_names():
     assert name == "handshake: light skin tone, dark skin tone"
     same = "\U0001f9d1\U0001f3fd\u200d\U0001f91d\u200d\U0001f9d1\U0001f3fd"
     assert cldr_name(same, ":people_holding_hands_medium_skin_tone:") == "people holding hands: medium skin tone"
+
+
+def test_keywords_of_well_known_emoji(full_list):
+    by_seq = {e.seq: e for e in full_list[0]}
+    heart, grinning = by_seq["\u2764\ufe0f"], by_seq["\U0001f600"]
+    assert heart.name == "red heart" and {"love", "valentines"} <= set(heart.keywords)
+    assert {"smile", "happy", "joy", "grin"} <= set(grinning.keywords)
+    assert "grinning face" not in grinning.keywords  # emojilib's first keyword repeats the name
+    assert grinning.description() == (
+        "grinning face (grinning); keywords: face, smile, happy, joy, :D, grin, smiley"
+    )  # no groups given to list_emoji
+    big_eyes = by_seq["\U0001f603"].keywords
+    assert "haha" in big_eyes and ":D" in big_eyes and ":)" not in big_eyes  # no keyword without a letter
+    france = by_seq["\U0001f1eb\U0001f1f7"].keywords
+    assert "french" in france and "flag france" not in france and "flag" not in france
+    thumbs, tone = by_seq["\U0001f44d"], by_seq["\U0001f44d\U0001f3fd"]
+    assert set(thumbs.keywords) <= set(tone.keywords) and "approve" in tone.keywords  # a skin tone takes its base's
+    mixed = by_seq["\U0001faf1\U0001f3fb\u200d\U0001faf2\U0001f3ff"]  # handshake, two tones: a different base
+    assert mixed.keywords == by_seq["\U0001f91d"].keywords and "agreement" in mixed.keywords
+    assert not any("_" in w for e in full_list[0] for w in e.keywords)
+    assert sum(bool(e.keywords) for e in full_list[0]) > 0.95 * len(full_list[0])
+
+
+def test_keywords_match_with_or_without_variation_selector(tmp_path):
+    path = tmp_path / "kw.json"
+    path.write_text(json.dumps({"\u2764": ["red_heart", "love"], "\u263a\ufe0f": ["smiling_face", "blush"]}))
+    table = load_emoji_keywords(path)
+    assert keywords_of("\u2764\ufe0f", "red heart", table) == ["red_heart", "love"]  # file lacks U+FE0F
+    assert keywords_of("\u263a", "smiling face", table) == ["smiling_face", "blush"]  # file has it
+    assert keywords_of("\U0001f600", "grinning face", table) == []
+
+
+def test_missing_or_broken_keyword_file(tmp_path, monkeypatch):
+    with pytest.raises(DatasetError, match="absent.json not found"):
+        load_emoji_keywords(tmp_path / "absent.json")
+    bad = tmp_path / "bad.json"
+    for text, message in [
+        ("{not json", "bad.json is not valid JSON"),
+        ('["grinning_face"]', "bad.json must be a non-empty JSON object"),
+        ('{"\\ud83d\\ude00": "smile"}', "bad.json: the keywords of .* must be a list of strings"),
+        ('{"\\u2764": ["a"], "\\u2764\\ufe0f": ["b"]}', "listed twice"),
+    ]:
+        bad.write_text(text)
+        with pytest.raises(DatasetError, match=message):
+            load_emoji_keywords(bad)
+    monkeypatch.setattr(emoji_module, "DEFAULT_KEYWORDS", tmp_path / "gone.json")
+    with pytest.raises(DatasetError, match="gone.json not found"):
+        build_emoji_dataset(tmp_path / "x", 8, limit=2, text_encoder=None)

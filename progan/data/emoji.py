@@ -2,10 +2,10 @@
 
 Candidates are all fully-qualified emoji known to the `emoji` package (single code points, ZWJ
 sequences, flags, keycaps, skin tones), with their CLDR names as captions. Each also gets a richer
-description (the `emoji` package's aliases, and the CLDR group and subgroup from Debian's
-unicode-data emoji-test.txt when it is installed); descriptions, groups and subgroups are kept in
-the manifest. We keep those the font
-draws as one glyph: a sequence the font cannot combine lays out as several glyphs (wider than one),
+description (the `emoji` package's aliases, keywords from emojilib's data vendored in
+progan/data/emojilib/, and the CLDR group and subgroup from Debian's unicode-data emoji-test.txt when
+it is installed); descriptions, keywords, groups and subgroups are kept in the manifest. We keep those
+the font draws as one glyph: a sequence the font cannot combine lays out as several glyphs (wider than one),
 and one it lacks altogether draws an empty box. Each glyph is cropped to its visible pixels,
 centred on a square with a small margin and resized; the images go through prepare.DatasetWriter.
 """
@@ -13,6 +13,7 @@ centred on a square with a small margin and resized; the images go through prepa
 from __future__ import annotations
 
 import hashlib
+import json
 import sys
 import warnings
 from pathlib import Path
@@ -28,6 +29,8 @@ from progan.data.prepare import DatasetWriter, check_background
 
 DEFAULT_FONT = "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf"
 DEFAULT_EMOJI_TEST = "/usr/share/unicode/emoji/emoji-test.txt"  # Debian's unicode-data package
+DEFAULT_KEYWORDS = Path(__file__).parent / "emojilib" / "emoji-en-US.json"  # emojilib 4.0.3 (MIT), see its README
+_VS16 = "\ufe0f"  # emoji presentation selector: emojilib's keys and the fully-qualified sequences may differ in it
 FONT_SIZE = 109  # the only size of the font's colour bitmaps (CBDT strike); Pillow refuses others
 MARGIN = 0.06  # blank border on each side, as a fraction of the glyph's larger side
 _CANVAS = 192  # a 109 px glyph is 136 x 128; the rest is room for any overhang
@@ -91,24 +94,32 @@ class Emoji(NamedTuple):
     aliases: tuple[str, ...] = ()  # other names from the `emoji` package, e.g. ("grinning",)
     group: str | None = None  # CLDR group, e.g. "Smileys & Emotion" (None without emoji-test.txt)
     subgroup: str | None = None  # CLDR subgroup, e.g. "face-smiling"
+    keywords: tuple[str, ...] = ()  # emojilib's, e.g. ("face", "smile", "happy", ...)
 
     def description(self) -> str:
-        """The text the encoder reads: 'grinning face (grinning); face smiling, smileys & emotion'."""
+        """'grinning face (grinning); keywords: face, smile, happy; face smiling, smileys & emotion'."""
         text = self.name + (f" ({', '.join(self.aliases)})" if self.aliases else "")
+        if self.keywords:
+            text += f"; keywords: {', '.join(self.keywords)}"
         if self.group is not None:
             text += f"; {self.subgroup.replace('-', ' ')}, {self.group.lower()}"
         return text
 
 
 def list_emoji(
-    font: ImageFont.FreeTypeFont | None = None, limit: int | None = None, groups: dict | None = None
+    font: ImageFont.FreeTypeFont | None = None,
+    limit: int | None = None,
+    groups: dict | None = None,
+    keywords: dict | None = None,
 ) -> tuple[list[Emoji], list[Emoji]]:
     """Fully-qualified emoji sorted by code points, split into (drawn by the font, not drawn).
 
     limit: stop once that many drawable ones are found. groups: load_emoji_groups() to fill group and
-    subgroup (left None without it).
+    subgroup (left None without it). keywords: load_emoji_keywords() (default: the vendored emojilib
+    file; {} for none).
     """
     font = font or load_font()
+    keywords = load_emoji_keywords() if keywords is None else keywords
     data, fully_qualified = _emoji_data()
     good, bad = [], []
     for seq in sorted(s for s, d in data.items() if d["status"] == fully_qualified):
@@ -116,7 +127,9 @@ def list_emoji(
             break
         name = cldr_name(seq, data[seq]["en"])
         group, subgroup = group_of(seq, groups) if groups is not None else (None, None)
-        item = Emoji(seq, name, float(data[seq]["E"]), aliases(name, data[seq].get("alias", ())), group, subgroup)
+        names = aliases(name, data[seq].get("alias", ()))
+        words = clean_keywords(keywords_of(seq, name, keywords), (name, *names))
+        item = Emoji(seq, name, float(data[seq]["E"]), names, group, subgroup, words)
         (good if draws_one_glyph(font, seq) else bad).append(item)
     return good, bad
 
@@ -136,6 +149,65 @@ def aliases(name: str, raw: list[str]) -> tuple[str, ...]:
             and not text.startswith("flag for ")
             and text not in out
         ):
+            out.append(text)
+    return tuple(out)
+
+
+def load_emoji_keywords(path=None) -> dict[str, list[str]]:
+    """Emoji (without U+FE0F) -> keywords, from emojilib's emoji-en-US.json (default: the vendored copy)."""
+    path = Path(path or DEFAULT_KEYWORDS)
+    if not path.is_file():
+        raise DatasetError(f"emoji keyword file {path} not found (progan ships emojilib's emoji-en-US.json there)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DatasetError(f"{path} is not valid JSON: {e}") from e
+    if not isinstance(data, dict) or not data:
+        raise DatasetError(f"{path} must be a non-empty JSON object of emoji -> list of keywords (emojilib's format)")
+    out = {}
+    for seq, words in data.items():
+        if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+            raise DatasetError(f"{path}: the keywords of {seq!r} must be a list of strings, got {words!r}")
+        key = seq.replace(_VS16, "")
+        if key in out:
+            raise DatasetError(f"{path}: {seq!r} is listed twice (with and without U+FE0F)")
+        out[key] = words
+    return out
+
+
+def keywords_of(seq: str, name: str, keywords: dict[str, list[str]]) -> list[str]:
+    """emojilib's keywords of an emoji; a skin-tone variant (emojilib lists none) takes its base emoji's.
+
+    The base of a pair with two tones is another code point ('handshake: light skin tone, dark skin tone'
+    is U+1FAF1 U+1F3FB ZWJ U+1FAF2 U+1F3FF, plain handshake U+1F91D), so it is found by name: the emoji
+    whose first keyword is the name before ':'.
+    """
+    plain = seq.replace(_VS16, "")
+    untoned = "".join(c for c in plain if c not in _SKIN_TONES)
+    for key in (plain, untoned):
+        if key in keywords:
+            return keywords[key]
+    if untoned == plain:
+        return []
+    base = name.split(":")[0].casefold()
+    return next((w for w in keywords.values() if w and w[0].replace("_", " ").casefold() == base), [])
+
+
+def clean_keywords(raw: list[str], names: tuple[str, ...]) -> tuple[str, ...]:
+    """'grinning_face', 'face', 'smile', ':)' -> ('face', 'smile'): underscores to spaces; repeats of the
+    names and of the part of a name before ':' dropped (emojilib's first keyword is usually the name:
+    'flag_france' for 'flag: France', 'thumbs_up' for 'thumbs up: medium skin tone'), and so are keywords
+    without a letter."""
+
+    def key(text):
+        return " ".join(text.casefold().replace(":", " ").replace(",", " ").split())
+
+    seen = {key(n) for n in names} | {key(n.split(":")[0]) for n in names}
+    out = []
+    for w in raw:
+        text = w.replace("_", " ").strip()
+        if any(c.isalpha() for c in text) and key(text) not in seen:
+            seen.add(key(text))
             out.append(text)
     return tuple(out)
 
@@ -240,7 +312,7 @@ def build_emoji_dataset(
     Debian's unicode-data); without it the dataset has no groups and a warning says how to get them.
     text_encoder: see DatasetWriter.finish. The names are what gets encoded: benchmarks/text_encoders.py
     finds prompts retrieve the right emoji better from bare names than from the longer descriptions
-    (which are kept in the manifest). Returns the manifest.
+    (which are kept in the manifest, with the keywords as lists of strings). Returns the manifest.
     """
     resolution = check_resolution(resolution)
     background = check_background(background)
@@ -255,7 +327,7 @@ def build_emoji_dataset(
             raise
         groups, groups_note = None, f"none: {e}"
         warnings.warn(f"emoji dataset without groups and subgroups: {e}", stacklevel=2)
-    chosen, bad = list_emoji(font, limit, groups)
+    chosen, bad = list_emoji(font, limit, groups, load_emoji_keywords())
     if not chosen:
         raise DatasetError(f"{font_file} draws none of the emoji; is it a colour emoji font?")
     keep = _distinct_artwork(font, chosen)
@@ -276,7 +348,11 @@ def build_emoji_dataset(
                 continue
             writer.add(img, caption=e.name)
             kept.append(e)
-        columns = {"descriptions": [e.description() for e in kept], "sequences": [e.seq for e in kept]}
+        columns = {
+            "descriptions": [e.description() for e in kept],
+            "keywords": [list(e.keywords) for e in kept],
+            "sequences": [e.seq for e in kept],
+        }
         if groups is not None:
             columns["groups"] = [e.group for e in kept]
             columns["subgroups"] = [e.subgroup for e in kept]
@@ -287,7 +363,8 @@ def build_emoji_dataset(
             columns=columns,
             text_encoder=text_encoder,
             extra_report={"font": str(font_file), "candidates": len(chosen) + len(bad), "drawn": len(chosen),
-                          "groups": groups_note},
+                          "groups": groups_note,
+                          "keywords": f"{sum(bool(e.keywords) for e in kept)} of {len(kept)} from {DEFAULT_KEYWORDS}"},
         )
 
 
