@@ -333,6 +333,7 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     p.add_argument("--classifier-steps", type=int, default=400, help="batches of 128")
     p.add_argument("--classifier-seconds", type=float, default=240.0, help="cap on the classifier's training time")
+    p.add_argument("--no-fidelity", action="store_true", help="skip the group classifier (screening runs)")
     p.add_argument("--eval-only", action="store_true", help="evaluate the run folder of an earlier invocation")
     p.add_argument("--table", type=Path, metavar="DIR", help="print the markdown table of DIR's results and exit")
     args = p.parse_args()
@@ -373,7 +374,8 @@ def main() -> int:
               "load_average": dict(train_load),
               "cpu_threads": torch.get_num_threads(), "cpus": os.cpu_count(), "torch": torch.__version__}
     result["quality"] = quality(G, dataset, args.runs / "cache")
-    if dataset.groups is not None and dataset.captions is not None and dataset.caption_embeddings is not None:
+    if (not args.no_fidelity and dataset.groups is not None and dataset.captions is not None
+            and dataset.caption_embeddings is not None):
         result["fidelity"] = fidelity(G, dataset, args.seed, args.classifier_steps, args.classifier_seconds)
     result["grids"] = grids(G, dataset, args.out / "recipe_quality" / tag, Path.cwd())
     result["load_average"]["after"] = [round(v, 2) for v in os.getloadavg()]

@@ -97,6 +97,9 @@ def add_train(sub) -> None:
                    help="transitional conditioning: fade the condition in from START's fade-in to END's, e.g. 8:16")
     p.add_argument("--augment", metavar="POLICY", help="DiffAugment of what D sees: comma-separated from color, "
                    "translation, cutout ('' or none: off, the paper's)")
+    p.add_argument("--loss", choices=["wgan-gp", "logistic"], help="wgan-gp (the paper's) or logistic: "
+                   "non-saturating logistic with the R1 penalty on reals")
+    p.add_argument("--r1-gamma", type=float, help="--loss logistic: R1 weight, gamma / 2 * |grad D(real)|^2")
     p.add_argument("--gp-every", type=int, metavar="K",
                    help="lazy regularisation: the gradient penalty on every K-th step, weighted K (paper: 1)")
     p.add_argument("--fused", action=argparse.BooleanOptionalAction, default=None,
@@ -136,8 +139,9 @@ def train_config_from_args(args) -> TrainConfig:
     }
     if args.augment is not None:
         cfg.augment = "" if args.augment.strip() == "none" else args.augment
-    if args.gp_every is not None:
-        cfg.loss.gp_every = args.gp_every
+    for key, value in {"kind": args.loss, "r1_gamma": args.r1_gamma, "gp_every": args.gp_every}.items():
+        if value is not None:
+            setattr(cfg.loss, key, value)
     if args.metrics is not None:
         from progan.metrics import parse_metric_list
         cfg.metrics = parse_metric_list(args.metrics)

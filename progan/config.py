@@ -145,8 +145,13 @@ def lookup(table: float | dict[int, float], res: int, name: str):
     return table[max(keys)]
 
 
+LOSS_KINDS = ("wgan-gp", "logistic")
+
+
 @dataclass
 class LossConfig:
+    kind: str = "wgan-gp"         # "wgan-gp" (the paper's) or "logistic": non-saturating logistic + R1 on reals
+    r1_gamma: float = 1.0         # logistic: weight of the R1 penalty, gamma / 2 * ||grad D(real)||^2
     gp_lambda: float = 10.0
     gp_gamma: float = 1.0
     drift: float = 0.001
@@ -157,7 +162,9 @@ class LossConfig:
     gp_every: int = 1             # lazy regularisation: the penalty on every k-th step only, weighted k (paper: 1)
 
     def validate(self) -> None:
-        for name in ("gp_lambda", "gp_gamma", "drift", "cond_weight", "kl_weight", "mismatch_weight", "gan_int"):
+        if self.kind not in LOSS_KINDS:
+            raise ConfigError(f"loss.kind must be one of {', '.join(LOSS_KINDS)}, got {self.kind!r}")
+        for name in ("r1_gamma", "gp_lambda", "gp_gamma", "drift", "cond_weight", "kl_weight", "mismatch_weight", "gan_int"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ConfigError(f"loss.{name} must be a finite number >= 0, got {value!r}")

@@ -1,6 +1,10 @@
 """WGAN-GP with the drift term, as the paper trains it, and the conditional terms. Every term is per sample, then
 averaged.
 
+LossConfig.kind "logistic" swaps the adversarial terms for the non-saturating logistic loss with the R1 penalty on
+reals (StyleGAN's; Mescheder et al. 2018): softplus(D(fake)) + softplus(-D(real)) + r1_gamma / 2 * ||grad D(real)||^2
+for D, softplus(-D(G(z))) for G. An option for short CPU runs; the paper's presets keep WGAN-GP.
+
 Conditioning (networks.py): `cond` holds float rows, one per image.
 - Classes (D.num_classes): the official AC-GAN. D's extra outputs are class logits trained with softmax cross-entropy
   on the reals' labels for the reals and for fakes generated from those labels; G's loss adds the cross-entropy of
@@ -13,6 +17,7 @@ Conditioning (networks.py): `cond` holds float rows, one per image.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from progan.config import LossConfig
 from progan.networks import condition_weight
@@ -30,6 +35,14 @@ def gradient_penalty(D, real: torch.Tensor, fake: torch.Tensor, lod: float, mix:
     (grad,) = torch.autograd.grad(score.sum(), x_hat, create_graph=True)
     norm = grad.float().flatten(1).norm(dim=1)
     return (norm - gamma).square() / gamma**2
+
+
+def r1_penalty(D, real: torch.Tensor, lod: float, cond: torch.Tensor | None = None) -> torch.Tensor:
+    """||grad D(real)||^2 per sample (Mescheder et al. 2018): the logistic loss's regulariser, on the reals only."""
+    real = real.detach().requires_grad_(True)
+    score = D(real, lod, cond)[:, 0]
+    (grad,) = torch.autograd.grad(score.sum(), real, create_graph=True)
+    return grad.float().flatten(1).square().sum(dim=1)
 
 
 def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -74,9 +87,17 @@ def discriminator_loss(D, real: torch.Tensor, fake: torch.Tensor, lod: float, mi
     out_real = D(real, lod, c).float()
     out_fake = D(fake, lod, c).float()
     d_real, d_fake = out_real[:, 0], out_fake[:, 0]
-    loss = d_fake - d_real + cfg.drift * d_real.square()
+    logistic = cfg.kind == "logistic"
+    if logistic:
+        loss = F.softplus(d_fake) + F.softplus(-d_real)
+    else:
+        loss = d_fake - d_real + cfg.drift * d_real.square()
     stats = {"d_real": d_real.mean().detach(), "d_fake": d_fake.mean().detach()}
-    if penalty_scale > 0:
+    if penalty_scale > 0 and logistic:
+        r1 = r1_penalty(D, real, lod, c)
+        loss = loss + penalty_scale * (cfg.r1_gamma / 2) * r1
+        stats["r1"] = r1.mean().detach()
+    elif penalty_scale > 0:
         gp = gradient_penalty(D, real, fake, lod, mix, cfg.gp_gamma, c)
         loss = loss + penalty_scale * cfg.gp_lambda * gp
         stats["gp"] = gp.mean().detach()
@@ -87,9 +108,9 @@ def discriminator_loss(D, real: torch.Tensor, fake: torch.Tensor, lod: float, mi
         stats.update(ce_real=ce_real.mean().detach(), ce_fake=ce_fake.mean().detach())
     if wrong_cond is not None and D.text_size and weight > 0 and cfg.mismatch_weight > 0:
         d_wrong = D(real, lod, wrong_cond).float()[:, 0]
-        # psi(h) cancels in d_wrong - d_real: this trains the projection alone, and the drift on d_wrong keeps
-        # it from pushing mismatched scores down without bound.
-        term = d_wrong - d_real + cfg.drift * d_wrong.square()
+        # WGAN: psi(h) cancels in d_wrong - d_real: this trains the projection alone, and the drift on d_wrong
+        # keeps it from pushing mismatched scores down without bound. Logistic: a mismatched pair is a fake.
+        term = F.softplus(d_wrong) if logistic else d_wrong - d_real + cfg.drift * d_wrong.square()
         if wrong_mask is not None:
             term = term * wrong_mask.to(term.dtype)
         loss = loss + cfg.mismatch_weight * term
@@ -107,7 +128,7 @@ def generator_loss(D, fake: torch.Tensor, lod: float, cfg: LossConfig | None = N
     """
     cfg = cfg or LossConfig()
     out = D(fake, lod, _conditions(D, cond)).float()
-    loss = -out[:, 0]
+    loss = F.softplus(-out[:, 0]) if cfg.kind == "logistic" else -out[:, 0]
     if D.num_classes:
         loss = loss + cfg.cond_weight * condition_weight(D.cfg, lod) * soft_cross_entropy(out[:, 1:], cond)
     if ca is not None:

@@ -191,3 +191,11 @@ def test_the_step_shows_D_augmented_images(tiny_dataset, monkeypatch):
     # cutout at 4x4: a 2x2 square of zeros per image (whole, or clipped at the border)
     assert not torch.equal(d_aug, real) and ((d_aug == 0).flatten(1).sum(1) >= 3).all()
     assert ((g_aug == 0).flatten(1).sum(1) >= 3).all()
+
+
+def test_logistic_r1_run_through_the_cli(tiny_dataset, tmp_path):
+    cfg = train_tiny(tiny_dataset, tmp_path / "a", "--loss", "logistic", "--r1-gamma", "0.1", "--gp-every", "2")
+    assert cfg["loss"]["kind"] == "logistic" and cfg["loss"]["r1_gamma"] == 0.1
+    stats = [json.loads(line) for line in (tmp_path / "a" / "stats.jsonl").read_text().splitlines()]
+    assert stats and all("gp" not in s and s["r1"] >= 0 for s in stats)
+    assert all(torch.isfinite(torch.tensor([s["loss_d"], s["loss_g"]])).all() for s in stats)

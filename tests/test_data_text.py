@@ -115,7 +115,8 @@ def test_emoji_groups_descriptions_and_embeddings(tmp_path, enc):
     ds = PreparedDataset(tmp_path / "e", verify=True)
     assert ds.captions[:3] == ["keycap: #", "keycap: *", "keycap: 0"]
     assert ds.groups[:3] == ["Symbols"] * 3 and ds.subgroups[0] == "keycap"
-    assert ds.descriptions[0] == "keycap: # (hash); keycap, symbols"
+    assert ds.descriptions[0] == ("keycap: # (hash); keywords: symbol, blue-square, twitter, hashtag, key, number, "
+                                  "octothorpe, pound, sign; keycap, symbols")
     assert ds.sequences[0] == "#\ufe0f\u20e3"
     assert m["text_encoder"]["encoded"] == "captions"
     assert torch.allclose(ds.caption_embeddings, enc.encode(ds.captions), atol=1e-5)
@@ -125,7 +126,7 @@ def test_emoji_without_unicode_data(tmp_path, monkeypatch, enc):
     monkeypatch.setattr(emoji_module, "DEFAULT_EMOJI_TEST", str(tmp_path / "absent.txt"))
     with pytest.warns(UserWarning, match="apt-get install unicode-data"):
         m = build_emoji_dataset(tmp_path / "e", 8, limit=3, text_encoder=None)
-    assert "groups" not in m and m["descriptions"][0] == "keycap: # (hash)"
+    assert "groups" not in m and m["descriptions"][0].startswith("keycap: # (hash); keywords: symbol, ")
     assert PreparedDataset(tmp_path / "e").groups is None
     report = json.loads((tmp_path / "e" / "report.json").read_text())
     assert report["groups"].startswith("none:") and "unicode-data" in report["groups"]

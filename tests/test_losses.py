@@ -81,3 +81,29 @@ def test_bf16_autocast_step_agrees_with_float32():
     # bf16 keeps 8 bits: a few % per tensor, ~10% after G's whole backward; an unscaled or cancelled term is 100%
     assert max(errors.values()) < 0.25, max(errors.items(), key=lambda kv: kv[1])
     assert sorted(errors.values())[len(errors) // 2] < 0.05
+
+
+def test_logistic_loss_with_r1_by_hand():
+    import pytest
+    import torch.nn.functional as F
+
+    from progan.config import ConfigError
+    torch.manual_seed(0)
+    D = Discriminator(CFG)
+    real, fake, mix = torch.randn(4, 3, 8, 8), torch.randn(4, 3, 8, 8), torch.rand(4, 1, 1, 1)
+    cfg = LossConfig(kind="logistic", r1_gamma=0.5)
+    loss, stats = discriminator_loss(D, real, fake, 0.0, mix, cfg)
+    x = real.clone().requires_grad_(True)
+    D(x, 0.0)[:, 0].sum().backward()
+    r1 = x.grad.flatten(1).square().sum(1)
+    d_real, d_fake = D(real, 0.0)[:, 0], D(fake, 0.0)[:, 0]
+    expected = (F.softplus(d_fake) + F.softplus(-d_real) + 0.25 * r1).mean()
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(stats["r1"], r1.mean())
+    assert "gp" not in stats
+    torch.testing.assert_close(generator_loss(D, fake, 0.0, cfg), F.softplus(-d_fake).mean())
+    # lazy: the penalty's weight scales, skipped at 0
+    lazy, _ = discriminator_loss(D, real, fake, 0.0, mix, cfg, penalty_scale=0)
+    torch.testing.assert_close(lazy, (F.softplus(d_fake) + F.softplus(-d_real)).mean())
+    with pytest.raises(ConfigError, match="loss.kind must be one of wgan-gp, logistic, got 'hinge'"):
+        LossConfig(kind="hinge").validate()
