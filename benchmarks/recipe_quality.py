@@ -302,8 +302,10 @@ def table(folder: Path) -> str:
         q, f = r["quality"], r.get("fidelity") or {}
         fading = r["lod_final"] != int(r["lod_final"])
         rows.append("| " + " | ".join([
-            r["recipe"], r["condition"], str(r["seed"]), f"{r['minutes']:g}",
-            f"{r['train']['images_shown'] / 1000:.1f}", f"{r['resolution_reached']}" + (" (fading in)" if fading else ""),
+            r["recipe"], f"`{r['flags']}`" if r.get("flags") else "", r["condition"], str(r["seed"]),
+            f"{r['minutes']:g}" + (" (1 thread)" if r.get("cpu_threads") == 1 else ""),
+            f"{r['train']['images_shown'] / 1000:.1f}",
+            f"{r['resolution_reached']}" + (f" (lod {r['lod_final']:.2f})" if fading else ""),
             num(q.get("swd"), 1), " / ".join(f"{v:.1f}" for v in (q.get("swd_levels") or {}).values()) or "-",
             num(q.get("msssim"), 3),
             num(f.get("acc_fake_held_out_captions"), 3), num(f.get("acc_real_held_out"), 3),
@@ -312,10 +314,10 @@ def table(folder: Path) -> str:
             num(f.get("balanced_chance"), 3),
             f"{r['load_average']['mean']:.1f}", f"[grid]({os.path.relpath(r['grids']['final'], 'benchmarks')})",
         ]) + " |")
-    head = ("| recipe | condition | seed | min | kimg | res | SWD avg | SWD per level | MS-SSIM "
+    head = ("| recipe | flags | condition | seed | min | kimg | res | SWD avg | SWD 16 px / 32 px | MS-SSIM "
             "| group acc. fakes (held-out captions) | real held-out | chance | balanced fakes | balanced real "
             "| balanced chance | load avg | final grid |\n"
-            "| --- | --- | --: | --: | --: | --- | --: | --- | --: | --: | --: | --: | --: | --: | --: | --: | --- |")
+            "| --- | --- | --- | --: | --: | --: | --- | --: | --- | --: | --: | --: | --: | --: | --: | --: | --: | --- |")
     return "\n".join([head, *rows])
 
 

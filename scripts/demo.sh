@@ -12,11 +12,13 @@ if [ "$CONDITION" = text ]; then
     RUN="${RUN:-runs/demo-text}"
     DATA="${DATA:-data/emoji32-text}"
     ENCODER=auto
+    TEXT_FLAGS=(--cond-fade 8:16)  # transitional conditioning: measured in benchmarks/README.md (recipe_quality)
 else
     bash scripts/setup.sh studio,plot
     RUN="${RUN:-runs/demo}"
     DATA="${DATA:-data/emoji32}"
     ENCODER=none
+    TEXT_FLAGS=()
 fi
 
 [ -f "$DATA/manifest.json" ] || .venv/bin/progan dataset --builtin emoji --resolution 32 --out "$DATA" \
@@ -25,7 +27,7 @@ if [ -f "$RUN/config.json" ]; then
     .venv/bin/progan train --resume "$RUN" --minutes "$MINUTES"
 else
     .venv/bin/progan train --data "$DATA" --run "$RUN" --preset demo --resolution 32 --mirror --minutes "$MINUTES" \
-        --condition "$CONDITION"
+        --condition "$CONDITION" "${TEXT_FLAGS[@]}"
 fi
 .venv/bin/progan generate "$RUN" --out "$RUN/generated" --seeds 0-63 --video interpolation.gif
 if [ "$CONDITION" = text ]; then
