@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from progan.condition import export_conditioning
 from progan.augment import Draws, augment, parse_policy
+from progan.condition import export_conditioning
 from progan.config import ConfigError, TrainConfig
 from progan.data.dataset import (PreparedDataset, blend_reals, mirror, mirror_flags, rank_batch_indices, to_float,
                                   to_uint8)
