@@ -159,3 +159,89 @@ def test_typing_a_prompt_turns_the_stream_and_shows_the_reading(text_server):
         finally:
             browser.close()
     assert not problems, problems
+
+
+CLASSES = ["cat", "dog", "owl"]
+
+
+@pytest.fixture(scope="module")
+def class_server():
+    torch.manual_seed(0)  # as tests/test_studio_prompts.py's class_generator: 3 named classes, random weights
+    G = Generator(ModelConfig(resolution=16, latent_size=32, fmap_base=256, fmap_max=32, num_classes=len(CLASSES)))
+    G = G.eval().requires_grad_(False)
+    G.meta = {"kimg": 1.0, "source": "random weights", "conditioning": {"kind": "class", "label_names": CLASSES}}
+    with BackgroundServer(Studio(G, seed=0)) as srv:
+        yield srv
+
+
+def shown_row(srv) -> list[float]:
+    """The condition row the (one) viewer's stream is turning to, as the render thread holds it."""
+    loop = srv.studio.render_loop
+    with loop.lock:
+        sessions = list(loop.sessions)
+    assert len(sessions) == 1
+    return [round(w, 4) for w in sessions[0].steering.target.row.tolist()]
+
+
+def test_picking_and_blending_classes_turns_the_stream(class_server):
+    problems, downloads = [], []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 800})
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.on("download", lambda d: downloads.append(d.suggested_filename))
+            page.goto(class_server.url)
+            page.wait_for_function("() => Number(document.body.dataset.frames || 0) > 3", timeout=20000)
+            assert page.locator("#class-row").is_visible()
+            assert page.locator("#label option").all_inner_texts() == CLASSES
+            assert page.eval_on_selector_all("#class-names option", "os => os.map(o => o.value)") == CLASSES
+            assert page.locator("#prompt").is_disabled()
+            assert page.locator("#prompt-reason").inner_text() == \
+                "Prompts: this model is class-conditional (3 classes): it takes no prompt."
+            page.wait_for_function("() => document.getElementById('now-text').textContent === 'cat'", timeout=10000)
+            assert shown_row(class_server) == [1.0, 0.0, 0.0]  # the first class plays until one is picked
+            page.click("#freeze")
+            page.wait_for_function("() => document.getElementById('freeze').getAttribute('aria-pressed') === 'true'")
+            page.wait_for_timeout(300)
+            cat = canvas_pixels(page)
+
+            def settled(text):  # the page was told what plays now, the morph has ended and newer frames are drawn
+                page.wait_for_function(f"() => document.getElementById('now-text').textContent === '{text}'",
+                                       timeout=10000)
+                page.wait_for_function("() => document.getElementById('morph').value < 1", timeout=10000)
+                page.wait_for_function("() => document.getElementById('morph').value === 1", timeout=10000)
+                page.wait_for_timeout(200)  # the header's morph is rounded: 0.99996 shows as 1
+                start = frames(page)
+                page.wait_for_function(f"() => Number(document.body.dataset.frames) > {start + 2}", timeout=10000)
+                return canvas_pixels(page)
+
+            page.select_option("#label", label="owl")
+            owl = settled("owl")
+            assert shown_row(class_server) == [0.0, 0.0, 1.0]
+            assert owl != cat  # the (frozen) picture turned to the picked class
+
+            page.fill("#blend", "cat=0.7, dog=0.3")
+            page.press("#blend", "Enter")
+            blend = settled("cat 0.70, dog 0.30")
+            assert shown_row(class_server) == [0.7, 0.3, 0.0]
+            assert blend not in (cat, owl)  # a soft row: neither the first class nor the last pick
+
+            page.fill("#blend", "cat=0.5, zebra=0.5")  # a class the model does not have
+            page.press("#blend", "Enter")
+            page.wait_for_function("() => document.getElementById('prompt-note').textContent === "
+                                   "\"classes.weights: unknown class 'zebra'\"", timeout=10000)
+            assert page.locator("#prompt-note").get_attribute("class") == "note bad"
+            page.fill("#blend", "Owl")
+            page.press("#blend", "Enter")
+            page.wait_for_function("() => document.getElementById('prompt-note').textContent === "
+                                   "\"classes.weights: unknown class 'Owl'; did you mean owl?\"", timeout=10000)
+            start = frames(page)
+            page.wait_for_function(f"() => Number(document.body.dataset.frames) > {start + 3}", timeout=10000)
+            assert page.locator("#now-text").inner_text() == "cat 0.70, dog 0.30"  # the stream goes on as it was
+            assert shown_row(class_server) == [0.7, 0.3, 0.0]
+            assert canvas_pixels(page) == blend
+        finally:
+            browser.close()
+    assert not problems, problems
+    assert not downloads, downloads  # a pick is not a "save"
