@@ -82,7 +82,7 @@ function showCondition(msg) {
   $("now-row").hidden = false;
   $("now-text").textContent = msg.now.text;
   $("now-reading").textContent = msg.now.source === "prompt" ? `read as: ${msg.now.reading}` : msg.now.reading;
-  if (msg.now.source === "prompt") note("");
+  if (msg.now.source !== "data") note("");
   const list = $("next-list");
   list.replaceChildren();
   for (const item of msg.next) {
