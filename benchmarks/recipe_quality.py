@@ -48,6 +48,10 @@ RECIPES = {
     "demo": ("none", ["--preset", "demo", "--resolution", "32", "--mirror"]),
     # transitional conditioning (issue 11): the condition fades in over the 8x8 -> 16x16 fade-ins
     "demo-cond-fade": ("text", ["--preset", "demo", "--resolution", "32", "--mirror", "--cond-fade", "8:16"]),
+    # the demo preset until session 5 (issue 12), spelled out: the "old" side of the old-against-new comparison
+    "demo-v1": ("none", ["--preset", "demo", "--resolution", "32", "--mirror", "--latent-size", "64",
+                         "--fmap-base", "512", "--fmap-max", "64", "--stabilize-kimg", "20", "--fade-kimg", "20",
+                         "--batch", "4:64,16:32", "--lr", "0.002", "--ema-beta", "0.99"]),
 }
 PROMPTS = ["monkeys surfing on the moon", "a red heart", "a smiling face", "a cat", "a flag", "fruit"]
 EVAL_IMAGES = 2048
