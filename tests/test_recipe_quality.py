@@ -1,0 +1,53 @@
+"""benchmarks/recipe_quality.py's recipes are what the README's old-against-new table says they are."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from progan import cli
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "recipe_quality.py"
+
+
+@pytest.fixture(scope="module")
+def recipe_quality():
+    spec = importlib.util.spec_from_file_location("recipe_quality", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def config_of(recipe_quality, recipe: str, data: str, extra: tuple[str, ...] = ()) -> dict:
+    """The TrainConfig a recipe trains, through the CLI's own parsing, as the benchmark builds it."""
+    condition, flags = recipe_quality.RECIPES[recipe]
+    argv = ["train", "--data", data, "--run", "unused", "--minutes", "20", "--seed", "1", "--condition", condition,
+            *flags, *extra]
+    return cli.train_config_from_args(cli.build_parser().parse_args(argv)).to_dict()
+
+
+def differences(a: dict, b: dict, prefix: str = "") -> dict:
+    """{dotted key: (a's value, b's value)} wherever two nested config dicts differ."""
+    out = {}
+    for key in sorted(set(a) | set(b)):
+        x, y = a.get(key), b.get(key)
+        if isinstance(x, dict) and isinstance(y, dict) and key not in ("batch", "lr"):
+            out.update(differences(x, y, f"{prefix}{key}."))
+        elif x != y:
+            out[f"{prefix}{key}"] = (x, y)
+    return out
+
+
+def test_demo_v1_is_the_old_demo_and_differs_from_the_new_in_batch_and_ema_only(recipe_quality, tiny_dataset):
+    old = config_of(recipe_quality, "demo-v1", tiny_dataset)
+    new = config_of(recipe_quality, "demo", tiny_dataset)
+    assert differences(old, new) == {"schedule.batch": ({4: 64, 16: 32}, {4: 64, 16: 16}),
+                                     "ema_beta": (0.99, 0.995)}
+    model = old["model"]
+    assert (model["resolution"], model["latent_size"], model["fmap_base"], model["fmap_max"]) == (32, 64, 512, 64)
+    assert (old["schedule"]["stabilize_kimg"], old["schedule"]["fade_kimg"], old["mirror"]) == (20, 20, True)
+
+
+def test_screen_flags_override_the_recipe(recipe_quality, tiny_dataset):
+    screened = config_of(recipe_quality, "demo-v1", tiny_dataset, ("--batch", "4:64,16:8"))
+    assert screened["schedule"]["batch"] == {4: 64, 16: 8}
