@@ -96,15 +96,19 @@ def ensure_dataset(path: Path) -> PreparedDataset:
     return PreparedDataset(path)
 
 
+def train_argv(recipe: str, condition: str, data: Path, run_dir: Path, minutes: float, seed: int,
+               extra: list[str]) -> list[str]:
+    """The `progan train` command line of a recipe (plus a screen's extra flags, which come last and win)."""
+    return ["train", "--data", str(data), "--run", str(run_dir), "--minutes", str(minutes), "--seed", str(seed),
+            "--condition", condition, "--device", "cpu", "--quiet", *RECIPES[recipe][1], *extra]
+
+
 def train_recipe(recipe: str, condition: str, data: Path, run_dir: Path, minutes: float, seed: int,
                  extra: list[str]) -> dict:
     from progan.train.loop import train
-    flags = RECIPES[recipe][1] + extra
-    argv = ["train", "--data", str(data), "--run", str(run_dir), "--minutes", str(minutes), "--seed", str(seed),
-            "--condition", condition, "--device", "cpu", "--quiet", *flags]
+    argv = train_argv(recipe, condition, data, run_dir, minutes, seed, extra)
     print("progan " + " ".join(argv), flush=True)
-    args = cli.build_parser().parse_args(argv)
-    cfg = cli.train_config_from_args(args)
+    cfg = cli.train_config_from_args(cli.build_parser().parse_args(argv))
     state = train(cfg, run_dir, device="cpu", progress=False)
     return {"command": "progan " + " ".join(argv), "images_shown": state.progress.cur_nimg,
             "train_seconds": round(state.progress.train_seconds, 1), "lod": state.progress.lod}

@@ -19,10 +19,8 @@ def recipe_quality():
 
 
 def config_of(recipe_quality, recipe: str, data: str, extra: tuple[str, ...] = ()) -> dict:
-    """The TrainConfig a recipe trains, through the CLI's own parsing, as the benchmark builds it."""
-    condition, flags = recipe_quality.RECIPES[recipe]
-    argv = ["train", "--data", data, "--run", "unused", "--minutes", "20", "--seed", "1", "--condition", condition,
-            *flags, *extra]
+    """The TrainConfig the benchmark trains for a recipe, from its own command line."""
+    argv = recipe_quality.train_argv(recipe, recipe_quality.RECIPES[recipe][0], data, "unused", 20, 1, list(extra))
     return cli.train_config_from_args(cli.build_parser().parse_args(argv)).to_dict()
 
 
