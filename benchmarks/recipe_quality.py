@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from progan import cli
 from progan.data.dataset import PreparedDataset, to_float
 from progan.fileio import atomic_write_bytes, atomic_write_json
-from progan.generate import grid_image, latents_from_seeds, render
+from progan.generate import class_rows, grid_image, latents_from_seeds, render
 
 # name -> (condition when --condition is not given, `progan train` flags). The data is always --data.
 RECIPES = {
@@ -120,25 +120,32 @@ def text_rows(dataset: PreparedDataset) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def make_fakes(G, dataset: PreparedDataset, num: int, seed: int) -> torch.Tensor | None:
-    """A text model's evaluation images: latent i with the caption vector of a randomly drawn captioned image.
-    None for an unconditional model (evaluate makes its own)."""
-    if not G.cfg.text_size:
+def make_fakes(G, dataset: PreparedDataset, num: int, seed: int, truncation: float = 1.0) -> torch.Tensor | None:
+    """The evaluation images: latent i (with a text model, the caption vector of a randomly drawn captioned image),
+    truncated by `truncation` (progan.generate.truncate). None for an untruncated unconditional model: evaluate makes
+    its own."""
+    if not G.cfg.text_size and truncation == 1.0:
         return None
     gen = torch.Generator().manual_seed(seed)
     z = torch.randn(num, G.latent_size, generator=gen)
+    if not G.cfg.text_size:
+        return render(G, z, truncation)
     rows = text_rows(dataset)
     cond = dataset.caption_embeddings[rows[torch.randint(len(rows), (num,), generator=gen)]].float()
-    return render(G, z, cond=cond)
+    return render(G, z, truncation, cond=cond)
 
 
-def quality(G, dataset: PreparedDataset, cache: Path) -> dict:
+def quality(G, dataset: PreparedDataset, cache: Path, truncation: float = 1.0) -> dict:
     from progan.metrics import evaluate, format_table
     if G.output_resolution < 16:  # SWD's smallest level is 16x16: a run this short has no numbers
         return {"skipped": f"the model renders {G.output_resolution}x{G.output_resolution}; SWD needs 16x16"}
-    fakes = make_fakes(G, dataset, EVAL_IMAGES, EVAL_SEED)
+    fakes = make_fakes(G, dataset, EVAL_IMAGES, EVAL_SEED, truncation)
+    conditions = None
+    if G.num_classes:  # the fakes follow the dataset's own mix of classes, as the reals do
+        from progan.train.conditions import condition_table
+        conditions = condition_table(G.cfg, dataset.labels, dataset.num_classes, None, source=str(dataset.path))
     results = evaluate(G, dataset, ["swd", "msssim"], EVAL_IMAGES, EVAL_SEED, device="cpu",
-                       snapshot_kimg=G.meta["kimg"], cache_dir=cache, fakes=fakes)
+                       snapshot_kimg=G.meta["kimg"], cache_dir=cache, fakes=fakes, conditions=conditions)
     print(format_table(results), flush=True)
     swd, ms = results
     return {"swd": swd["value"], "swd_levels": swd.get("levels"), "swd_real_floor": swd.get("real_floor"),
@@ -273,14 +280,19 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
-def grids(G, dataset: PreparedDataset, folder: Path, repo_root: Path) -> dict:
+def grids(G, dataset: PreparedDataset, folder: Path, repo_root: Path, truncation: float = 1.0) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     z = latents_from_seeds(GRID_SEEDS, G.latent_size)
     cond = None
     if G.cfg.text_size:  # the final grid: the captions of fixed images, spread over the dataset
         rows = text_rows(dataset)
         cond = dataset.caption_embeddings[rows[torch.linspace(0, len(rows) - 1, len(z)).long()]].float()
-    save_small_png(render(G, z, cond=cond), folder / "final.png", 8, min_cell=32)
+    if G.num_classes:  # a row of 8 per class
+        images = torch.cat([render(G, z[:8], truncation, cond=class_rows(torch.full((8,), c), G.num_classes))
+                            for c in range(G.num_classes)])
+    else:
+        images = render(G, z, truncation, cond=cond)
+    save_small_png(images, folder / "final.png", 8, min_cell=32)
     out = {"final": os.path.relpath(folder / "final.png", repo_root), "prompts": {}}
     if not G.cfg.text_size:
         return out
@@ -310,7 +322,8 @@ def table(folder: Path) -> str:
         q, f = r["quality"], r.get("fidelity") or {}
         fading = r["lod_final"] != int(r["lod_final"])
         rows.append("| " + " | ".join([
-            r["recipe"], f"`{r['flags']}`" if r.get("flags") else "", r["condition"], str(r["seed"]),
+            r["recipe"] + (f" (psi {r['truncation']:g})" if r.get("truncation", 1.0) != 1.0 else ""),
+            f"`{r['flags']}`" if r.get("flags") else "", r["condition"], str(r["seed"]),
             f"{r['minutes']:g}" + (" (1 thread)" if r.get("cpu_threads") == 1 else ""),
             f"{r['train']['images_shown'] / 1000:.1f}",
             f"{r['resolution_reached']}" + (f" (lod {r['lod_final']:.2f})" if fading else ""),
@@ -337,7 +350,8 @@ def main() -> int:
     p.add_argument("--flags", default="", help="more `progan train` flags after the recipe's, to screen a lever "
                    "(e.g. \"--augment color,translation\"); the run is named with --name")
     p.add_argument("--name", help="the recipe's name in the results when --flags is given")
-    p.add_argument("--condition", choices=["none", "text"], help="default: the recipe's")
+    p.add_argument("--condition", choices=["none", "auto", "text"],
+                   help="default: the recipe's; auto: on the classes of a dataset with labels")
     p.add_argument("--data", type=Path, default=Path("data/emoji32"), help="built here when missing")
     p.add_argument("--runs", type=Path, default=Path("runs/recipe_quality"), help="where the run folders go")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
@@ -345,6 +359,9 @@ def main() -> int:
     p.add_argument("--classifier-seconds", type=float, default=240.0, help="cap on the classifier's training time")
     p.add_argument("--no-fidelity", action="store_true", help="skip the group classifier (screening runs)")
     p.add_argument("--eval-only", action="store_true", help="evaluate the run folder of an earlier invocation")
+    p.add_argument("--truncation", type=float, default=1.0, metavar="PSI",
+                   help="SWD, MS-SSIM and the grid at this truncation (results named ...-psiPSI; the group classifier's "
+                   "test stays untruncated); default 1: none")
     p.add_argument("--table", type=Path, metavar="DIR", help="print the markdown table of DIR's results and exit")
     args = p.parse_args()
     if args.table:
@@ -359,6 +376,9 @@ def main() -> int:
     name = args.name or args.recipe
     tag = f"{name}-{condition}-s{args.seed}-{args.minutes:g}min"
     run_dir = args.runs / tag
+    if not 0.0 <= args.truncation <= 1.0:
+        p.error(f"--truncation must be in [0, 1], got {args.truncation}")
+    result_tag = tag if args.truncation == 1.0 else f"{tag}-psi{args.truncation:g}"
     dataset = ensure_dataset(args.data)
     if condition == "text" and dataset.caption_embeddings is None:
         sys.exit(f"{args.data} has no caption embeddings: pip install -e '.[text]' and rebuild it")
@@ -383,15 +403,16 @@ def main() -> int:
               "train": info, "resolution_reached": int(G.output_resolution), "lod_final": float(G.lod),
               "load_average": dict(train_load),
               "cpu_threads": torch.get_num_threads(), "cpus": os.cpu_count(), "torch": torch.__version__}
-    result["quality"] = quality(G, dataset, args.runs / "cache")
+    result["truncation"] = args.truncation
+    result["quality"] = quality(G, dataset, args.runs / "cache", args.truncation)
     if (not args.no_fidelity and dataset.groups is not None and dataset.captions is not None
             and dataset.caption_embeddings is not None):
         result["fidelity"] = fidelity(G, dataset, args.seed, args.classifier_steps, args.classifier_seconds)
-    result["grids"] = grids(G, dataset, args.out / "recipe_quality" / tag, Path.cwd())
+    result["grids"] = grids(G, dataset, args.out / "recipe_quality" / result_tag, Path.cwd(), args.truncation)
     result["load_average"]["after"] = [round(v, 2) for v in os.getloadavg()]
     args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.out / f"recipe_quality-{tag}.json", result)
-    print(f"wrote {args.out / f'recipe_quality-{tag}.json'}")
+    atomic_write_json(args.out / f"recipe_quality-{result_tag}.json", result)
+    print(f"wrote {args.out / f'recipe_quality-{result_tag}.json'}")
     return 0
 
 

@@ -38,6 +38,10 @@ def add_dataset(sub) -> None:
                    help="center: crop the central square; pad: letterbox onto the background")
     p.add_argument("--upscale", action="store_true", help="keep images smaller than the resolution (upscaled)")
     p.add_argument("--labels-from-folders", action="store_true", help="one subfolder per class")
+    p.add_argument("--labels-from-groups", action="store_true",
+                   help="--builtin emoji: class labels from the Unicode groups (Smileys & Emotion, ..., Flags)")
+    p.add_argument("--no-skin-tones", action="store_true",
+                   help="--builtin emoji: leave out the skin-tone variants, keeping the default yellow one of each")
     p.add_argument("--background", default="255,255,255", help="R,G,B for transparent pixels and padding")
     p.add_argument("--max-images", type=int, default=None)
     p.add_argument("--text-encoder", default="auto", metavar="auto|none|NAME|FOLDER",
@@ -53,10 +57,18 @@ def cmd_dataset(args) -> None:
         assert len(background) == 3 and all(0 <= c <= 255 for c in background)
     except (ValueError, AssertionError):
         raise ConfigError(f"--background must be R,G,B with values 0..255, got {args.background!r}") from None
+    only_for = {"--labels-from-groups": args.labels_from_groups, "--no-skin-tones": args.no_skin_tones}
+    if args.builtin != "emoji" and any(only_for.values()):
+        raise ConfigError(f"{', '.join(k for k, v in only_for.items() if v)}: only for --builtin emoji")
+    if args.builtin == "emoji" and args.labels_from_folders:
+        raise ConfigError("--labels-from-folders is for --source folders; the emoji's classes are "
+                          "--labels-from-groups")
     if args.builtin == "emoji":
         from progan.data.emoji import build_emoji_dataset
         manifest = build_emoji_dataset(args.out, resolution=args.resolution, background=background,
-                                       overwrite=args.overwrite, limit=args.max_images, text_encoder=args.text_encoder)
+                                       overwrite=args.overwrite, limit=args.max_images,
+                                       skin_tones=not args.no_skin_tones, labels_from_groups=args.labels_from_groups,
+                                       text_encoder=args.text_encoder)
     else:
         from progan.data.prepare import prepare_dataset
         manifest = prepare_dataset(args.source, args.out, args.resolution, crop=args.crop, upscale=args.upscale,

@@ -12,6 +12,7 @@ from progan.data.emoji import (
     draws_one_glyph,
     keywords_of,
     list_emoji,
+    load_emoji_groups,
     load_emoji_keywords,
     load_font,
 )
@@ -135,3 +136,35 @@ def test_missing_or_broken_keyword_file(tmp_path, monkeypatch):
     monkeypatch.setattr(emoji_module, "DEFAULT_KEYWORDS", tmp_path / "gone.json")
     with pytest.raises(DatasetError, match="gone.json not found"):
         build_emoji_dataset(tmp_path / "x", 8, limit=2, text_encoder=None)
+
+
+def test_skin_tones_left_out_and_groups_as_class_labels(tmp_path):
+    # The first 70 drawable emoji in code-point order: symbols, places, objects, and "index pointing up" with its
+    # five skin tones (the first toned emoji).
+    full = build_emoji_dataset(tmp_path / "full", 8, limit=70, labels_from_groups=True, text_encoder=None)
+    plain = build_emoji_dataset(tmp_path / "plain", 8, limit=70, skin_tones=False, text_encoder=None)
+    toned = [c for c in full["captions"] if "skin tone" in c]
+    assert len(toned) == 5 and "index pointing up" in plain["captions"]
+    assert plain["count"] == full["count"] - 5 and not any("skin tone" in c for c in plain["captions"])
+    assert plain["labels"] is None
+    report = json.loads((tmp_path / "plain" / "report.json").read_text())
+    left_out = {s["file"].split("(", 1)[1][:-1] for s in report["skipped"] if "skin-tone variant" in s["reason"]}
+    assert left_out == set(toned)
+
+    # Labels: the groups present, in emoji-test.txt's order, each image labelled with its own group
+    ds = PreparedDataset(tmp_path / "full", verify=True)
+    file_order = list(dict.fromkeys(g for g, _ in load_emoji_groups().values()))
+    assert full["label_names"] == [g for g in file_order if g in set(full["groups"])]
+    assert {"People & Body", "Symbols"} <= set(full["label_names"]) and ds.num_classes == len(full["label_names"])
+    assert [full["label_names"][y] for y in full["labels"]] == full["groups"]
+
+
+def test_emoji_only_options_are_refused_elsewhere(tmp_path, capsys):
+    from progan.cli import main
+
+    (tmp_path / "src").mkdir()
+    assert main(["dataset", "--source", str(tmp_path / "src"), "--out", str(tmp_path / "a"), "--no-skin-tones"]) == 2
+    assert "--no-skin-tones: only for --builtin emoji" in capsys.readouterr().err
+    assert main(["dataset", "--builtin", "emoji", "--out", str(tmp_path / "b"), "--labels-from-folders"]) == 2
+    assert "--labels-from-groups" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

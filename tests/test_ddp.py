@@ -33,3 +33,20 @@ def test_two_process_gloo_run_keeps_ranks_identical_and_matches_one_process(tiny
     two = load_file(str(sorted((tmp_path / "run2" / "checkpoints").glob("ckpt-*"))[-1] / "G_ema.safetensors"))
     for k, v in single.G_ema.state_dict().items():
         torch.testing.assert_close(two[k], v, rtol=1e-3, atol=1e-4)
+
+
+def test_readme_torchrun_command_reaches_progan_intact():
+    """torchrun's parser allows abbreviations, so without the `--` it would claim progan's --run as its --run-path."""
+    import re
+    import shlex
+
+    from torch.distributed.run import get_args_parser
+
+    from progan.cli import build_parser
+
+    readme = (HERE.parent / "README.md").read_text()
+    line = re.search(r"`(torchrun [^`]+)`", readme.replace("\n", " ")).group(1)
+    launch = get_args_parser().parse_args(shlex.split(line)[1:])
+    assert launch.module and launch.training_script == "progan.cli"
+    args = build_parser().parse_args(launch.training_script_args)
+    assert (args.command, str(args.run), args.preset) == ("train", "runs/photos", "v2-8gpu")

@@ -83,6 +83,10 @@ def cldr_name(seq: str, short_name: str) -> str:
     return name
 
 
+def has_skin_tone(seq: str) -> bool:
+    return any(c in _SKIN_TONES for c in seq)
+
+
 def codepoints(seq: str) -> str:
     return " ".join(f"U+{ord(c):04X}" for c in seq)
 
@@ -302,6 +306,8 @@ def build_emoji_dataset(
     background=(255, 255, 255),
     overwrite: bool = False,
     limit: int | None = None,
+    skin_tones: bool = True,
+    labels_from_groups: bool = False,
     text_encoder="auto",
     progress: bool | None = None,
 ) -> dict:
@@ -310,6 +316,9 @@ def build_emoji_dataset(
     limit: use only the first `limit` drawable emoji in code-point order (for quick tests); fewer
     images result if some of them share artwork. emoji_test: Unicode's emoji-test.txt (default:
     Debian's unicode-data); without it the dataset has no groups and a warning says how to get them.
+    skin_tones=False: leave out the skin-tone variants (recolourings of one drawing; with them, People & Body is
+    60% of the set), keeping the default yellow one of each. labels_from_groups: class labels from the Unicode
+    groups (label_names in emoji-test.txt's order), for class-conditional training; needs emoji-test.txt.
     text_encoder: see DatasetWriter.finish. The names are what gets encoded: benchmarks/text_encoders.py
     finds prompts retrieve the right emoji better from bare names than from the longer descriptions
     (which are kept in the manifest, with the keywords as lists of strings). Returns the manifest.
@@ -325,9 +334,18 @@ def build_emoji_dataset(
     except FileNotFoundError as e:
         if emoji_test is not None:
             raise
+        if labels_from_groups:
+            raise DatasetError(f"labels_from_groups needs the Unicode groups: {e}") from None
         groups, groups_note = None, f"none: {e}"
         warnings.warn(f"emoji dataset without groups and subgroups: {e}", stacklevel=2)
     chosen, bad = list_emoji(font, limit, groups, load_emoji_keywords())
+    left_out = []  # (emoji, why): chosen but not wanted in this dataset
+    if not skin_tones:
+        left_out += [(e, "a skin-tone variant (skin_tones=False)") for e in chosen if has_skin_tone(e.seq)]
+    if labels_from_groups:
+        left_out += [(e, "no Unicode group (labels_from_groups=True)") for e in chosen if e.group is None]
+    dropped = {id(e) for e, _ in left_out}
+    chosen = [e for e in chosen if id(e) not in dropped]
     if not chosen:
         raise DatasetError(f"{font_file} draws none of the emoji; is it a colour emoji font?")
     keep = _distinct_artwork(font, chosen)
@@ -337,6 +355,12 @@ def build_emoji_dataset(
     with DatasetWriter(out_dir, resolution, sum(keep[i] == i for i in keep), overwrite=overwrite) as writer:
         for e in bad:
             writer.skip(f"{codepoints(e.seq)} ({e.name})", "not drawn as a single glyph by this font")
+        for e, why in left_out:
+            writer.skip(f"{codepoints(e.seq)} ({e.name})", why)
+        label_names = None
+        if labels_from_groups:  # the groups this dataset holds, in emoji-test.txt's order
+            present = {e.group for e in chosen}
+            label_names = [g for g in dict.fromkeys(g for g, _ in groups.values()) if g in present]
         for i, e in enumerate(tqdm(chosen, unit="emoji", desc="emoji", disable=not progress)):
             if keep[i] != i:
                 writer.skip(f"{codepoints(e.seq)} ({e.name})", f"duplicate artwork: same as {chosen[keep[i]].name!r}")
@@ -346,7 +370,7 @@ def build_emoji_dataset(
             except DatasetError as err:
                 writer.skip(f"{codepoints(e.seq)} ({e.name})", str(err))
                 continue
-            writer.add(img, caption=e.name)
+            writer.add(img, caption=e.name, label=label_names.index(e.group) if label_names else None)
             kept.append(e)
         columns = {
             "descriptions": [e.description() for e in kept],
@@ -361,6 +385,7 @@ def build_emoji_dataset(
             crop="glyph",
             background=background,
             columns=columns,
+            label_names=label_names,
             text_encoder=text_encoder,
             extra_report={"font": str(font_file), "candidates": len(chosen) + len(bad), "drawn": len(chosen),
                           "groups": groups_note,
