@@ -225,3 +225,12 @@ def test_metrics_during_training_leave_training_unchanged(tiny_dataset, tmp_path
     assert [r["metric"] for r in rows] == ["swd", "swd"]           # at 0.256 kimg (16x16 reached) and at the end
     assert rows[-1]["snapshot_kimg"] == pytest.approx(0.32) and rows[-1]["resolution"] == 16
     assert not (tmp_path / "a" / "metrics.jsonl").exists()
+
+
+def test_grid_cells_spread_over_the_whole_dataset():
+    from progan.train.loop import grid_indices
+
+    idx = grid_indices(3771, 64)  # the emoji are stored by code point: the first 64 are all keycaps and symbols
+    assert idx[0] == 0 and idx[-1] == 3770 and bool((idx.diff() > 50).all())
+    assert grid_indices(64, 64).tolist() == list(range(64))
+    assert grid_indices(5, 8).tolist() == [0, 1, 2, 3, 4, 0, 1, 2]

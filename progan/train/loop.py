@@ -238,8 +238,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, device: s
             save_reals_grid(run_dir, dataset, cfg)
     grid_z = torch.randn(cfg.grid_size**2, cfg.model.latent_size,
                          generator=torch.Generator().manual_seed(derive_seed(cfg.seed, "grid")))
-    # A conditional grid's cell i asks for the condition of reals.png's cell i (image i of the dataset)
-    grid_cond = None if table is None else table[torch.arange(cfg.grid_size**2) % table.shape[0]].cpu()
+    # A conditional grid's cell i asks for the condition of reals.png's cell i
+    grid_cond = None if table is None else table[grid_indices(len(table), cfg.grid_size**2)].cpu()
     export = Export(run_dir, cfg, *export_conditioning(dataset, cfg.model))
     deadline = time.monotonic() + cfg.minutes * 60 if cfg.minutes else None
     run = state.progress
@@ -417,7 +417,14 @@ def run_metrics(run_dir: Path, state: TrainState, dataset: PreparedDataset, tabl
     wait_for_metrics(ranks)
 
 
+def grid_indices(count: int, cells: int) -> torch.Tensor:
+    """The dataset images behind the grids' cells: spread evenly over the dataset, so that a dataset stored in some
+    order (the emoji by code point: keycaps and symbols first) shows its whole mix; cycled when it is smaller."""
+    if count >= cells:
+        return torch.linspace(0, count - 1, cells).round().long()
+    return torch.arange(cells) % count
+
+
 def save_reals_grid(run_dir: Path, dataset: PreparedDataset, cfg: TrainConfig) -> None:
-    n = min(cfg.grid_size**2, dataset.count)
-    images = dataset.images(cfg.model.resolution, torch.arange(n))
+    images = dataset.images(cfg.model.resolution, grid_indices(dataset.count, cfg.grid_size**2))
     save_grid(images, run_dir / "samples" / "reals.png", nrow=cfg.grid_size, min_cell=64)
