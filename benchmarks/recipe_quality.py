@@ -10,13 +10,16 @@ parsing and progan.train.loop.train with cfg.minutes, so it is exactly what a us
 Then, on the exported model (progan.model_io.load_generator):
 - SWD (per level and average) and MS-SSIM with progan.metrics.evaluate, EVAL_IMAGES images and EVAL_SEED, the
   same for every recipe and training seed. A text model's fakes are conditioned on the caption vectors of randomly
-  drawn dataset images (the data's own mix, as the reals they are compared with).
+  drawn dataset images (the data's own mix, as the reals they are compared with), a class model's on their classes.
+  `--truncation PSI` evaluates (and draws the grid) at that truncation instead.
 - Conditional fidelity: a small conv classifier is trained on real images to predict the emoji group (the
   manifest's "groups"), on the images of a split of the captions; it classifies images generated from the held-out
   captions. Reported beside its accuracy on the held-out real images and chance (the largest group's share of the
   held-out images). Skin-tone variants of one emoji share a caption key, so they never straddle the split. An
-  unconditional model gets the same test (its images ignore the caption): the baseline a condition must beat.
-- Grids: the final one (fixed seeds) and, for a text model, one per prompt of PROMPTS, with how each was read.
+  unconditional model gets the same test (its images ignore the caption): the baseline a condition must beat. A
+  class model (`--condition auto` on a dataset from `--labels-from-groups`) is given the held-out images' groups.
+- Grids: the final one (fixed seeds; a class model's is a row per class) and, for a text model, one per prompt of
+  PROMPTS, with how each was read.
 
 The dataset is `progan dataset --builtin emoji --resolution 32 --out DIR` (built here when --data does not exist;
 with the text extra installed it stores the caption embeddings a text run needs).
@@ -198,6 +201,15 @@ def balanced_accuracy(pred: torch.Tensor, truth: torch.Tensor, classes: int) -> 
     return round(sum(recalls) / len(recalls), 4)
 
 
+def conditions_of(G, dataset: PreparedDataset, idx: torch.Tensor) -> torch.Tensor | None:
+    """The condition rows of dataset images `idx` for G: caption vectors, one-hot classes, or None."""
+    if G.cfg.text_size:
+        return dataset.caption_embeddings[idx].float()
+    if G.num_classes:
+        return class_rows(dataset.labels[idx], G.num_classes)
+    return None
+
+
 def fidelity(G, dataset: PreparedDataset, seed: int, steps_wanted: int, seconds: float) -> dict:
     """Train the group classifier at G's output resolution for `steps_wanted` steps (a fixed count and seed: the same
     classifier for every model at one resolution, whatever the machine's load; `seconds` caps it), then score reals
@@ -228,19 +240,18 @@ def fidelity(G, dataset: PreparedDataset, seed: int, steps_wanted: int, seconds:
         opt.step()
         steps += 1
 
-    # Fakes: FAKES_PER_CAPTION latents for each held-out image's caption vector (an unconditional G ignores it).
+    # Fakes: FAKES_PER_CAPTION latents for each held-out image's condition (its caption vector or class; an
+    # unconditional G has none).
     gen = torch.Generator().manual_seed(seed + 1)
     reps = held_idx.repeat_interleave(FAKES_PER_CAPTION)
     z = torch.randn(len(reps), G.latent_size, generator=gen)
-    cond = dataset.caption_embeddings[reps].float() if G.cfg.text_size else None
-    fakes = render(G, z, cond=cond)
+    fakes = render(G, z, cond=conditions_of(G, dataset, reps))
     fake_pred = predict(net, fakes)
     # The same for captions the classifier trained on: does G follow captions it was trained on better?
     seen = train_idx[torch.randperm(len(train_idx), generator=gen)[:len(held_idx)]]
     seen_reps = seen.repeat_interleave(FAKES_PER_CAPTION)
     z2 = torch.randn(len(seen_reps), G.latent_size, generator=gen)
-    cond2 = dataset.caption_embeddings[seen_reps].float() if G.cfg.text_size else None
-    seen_pred = predict(net, render(G, z2, cond=cond2))
+    seen_pred = predict(net, render(G, z2, cond=conditions_of(G, dataset, seen_reps)))
 
     counts = torch.bincount(y_held, minlength=len(names))
     out = {
@@ -406,7 +417,7 @@ def main() -> int:
     result["truncation"] = args.truncation
     result["quality"] = quality(G, dataset, args.runs / "cache", args.truncation)
     if (not args.no_fidelity and dataset.groups is not None and dataset.captions is not None
-            and dataset.caption_embeddings is not None):
+            and (dataset.caption_embeddings is not None or not G.cfg.text_size)):
         result["fidelity"] = fidelity(G, dataset, args.seed, args.classifier_steps, args.classifier_seconds)
     result["grids"] = grids(G, dataset, args.out / "recipe_quality" / result_tag, Path.cwd(), args.truncation)
     result["load_average"]["after"] = [round(v, 2) for v in os.getloadavg()]

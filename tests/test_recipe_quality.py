@@ -49,3 +49,25 @@ def test_demo_v1_is_the_old_demo_and_differs_from_the_new_in_batch_and_ema_only(
 def test_screen_flags_override_the_recipe(recipe_quality, tiny_dataset):
     screened = config_of(recipe_quality, "demo-v1", tiny_dataset, ("--batch", "4:64,16:8"))
     assert screened["schedule"]["batch"] == {4: 64, 16: 8}
+
+
+def test_class_model_grid_has_a_row_per_class_and_fakes_take_the_images_classes(recipe_quality, tmp_path):
+    import torch
+    from PIL import Image
+
+    from progan.config import ModelConfig
+    from progan.model_io import export_generator, load_generator
+    from progan.networks import Generator
+
+    torch.manual_seed(0)
+    G = Generator(ModelConfig(resolution=8, latent_size=8, fmap_base=16, fmap_max=8, num_classes=3))
+    G = load_generator(export_generator(tmp_path / "model", G, lod=0.0, kimg=1.0))
+    out = recipe_quality.grids(G, None, tmp_path / "grids", tmp_path)
+    grid = Image.open(tmp_path / "grids" / "final.png")
+    assert grid.size == (8 * 32, 3 * 32)  # 8 seeds a row, one row per class, 8 px cells drawn at 32 px
+    assert out["final"] == "grids/final.png"
+
+    class Labelled:  # what conditions_of reads of a dataset
+        labels = torch.tensor([2, 0, 1, 2])
+    rows = recipe_quality.conditions_of(G, Labelled(), torch.tensor([3, 1]))
+    assert rows.tolist() == [[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]
