@@ -339,6 +339,7 @@ def build_emoji_dataset(
         groups, groups_note = None, f"none: {e}"
         warnings.warn(f"emoji dataset without groups and subgroups: {e}", stacklevel=2)
     chosen, bad = list_emoji(font, limit, groups, load_emoji_keywords())
+    drawn = len(chosen)
     left_out = []  # (emoji, why): chosen but not wanted in this dataset
     if not skin_tones:
         left_out += [(e, "a skin-tone variant (skin_tones=False)") for e in chosen if has_skin_tone(e.seq)]
@@ -387,7 +388,7 @@ def build_emoji_dataset(
             columns=columns,
             label_names=label_names,
             text_encoder=text_encoder,
-            extra_report={"font": str(font_file), "candidates": len(chosen) + len(bad), "drawn": len(chosen),
+            extra_report={"font": str(font_file), "candidates": drawn + len(bad), "drawn": drawn,
                           "groups": groups_note,
                           "keywords": f"{sum(bool(e.keywords) for e in kept)} of {len(kept)} from {DEFAULT_KEYWORDS}"},
         )

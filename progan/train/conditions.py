@@ -38,8 +38,8 @@ def condition_table(cfg: ModelConfig, labels=None, num_labels: int = 0, embeddin
     if cfg.num_classes:
         if labels is None:
             raise ConfigError(f"the model is class-conditional ({cfg.num_classes} classes) but {source} has no "
-                              "labels; prepare it with --labels-from-folders (the built-in emoji: --labels-from-groups), or train "
-                              "without classes")
+                              "labels; prepare it with --labels-from-folders (the built-in emoji: "
+                              "--labels-from-groups), or train without classes")
         labels = torch.as_tensor(labels, dtype=torch.long)
         if num_labels != cfg.num_classes:
             raise ConfigError(f"the model has {cfg.num_classes} classes but {source} has {num_labels}; "
