@@ -122,20 +122,27 @@ def text_rows(dataset: PreparedDataset) -> torch.Tensor:
     return torch.nonzero(dataset.caption_embeddings.norm(dim=1) > 0.5).flatten()
 
 
+def conditions_of(G, dataset: PreparedDataset, idx: torch.Tensor) -> torch.Tensor | None:
+    """The condition rows of dataset images `idx` for G: caption vectors, one-hot classes, or None."""
+    if G.cfg.text_size:
+        return dataset.caption_embeddings[idx].float()
+    if G.num_classes:
+        return class_rows(dataset.labels[idx], G.num_classes)
+    return None
+
+
 @torch.inference_mode()
 def make_fakes(G, dataset: PreparedDataset, num: int, seed: int, truncation: float = 1.0) -> torch.Tensor | None:
-    """The evaluation images: latent i (with a text model, the caption vector of a randomly drawn captioned image),
-    truncated by `truncation` (progan.generate.truncate). None for an untruncated unconditional model: evaluate makes
-    its own."""
+    """The evaluation images: latent i with the condition of a randomly drawn dataset image (a text model's from
+    the captioned ones), truncated by `truncation` (progan.generate.truncate). None when untruncated and not
+    text-conditional: evaluate makes its own, in the data's class mix for a class model."""
     if not G.cfg.text_size and truncation == 1.0:
         return None
     gen = torch.Generator().manual_seed(seed)
     z = torch.randn(num, G.latent_size, generator=gen)
-    if not G.cfg.text_size:
-        return render(G, z, truncation)
-    rows = text_rows(dataset)
-    cond = dataset.caption_embeddings[rows[torch.randint(len(rows), (num,), generator=gen)]].float()
-    return render(G, z, truncation, cond=cond)
+    pool = text_rows(dataset) if G.cfg.text_size else torch.arange(dataset.count)
+    idx = pool[torch.randint(len(pool), (num,), generator=gen)]
+    return render(G, z, truncation, cond=conditions_of(G, dataset, idx))
 
 
 def quality(G, dataset: PreparedDataset, cache: Path, truncation: float = 1.0) -> dict:
@@ -199,15 +206,6 @@ def balanced_accuracy(pred: torch.Tensor, truth: torch.Tensor, classes: int) -> 
     """Mean over the groups present of the share of their images predicted as the group."""
     recalls = [float((pred[truth == c] == c).float().mean()) for c in range(classes) if (truth == c).any()]
     return round(sum(recalls) / len(recalls), 4)
-
-
-def conditions_of(G, dataset: PreparedDataset, idx: torch.Tensor) -> torch.Tensor | None:
-    """The condition rows of dataset images `idx` for G: caption vectors, one-hot classes, or None."""
-    if G.cfg.text_size:
-        return dataset.caption_embeddings[idx].float()
-    if G.num_classes:
-        return class_rows(dataset.labels[idx], G.num_classes)
-    return None
 
 
 def fidelity(G, dataset: PreparedDataset, seed: int, steps_wanted: int, seconds: float) -> dict:
