@@ -112,6 +112,8 @@ def add_train(sub) -> None:
     p.add_argument("--loss", choices=["wgan-gp", "logistic"], help="wgan-gp (the paper's) or logistic: "
                    "non-saturating logistic with the R1 penalty on reals")
     p.add_argument("--r1-gamma", type=float, help="--loss logistic: R1 weight, gamma / 2 * |grad D(real)|^2")
+    p.add_argument("--gp-gamma", type=float, metavar="GAMMA", help="wgan-gp: the gradient norm the penalty pulls "
+                   "toward, (|grad| - GAMMA)^2 / GAMMA^2 (paper: 1; 750 for its CIFAR-10 run)")
     p.add_argument("--gp-every", type=int, metavar="K",
                    help="lazy regularisation: the gradient penalty on every K-th step, weighted K (paper: 1)")
     p.add_argument("--fused", action=argparse.BooleanOptionalAction, default=None,
@@ -151,7 +153,8 @@ def train_config_from_args(args) -> TrainConfig:
     }
     if args.augment is not None:
         cfg.augment = "" if args.augment.strip() == "none" else args.augment
-    for key, value in {"kind": args.loss, "r1_gamma": args.r1_gamma, "gp_every": args.gp_every}.items():
+    for key, value in {"kind": args.loss, "r1_gamma": args.r1_gamma, "gp_gamma": args.gp_gamma,
+                       "gp_every": args.gp_every}.items():
         if value is not None:
             setattr(cfg.loss, key, value)
     if args.metrics is not None:

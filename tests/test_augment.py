@@ -194,8 +194,9 @@ def test_the_step_shows_D_augmented_images(tiny_dataset, monkeypatch):
 
 
 def test_logistic_r1_run_through_the_cli(tiny_dataset, tmp_path):
-    cfg = train_tiny(tiny_dataset, tmp_path / "a", "--loss", "logistic", "--r1-gamma", "0.1", "--gp-every", "2")
-    assert cfg["loss"]["kind"] == "logistic" and cfg["loss"]["r1_gamma"] == 0.1
+    cfg = train_tiny(tiny_dataset, tmp_path / "a", "--loss", "logistic", "--r1-gamma", "0.1", "--gp-every", "2",
+                     "--gp-gamma", "750")
+    assert cfg["loss"]["kind"] == "logistic" and cfg["loss"]["r1_gamma"] == 0.1 and cfg["loss"]["gp_gamma"] == 750
     stats = [json.loads(line) for line in (tmp_path / "a" / "stats.jsonl").read_text().splitlines()]
     assert stats and all("gp" not in s and s["r1"] >= 0 for s in stats)
     assert all(torch.isfinite(torch.tensor([s["loss_d"], s["loss_g"]])).all() for s in stats)
