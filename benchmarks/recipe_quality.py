@@ -321,6 +321,12 @@ def grids(G, dataset: PreparedDataset, folder: Path, repo_root: Path, truncation
 
 # --- the table --------------------------------------------------------------------------------------------------
 
+def data_of(train_command: str) -> str:
+    """The --data folder of a `progan train` command line (the SWD floor and MS-SSIM of reals are that data's)."""
+    found = re.search(r"--data (\S+)", train_command)
+    return found.group(1) if found else "-"
+
+
 def table(folder: Path) -> str:
     def num(value, digits: int) -> str:
         return "-" if value is None else f"{value:.{digits}f}"
@@ -332,22 +338,24 @@ def table(folder: Path) -> str:
         fading = r["lod_final"] != int(r["lod_final"])
         rows.append("| " + " | ".join([
             r["recipe"] + (f" (psi {r['truncation']:g})" if r.get("truncation", 1.0) != 1.0 else ""),
-            f"`{r['flags']}`" if r.get("flags") else "", r["condition"], str(r["seed"]),
+            f"`{r['flags']}`" if r.get("flags") else "", data_of(r["train"]["command"]), r["condition"], str(r["seed"]),
             f"{r['minutes']:g}" + (" (1 thread)" if r.get("cpu_threads") == 1 else ""),
             f"{r['train']['images_shown'] / 1000:.1f}",
             f"{r['resolution_reached']}" + (f" (lod {r['lod_final']:.2f})" if fading else ""),
             num(q.get("swd"), 1), " / ".join(f"{v:.1f}" for v in (q.get("swd_levels") or {}).values()) or "-",
-            num(q.get("msssim"), 3),
+            num(q.get("swd_real_floor"), 1), num(q.get("msssim"), 3), num(q.get("msssim_reals"), 3),
             num(f.get("acc_fake_held_out_captions"), 3), num(f.get("acc_real_held_out"), 3),
             num(f.get("chance_largest_group"), 3),
             num(f.get("balanced_acc_fake_held_out_captions"), 3), num(f.get("balanced_acc_real_held_out"), 3),
             num(f.get("balanced_chance"), 3),
             f"{r['load_average']['mean']:.1f}", f"[grid]({os.path.relpath(r['grids']['final'], 'benchmarks')})",
         ]) + " |")
-    head = ("| recipe | flags | condition | seed | min | kimg | res | SWD avg | SWD 16 px / 32 px | MS-SSIM "
+    head = ("| recipe | flags | data | condition | seed | min | kimg | res | SWD avg | SWD 16 px / 32 px "
+            "| SWD real-vs-real | MS-SSIM | MS-SSIM reals "
             "| group acc. fakes (held-out captions) | real held-out | chance | balanced fakes | balanced real "
             "| balanced chance | load avg | final grid |\n"
-            "| --- | --- | --- | --: | --: | --: | --- | --: | --- | --: | --: | --: | --: | --: | --: | --: | --: | --- |")
+            "| --- | --- | --- | --- | --: | --: | --: | --- | --: | --- | --: | --: | --: "
+            "| --: | --: | --: | --: | --: | --: | --: | --- |")
     return "\n".join([head, *rows])
 
 

@@ -42,6 +42,8 @@ def add_dataset(sub) -> None:
                    help="--builtin emoji: class labels from the Unicode groups (Smileys & Emotion, ..., Flags)")
     p.add_argument("--no-skin-tones", action="store_true",
                    help="--builtin emoji: leave out the skin-tone variants, keeping the default yellow one of each")
+    p.add_argument("--groups", metavar="GROUP,GROUP,..",
+                   help="--builtin emoji: keep only these Unicode groups, e.g. 'Smileys & Emotion,Flags'")
     p.add_argument("--background", default="255,255,255", help="R,G,B for transparent pixels and padding")
     p.add_argument("--max-images", type=int, default=None)
     p.add_argument("--text-encoder", default="auto", metavar="auto|none|NAME|FOLDER",
@@ -57,7 +59,8 @@ def cmd_dataset(args) -> None:
         assert len(background) == 3 and all(0 <= c <= 255 for c in background)
     except (ValueError, AssertionError):
         raise ConfigError(f"--background must be R,G,B with values 0..255, got {args.background!r}") from None
-    only_for = {"--labels-from-groups": args.labels_from_groups, "--no-skin-tones": args.no_skin_tones}
+    only_for = {"--labels-from-groups": args.labels_from_groups, "--no-skin-tones": args.no_skin_tones,
+                "--groups": args.groups is not None}
     if args.builtin != "emoji" and any(only_for.values()):
         raise ConfigError(f"{', '.join(k for k, v in only_for.items() if v)}: only for --builtin emoji")
     if args.builtin == "emoji" and args.labels_from_folders:
@@ -68,6 +71,8 @@ def cmd_dataset(args) -> None:
         manifest = build_emoji_dataset(args.out, resolution=args.resolution, background=background,
                                        overwrite=args.overwrite, limit=args.max_images,
                                        skin_tones=not args.no_skin_tones, labels_from_groups=args.labels_from_groups,
+                                       only_groups=None if args.groups is None else
+                                       [g.strip() for g in args.groups.split(",") if g.strip()],
                                        text_encoder=args.text_encoder)
     else:
         from progan.data.prepare import prepare_dataset

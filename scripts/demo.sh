@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The main job: set up, prepare the built-in emoji dataset, train a small progressive GAN on the CPU for about
 # 20 minutes (MINUTES=.. to change), then write a grid and an interpolation GIF and print where they are.
+# The unconditional demo trains on the emoji a newcomer names at a glance: faces and hearts, animals, food and
+# flags (four Unicode groups, no skin-tone variants: 717 images; benchmarks/README.md, session 8, issue 12).
 # CONDITION=text trains on the emoji's names instead (the sentence encoder is installed too) and also renders
 # PROMPT (default "monkeys surfing on the moon").
 set -euo pipefail
@@ -13,16 +15,18 @@ if [ "$CONDITION" = text ]; then
     DATA="${DATA:-data/emoji32-text}"
     ENCODER=auto
     TEXT_FLAGS=(--cond-fade 8:16)  # transitional conditioning: measured in benchmarks/README.md (recipe_quality)
+    DATA_FLAGS=()  # every emoji: the more names, the more prompts it can follow
 else
     bash scripts/setup.sh studio,plot
     RUN="${RUN:-runs/demo}"
-    DATA="${DATA:-data/emoji32}"
+    DATA="${DATA:-data/emoji32-demo}"
     ENCODER=none
     TEXT_FLAGS=()
+    DATA_FLAGS=(--groups "Smileys & Emotion,Animals & Nature,Food & Drink,Flags" --no-skin-tones)
 fi
 
 [ -f "$DATA/manifest.json" ] || .venv/bin/progan dataset --builtin emoji --resolution 32 --out "$DATA" \
-    --text-encoder "$ENCODER"
+    --text-encoder "$ENCODER" "${DATA_FLAGS[@]}"
 if [ -f "$RUN/config.json" ]; then
     .venv/bin/progan train --resume "$RUN" --minutes "$MINUTES"
 else

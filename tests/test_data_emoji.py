@@ -168,3 +168,21 @@ def test_emoji_only_options_are_refused_elsewhere(tmp_path, capsys):
     assert main(["dataset", "--builtin", "emoji", "--out", str(tmp_path / "b"), "--labels-from-folders"]) == 2
     assert "--labels-from-groups" in capsys.readouterr().err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_only_groups_keeps_those_groups_and_names_the_valid_ones(tmp_path, capsys):
+    from progan.cli import main
+
+    full = build_emoji_dataset(tmp_path / "full", 8, limit=70, text_encoder=None)
+    wanted = ["Symbols", "Travel & Places"]
+    some = build_emoji_dataset(tmp_path / "some", 8, limit=70, only_groups=wanted, text_encoder=None)
+    assert set(some["groups"]) == set(wanted)
+    assert some["count"] == sum(g in wanted for g in full["groups"]) < full["count"]
+    report = json.loads((tmp_path / "some" / "report.json").read_text())
+    assert sum("not in only_groups" in s["reason"] for s in report["skipped"]) == full["count"] - some["count"]
+
+    assert main(["dataset", "--builtin", "emoji", "--out", str(tmp_path / "bad"), "--resolution", "8",
+                 "--groups", "Symbols,Smileys"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown Unicode group(s) ['Smileys']" in err and "Smileys & Emotion" in err
+    assert not (tmp_path / "bad").exists()

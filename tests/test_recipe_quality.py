@@ -71,3 +71,21 @@ def test_class_model_grid_has_a_row_per_class_and_fakes_take_the_images_classes(
         labels = torch.tensor([2, 0, 1, 2])
     rows = recipe_quality.conditions_of(G, Labelled(), torch.tensor([3, 1]))
     assert rows.tolist() == [[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]
+
+
+def test_the_table_names_each_runs_data_with_its_own_floor(recipe_quality, tmp_path):
+    import json
+
+    run = {"recipe": "demo", "flags": "", "condition": "none", "seed": 2, "minutes": 28.0, "cpu_threads": 1,
+           "lod_final": 0.0, "resolution_reached": 32, "truncation": 1.0, "load_average": {"mean": 2.0},
+           "train": {"command": "progan train --data data/emoji32-demo --run runs/x --minutes 28.0",
+                     "images_shown": 128800},
+           "quality": {"swd": 21.7, "swd_levels": {"16": 23.7, "32": 19.7}, "swd_real_floor": 3.83,
+                       "msssim": 0.1176, "msssim_reals": 0.1151},
+           "grids": {"final": "benchmarks/results/recipe_quality/x/final.png"}}
+    (tmp_path / "recipe_quality-x.json").write_text(json.dumps(run))
+    head, rule, row = recipe_quality.table(tmp_path).splitlines()
+    cells = dict(zip(head.strip("|").split(" | "), (c.strip() for c in row.strip("|").split(" | "))))
+    assert cells["data"] == "data/emoji32-demo" and cells["seed"] == "2" and cells["kimg"] == "128.8"
+    assert cells["SWD real-vs-real"] == "3.8" and cells["MS-SSIM"] == "0.118" and cells["MS-SSIM reals"] == "0.115"
+    assert len(head.split("|")) == len(rule.split("|")) == len(row.split("|"))

@@ -307,6 +307,7 @@ def build_emoji_dataset(
     overwrite: bool = False,
     limit: int | None = None,
     skin_tones: bool = True,
+    only_groups: list[str] | None = None,
     labels_from_groups: bool = False,
     text_encoder="auto",
     progress: bool | None = None,
@@ -317,7 +318,8 @@ def build_emoji_dataset(
     images result if some of them share artwork. emoji_test: Unicode's emoji-test.txt (default:
     Debian's unicode-data); without it the dataset has no groups and a warning says how to get them.
     skin_tones=False: leave out the skin-tone variants (recolourings of one drawing; with them, People & Body is
-    60% of the set), keeping the default yellow one of each. labels_from_groups: class labels from the Unicode
+    60% of the set), keeping the default yellow one of each. only_groups: keep the emoji of these Unicode groups
+    (e.g. ["Smileys & Emotion", "Flags"]); needs emoji-test.txt. labels_from_groups: class labels from the Unicode
     groups (label_names in emoji-test.txt's order), for class-conditional training; needs emoji-test.txt.
     text_encoder: see DatasetWriter.finish. The names are what gets encoded: benchmarks/text_encoders.py
     finds prompts retrieve the right emoji better from bare names than from the longer descriptions
@@ -334,13 +336,21 @@ def build_emoji_dataset(
     except FileNotFoundError as e:
         if emoji_test is not None:
             raise
-        if labels_from_groups:
-            raise DatasetError(f"labels_from_groups needs the Unicode groups: {e}") from None
+        if labels_from_groups or only_groups:
+            raise DatasetError(f"labels_from_groups and only_groups need the Unicode groups: {e}") from None
         groups, groups_note = None, f"none: {e}"
         warnings.warn(f"emoji dataset without groups and subgroups: {e}", stacklevel=2)
+    if only_groups is not None:
+        known = list(dict.fromkeys(g for g, _ in groups.values()))
+        unknown = [g for g in only_groups if g not in known]
+        if unknown or not only_groups:
+            raise DatasetError(f"only_groups: unknown Unicode group(s) {unknown or only_groups!r}; "
+                               f"the groups are {', '.join(known)}")
     chosen, bad = list_emoji(font, limit, groups, load_emoji_keywords())
     drawn = len(chosen)
     left_out = []  # (emoji, why): chosen but not wanted in this dataset
+    if only_groups is not None:
+        left_out += [(e, f"group {e.group!r} not in only_groups") for e in chosen if e.group not in only_groups]
     if not skin_tones:
         left_out += [(e, "a skin-tone variant (skin_tones=False)") for e in chosen if has_skin_tone(e.seq)]
     if labels_from_groups:
