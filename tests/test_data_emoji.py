@@ -185,4 +185,6 @@ def test_only_groups_keeps_those_groups_and_names_the_valid_ones(tmp_path, capsy
                  "--groups", "Symbols,Smileys"]) == 2
     err = capsys.readouterr().err
     assert "unknown Unicode group(s) ['Smileys']" in err and "Smileys & Emotion" in err
+    assert main(["dataset", "--builtin", "emoji", "--out", str(tmp_path / "bad"), "--groups", " , "]) == 2
+    assert "only_groups: no group given" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()

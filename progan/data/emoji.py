@@ -344,8 +344,8 @@ def build_emoji_dataset(
         known = list(dict.fromkeys(g for g, _ in groups.values()))
         unknown = [g for g in only_groups if g not in known]
         if unknown or not only_groups:
-            raise DatasetError(f"only_groups: unknown Unicode group(s) {unknown or only_groups!r}; "
-                               f"the groups are {', '.join(known)}")
+            what = f"unknown Unicode group(s) {unknown!r}" if unknown else "no group given"
+            raise DatasetError(f"only_groups: {what}; the groups are {', '.join(known)}")
     chosen, bad = list_emoji(font, limit, groups, load_emoji_keywords())
     drawn = len(chosen)
     left_out = []  # (emoji, why): chosen but not wanted in this dataset
