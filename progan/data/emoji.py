@@ -336,7 +336,7 @@ def build_emoji_dataset(
     except FileNotFoundError as e:
         if emoji_test is not None:
             raise
-        if labels_from_groups or only_groups:
+        if labels_from_groups or only_groups is not None:
             raise DatasetError(f"labels_from_groups and only_groups need the Unicode groups: {e}") from None
         groups, groups_note = None, f"none: {e}"
         warnings.warn(f"emoji dataset without groups and subgroups: {e}", stacklevel=2)
