@@ -55,6 +55,10 @@ RECIPES = {
     "demo-v1": ("none", ["--preset", "demo", "--resolution", "32", "--mirror", "--latent-size", "64",
                          "--fmap-base", "512", "--fmap-max", "64", "--stabilize-kimg", "20", "--fade-kimg", "20",
                          "--batch", "4:64,16:32", "--lr", "0.002", "--ema-beta", "0.99"]),
+    # the demo preset of sessions 5-8 (issue 12), spelled out: the "old" side of session 9's comparison
+    "demo-v2": ("none", ["--preset", "demo", "--resolution", "32", "--mirror", "--latent-size", "64",
+                         "--fmap-base", "512", "--fmap-max", "64", "--stabilize-kimg", "20", "--fade-kimg", "20",
+                         "--batch", "4:64,16:16", "--lr", "0.002", "--ema-beta", "0.995"]),
 }
 PROMPTS = ["monkeys surfing on the moon", "a red heart", "a smiling face", "a cat", "a flag", "fruit"]
 EVAL_IMAGES = 2048

@@ -353,7 +353,10 @@ def demo(resolution: int = 32) -> TrainConfig:
     """The README's main job: about 20 minutes on a 2-core CPU, 4x4 -> 32x32 on the built-in emoji."""
     return with_final_stabilization(TrainConfig(
         preset="demo",
-        model=ModelConfig(resolution=resolution, latent_size=64, fmap_base=512, fmap_max=64, mbstd_group=4),
+        # fmap_base 256: 64 channels at 4x4 and 8x8, 32 at 16x16, 16 at 32x32. Half session 5's widths from 16x16
+        # up, where the time goes: steps 1.7-1.9x faster, twice the images in 20 minutes, SWD 15 against 22
+        # (benchmarks/README.md, session 9). Capacity is not what limits 20 minutes on a CPU; updates are.
+        model=ModelConfig(resolution=resolution, latent_size=64, fmap_base=256, fmap_max=64, mbstd_group=4),
         # Batch 16 from 16x16: there a CPU step of 16 costs about what one of 32 does per image, so it doubles the
         # updates for the same time (SWD 20.3 against 26.3 at equal time; benchmarks/README.md, session 5).
         schedule=ScheduleConfig(stabilize_kimg=20, fade_kimg=20, batch={4: 64, 16: 16}, lr={4: 0.002}),

@@ -14,7 +14,9 @@ if [ "$CONDITION" = text ]; then
     RUN="${RUN:-runs/demo-text}"
     DATA="${DATA:-data/emoji32-text}"
     ENCODER=auto
-    TEXT_FLAGS=(--cond-fade 8:16)  # transitional conditioning: measured in benchmarks/README.md (recipe_quality)
+    # transitional conditioning, at the width the text model was measured at (benchmarks/README.md, sessions 4 and
+    # 9: the preset's narrower networks are measured unconditional only)
+    TEXT_FLAGS=(--cond-fade 8:16 --fmap-base 512)
     DATA_FLAGS=()  # every emoji: the more names, the more prompts it can follow
 else
     bash scripts/setup.sh studio,plot

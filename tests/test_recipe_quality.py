@@ -36,14 +36,16 @@ def differences(a: dict, b: dict, prefix: str = "") -> dict:
     return out
 
 
-def test_demo_v1_is_the_old_demo_and_differs_from_the_new_in_batch_and_ema_only(recipe_quality, tiny_dataset):
-    old = config_of(recipe_quality, "demo-v1", tiny_dataset)
+def test_old_demos_spelled_out_differ_from_the_next_in_what_the_readme_says(recipe_quality, tiny_dataset):
+    v1 = config_of(recipe_quality, "demo-v1", tiny_dataset)
+    v2 = config_of(recipe_quality, "demo-v2", tiny_dataset)
     new = config_of(recipe_quality, "demo", tiny_dataset)
-    assert differences(old, new) == {"schedule.batch": ({4: 64, 16: 32}, {4: 64, 16: 16}),
-                                     "ema_beta": (0.99, 0.995)}
-    model = old["model"]
+    # session 5: batch 16 from 16x16 and a longer G_ema; session 9: half the widths
+    assert differences(v1, v2) == {"schedule.batch": ({4: 64, 16: 32}, {4: 64, 16: 16}), "ema_beta": (0.99, 0.995)}
+    assert differences(v2, new) == {"model.fmap_base": (512, 256)}
+    model = v1["model"]
     assert (model["resolution"], model["latent_size"], model["fmap_base"], model["fmap_max"]) == (32, 64, 512, 64)
-    assert (old["schedule"]["stabilize_kimg"], old["schedule"]["fade_kimg"], old["mirror"]) == (20, 20, True)
+    assert (v1["schedule"]["stabilize_kimg"], v1["schedule"]["fade_kimg"], v1["mirror"]) == (20, 20, True)
 
 
 def test_screen_flags_override_the_recipe(recipe_quality, tiny_dataset):

@@ -1,0 +1,85 @@
+"""One training step's time for a preset at its resolutions, at other widths, and across processes.
+
+    python benchmarks/step_speed.py --preset demo                             # 16x16 and 32x32 at the preset's widths
+    python benchmarks/step_speed.py --preset demo --fmap-base 512 256 1024    # a table row per width
+    OMP_NUM_THREADS=1 torchrun --nproc_per_node 2 benchmarks/step_speed.py --preset demo   # the same split over 2 ranks
+
+Each row is `train_step` of the loop (D step with the gradient penalty, G step, EMA; gradients averaged over the
+ranks under torchrun) on random reals at the stable phase of one resolution and the preset's global batch there,
+the median of --steps timed steps after three untimed ones. A wider or narrower network is the preset with another
+fmap_base (channels min(fmap_base / 2^stage, fmap_max)). Under torchrun every rank takes its share of the batch, as
+in training, and rank 0 prints. This is the measurement behind the demo preset's widths (issue 12, session 9): what
+a narrower network buys in images per second where the demo spends its time, and whether two single-thread
+processes beat one two-thread process on a 2-core CPU (they do not: `benchmarks/README.md`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from progan.config import preset  # noqa: E402
+from progan.schedule import phase_at  # noqa: E402
+from progan.train.distributed import init_from_env, shutdown  # noqa: E402
+from progan.train.loop import build_state, train_step  # noqa: E402
+
+
+def stable_phase(cfg, resolution: int):
+    """The schedule's phase in the middle of `resolution`'s stabilisation (or of the final one)."""
+    from progan.schedule import kimg_to_reach
+    kimg = kimg_to_reach(resolution, cfg.schedule) + 0.5 * cfg.schedule.stabilize_at(resolution)
+    phase = phase_at(round(kimg * 1000), cfg.model.resolution, cfg.schedule)
+    assert phase.resolution == resolution and phase.alpha == 1.0, phase
+    return phase
+
+
+def step_seconds(cfg, resolution: int, steps: int, ranks) -> tuple[float, int]:
+    state = build_state(cfg, ranks.device)
+    phase = stable_phase(cfg, resolution)
+    local = phase.batch // ranks.world_size
+    real = torch.rand(local, 3, resolution, resolution, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    times = []
+    for i in range(steps + 3):
+        start = time.perf_counter()
+        train_step(state, phase, real, cfg, ranks)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times[3:]), phase.batch
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="demo")
+    p.add_argument("--resolution", type=int, default=32, help="the preset's final resolution (default 32)")
+    p.add_argument("--at", type=int, nargs="+", default=[16, 32], help="resolutions to time (default 16 32)")
+    p.add_argument("--fmap-base", type=int, nargs="+", default=None, help="widths to time (default: the preset's)")
+    p.add_argument("--steps", type=int, default=15)
+    args = p.parse_args()
+    ranks = init_from_env("cpu")
+    widths = args.fmap_base or [preset(args.preset, args.resolution).model.fmap_base]
+    if ranks.is_main:
+        print(f"{args.preset} preset, {ranks.world_size} process(es) x {torch.get_num_threads()} thread(s), "
+              f"torch {torch.__version__}\n")
+        print("| fmap_base | channels at these resolutions | resolution | batch | ms / step | images/s |")
+        print("| --: | --- | --: | --: | --: | --: |")
+    for fmap_base in widths:
+        cfg = preset(args.preset, args.resolution)
+        cfg.model.fmap_base = fmap_base
+        for res in args.at:
+            seconds, batch = step_seconds(cfg, res, args.steps, ranks)
+            if ranks.is_main:
+                channels = ", ".join(f"{r}: {cfg.model.channels(r)}" for r in (res // 2, res))
+                print(f"| {fmap_base} | {channels} | {res}x{res} | {batch} | {1000 * seconds:.1f} "
+                      f"| {batch / seconds:.0f} |", flush=True)
+    shutdown(ranks)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
