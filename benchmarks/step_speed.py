@@ -77,7 +77,7 @@ def main() -> int:
                 channels = ", ".join(f"{r}: {cfg.model.channels(r)}" for r in (res // 2, res))
                 print(f"| {fmap_base} | {channels} | {res}x{res} | {batch} | {1000 * seconds:.1f} "
                       f"| {batch / seconds:.0f} |", flush=True)
-    shutdown(ranks)
+    shutdown()
     return 0
 
 

@@ -227,6 +227,8 @@ def cmd_train(args) -> None:
     cfg = train_config_from_args(args)
     run_dir = args.resume or args.run
     state = train(cfg, run_dir, resume=args.resume is not None, device=args.device, progress=not args.quiet)
+    from progan.train.distributed import shutdown
+    shutdown()
     import os
     if int(os.environ.get("RANK", "0")) == 0:
         run = state.progress

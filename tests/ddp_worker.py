@@ -5,6 +5,7 @@ import os
 import sys
 
 from progan.config import preset
+from progan.train.distributed import shutdown
 from progan.train.loop import train
 from rehearsal_worker import digest  # one weight digest for both workers (tests/ is the script's folder)
 
@@ -16,3 +17,4 @@ if __name__ == "__main__":
     rank = int(os.environ["RANK"])
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
         json.dump({name: digest(m) for name, m in state.nets.items()} | {"cur_nimg": state.progress.cur_nimg}, f)
+    shutdown()

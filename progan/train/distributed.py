@@ -124,6 +124,9 @@ def all_gather_cat(t: torch.Tensor, ranks: Ranks) -> torch.Tensor:
     return torch.cat([p[:int(s.item())] for p, s in zip(parts, sizes)])
 
 
-def shutdown(ranks: Ranks) -> None:
-    if ranks.enabled and dist.is_initialized():
+def shutdown() -> None:
+    """Leave the process group, if any, before the process exits: a gloo group still alive at interpreter exit can
+    abort the process from its worker threads ("terminate called without an active exception", SIGABRT after the
+    work is done; pytorch/pytorch#190489). Called on success only: a rank that failed may leave others mid-collective."""
+    if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
