@@ -26,14 +26,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from progan.config import preset  # noqa: E402
-from progan.schedule import phase_at  # noqa: E402
+from progan.schedule import kimg_to_reach, phase_at  # noqa: E402
 from progan.train.distributed import init_from_env, shutdown  # noqa: E402
 from progan.train.loop import build_state, train_step  # noqa: E402
 
 
 def stable_phase(cfg, resolution: int):
     """The schedule's phase in the middle of `resolution`'s stabilisation (or of the final one)."""
-    from progan.schedule import kimg_to_reach
     kimg = kimg_to_reach(resolution, cfg.schedule) + 0.5 * cfg.schedule.stabilize_at(resolution)
     phase = phase_at(round(kimg * 1000), cfg.model.resolution, cfg.schedule)
     assert phase.resolution == resolution and phase.alpha == 1.0, phase
@@ -46,7 +45,7 @@ def step_seconds(cfg, resolution: int, steps: int, ranks) -> tuple[float, int]:
     local = phase.batch // ranks.world_size
     real = torch.rand(local, 3, resolution, resolution, generator=torch.Generator().manual_seed(0)) * 2 - 1
     times = []
-    for i in range(steps + 3):
+    for _ in range(steps + 3):
         start = time.perf_counter()
         train_step(state, phase, real, cfg, ranks)
         times.append(time.perf_counter() - start)
