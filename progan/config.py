@@ -354,7 +354,7 @@ def demo(resolution: int = 32) -> TrainConfig:
     return with_final_stabilization(TrainConfig(
         preset="demo",
         # fmap_base 256: 64 channels at 4x4 and 8x8, 32 at 16x16, 16 at 32x32. Half session 5's widths from 16x16
-        # up, where the time goes: steps 1.7-1.9x faster, 1.4-1.5x the images in 20 minutes. It ties with 512 where
+        # up, where the time goes: steps 1.7-2.1x faster, 1.4-1.5x the images in 20 minutes. It ties with 512 where
         # a fast CPU gives both ten minutes at 32x32, and wins where the old one reaches 32x32 late (SWD 14.9
         # against 18.2; benchmarks/README.md, session 9): 20 minutes on a CPU are short of updates, not capacity.
         model=ModelConfig(resolution=resolution, latent_size=64, fmap_base=256, fmap_max=64, mbstd_group=4),
