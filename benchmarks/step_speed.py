@@ -7,7 +7,7 @@
 Each row is `train_step` of the loop (D step with the gradient penalty, G step, EMA; gradients averaged over the
 ranks under torchrun) on random reals at the stable phase of one resolution and the preset's global batch there,
 the median of --steps timed steps after three untimed ones. A wider or narrower network is the preset with another
-fmap_base (channels min(fmap_base / 2^stage, fmap_max)). Under torchrun every rank takes its share of the batch, as
+fmap_base (channels min(fmap_base / 2^stage, fmap_max), at least --fmap-min). Under torchrun every rank takes its share of the batch, as
 in training, and rank 0 prints. This is the measurement behind the demo preset's widths (issue 12, session 9): what
 a narrower network buys in images per second where the demo spends its time, and whether two single-thread
 processes beat one two-thread process on a 2-core CPU (they do not: `benchmarks/README.md`).
@@ -16,6 +16,7 @@ processes beat one two-thread process on a 2-core CPU (they do not: `benchmarks/
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import sys
 import time
@@ -58,6 +59,8 @@ def main() -> int:
     p.add_argument("--resolution", type=int, default=32, help="the preset's final resolution (default 32)")
     p.add_argument("--at", type=int, nargs="+", default=[16, 32], help="resolutions to time (default 16 32)")
     p.add_argument("--fmap-base", type=int, nargs="+", default=None, help="widths to time (default: the preset's)")
+    p.add_argument("--fmap-min", type=int, nargs="+", default=None,
+                   help="floors under the widths to time, each with every --fmap-base (default: the preset's)")
     p.add_argument("--steps", type=int, default=15)
     args = p.parse_args()
     ranks = init_from_env("cpu")
@@ -65,16 +68,17 @@ def main() -> int:
     if ranks.is_main:
         print(f"{args.preset} preset, {ranks.world_size} process(es) x {torch.get_num_threads()} thread(s), "
               f"torch {torch.__version__}\n")
-        print("| fmap_base | channels at these resolutions | resolution | batch | ms / step | images/s |")
-        print("| --: | --- | --: | --: | --: | --: |")
-    for fmap_base in widths:
+        print("| fmap_base | fmap_min | channels at these resolutions | resolution | batch | ms / step | images/s |")
+        print("| --: | --: | --- | --: | --: | --: | --: |")
+    floors = args.fmap_min or [preset(args.preset, args.resolution).model.fmap_min]
+    for fmap_base, fmap_min in itertools.product(widths, floors):
         cfg = preset(args.preset, args.resolution)
-        cfg.model.fmap_base = fmap_base
+        cfg.model.fmap_base, cfg.model.fmap_min = fmap_base, fmap_min
         for res in args.at:
             seconds, batch = step_seconds(cfg, res, args.steps, ranks)
             if ranks.is_main:
                 channels = ", ".join(f"{r}: {cfg.model.channels(r)}" for r in (res // 2, res))
-                print(f"| {fmap_base} | {channels} | {res}x{res} | {batch} | {1000 * seconds:.1f} "
+                print(f"| {fmap_base} | {fmap_min} | {channels} | {res}x{res} | {batch} | {1000 * seconds:.1f} "
                       f"| {batch / seconds:.0f} |", flush=True)
     shutdown()
     return 0

@@ -37,6 +37,7 @@ class ModelConfig:
     latent_size: int = 512
     fmap_base: int = 8192
     fmap_max: int = 512
+    fmap_min: int = 1             # a floor under the top resolutions' widths (the paper's nf has none)
     num_classes: int = 0          # > 0: class-conditional, the official AC-GAN (one-hot rows into G, D has 1 + C outputs)
     mbstd_group: int = 4          # effective group is min(mbstd_group, per-rank batch)
     fused_scale: bool = True      # fused up-conv / conv-down: same maths as the unfused form, less work
@@ -46,13 +47,14 @@ class ModelConfig:
     cond_fade_end: int = 0        # fade-in and is fully on once this one has faded in (0: start); 0, 0: always on
 
     def channels(self, res: int) -> int:
-        """nf(stage) = min(fmap_base / 2^stage, fmap_max), stage = log2(res) - 1 (the official code's nf(res - 1))."""
+        """nf(stage) = min(fmap_base / 2^stage, fmap_max), stage = log2(res) - 1 (the official code's nf(res - 1)),
+        and at least fmap_min."""
         stage = int(math.log2(res)) - 1
-        return min(self.fmap_base // 2**stage, self.fmap_max)
+        return max(min(self.fmap_base // 2**stage, self.fmap_max), self.fmap_min)
 
     def validate(self) -> None:
         check_resolution(self.resolution)
-        for name in ("latent_size", "fmap_base", "fmap_max", "mbstd_group"):
+        for name in ("latent_size", "fmap_base", "fmap_max", "fmap_min", "mbstd_group"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)!r}")
         for name in ("num_classes", "text_size", "ca_size", "cond_fade_start", "cond_fade_end"):

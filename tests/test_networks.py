@@ -18,6 +18,17 @@ def test_paper_channel_counts_and_size():
     assert count_parameters(Discriminator(cfg)) == pytest.approx(23.1e6, rel=0.01)
 
 
+def test_fmap_min_floors_only_the_narrow_top_levels():
+    cfg = ModelConfig(resolution=32, latent_size=8, fmap_base=256, fmap_max=64, fmap_min=32)
+    assert [cfg.channels(r) for r in (4, 8, 16, 32)] == [64, 64, 32, 32]
+    G, D = Generator(cfg), Discriminator(cfg)
+    images = G(torch.randn(2, 8), 0.0)
+    assert images.shape == (2, 3, 32, 32) and D(images, 0.0).shape == (2, 1)
+    assert G.to_rgb[-1].weight.shape[1] == 32 and D.from_rgb[-1].weight.shape[0] == 32
+    with pytest.raises(Exception, match="fmap_min"):
+        ModelConfig(resolution=32, fmap_min=0).validate()
+
+
 def test_output_shapes_and_linear_to_rgb():
     G, D = Generator(CFG), Discriminator(CFG)
     z = torch.randn(8, 8)

@@ -4,6 +4,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+import torch
 
 from progan import cli
 
@@ -91,3 +92,13 @@ def test_the_table_names_each_runs_data_with_its_own_floor(recipe_quality, tmp_p
     assert cells["data"] == "data/emoji32-demo" and cells["seed"] == "2" and cells["kimg"] == "128.8"
     assert cells["SWD real-vs-real"] == "3.8" and cells["MS-SSIM"] == "0.118" and cells["MS-SSIM reals"] == "0.115"
     assert len(head.split("|")) == len(rule.split("|")) == len(row.split("|"))
+
+
+def test_confident_share_counts_images_one_group_claims(recipe_quality):
+    probs = torch.tensor([[0.85, 0.05, 0.05, 0.05],   # clearly the first group
+                          [0.80, 0.10, 0.05, 0.05],   # exactly at the threshold
+                          [0.40, 0.40, 0.10, 0.10],   # a blob between two groups
+                          [0.25, 0.25, 0.25, 0.25]])  # nothing
+    assert recipe_quality.confident_share(probs, 0.8) == 0.5
+    assert recipe_quality.confident_share(probs, 0.3) == 0.75
+    assert recipe_quality.confident_share(probs[2:], 0.8) == 0.0
