@@ -106,6 +106,7 @@ def add_train(sub) -> None:
     p.add_argument("--fmap-base", type=int)
     p.add_argument("--fmap-max", type=int)
     p.add_argument("--fmap-min", type=int, help="a floor under the widths of the top resolutions (default 1: none)")
+    p.add_argument("--g-fmap-min", type=int, help="G's own floor where it differs from D's (default 0: --fmap-min)")
     p.add_argument("--mbstd-group", type=int)
     p.add_argument("--condition", choices=["auto", "none", "class", "text"], default="auto",
                    help="auto: on the dataset's classes when it has labels (--labels-from-folders), else none; "
@@ -172,7 +173,8 @@ def train_config_from_args(args) -> TrainConfig:
     if args.data:
         cfg.data = str(Path(args.data).resolve())
     model = {"latent_size": args.latent_size, "fmap_base": args.fmap_base, "fmap_max": args.fmap_max,
-             "fmap_min": args.fmap_min, "mbstd_group": args.mbstd_group, "fused_scale": args.fused}
+             "fmap_min": args.fmap_min, "g_fmap_min": args.g_fmap_min,
+             "mbstd_group": args.mbstd_group, "fused_scale": args.fused}
     if args.resume and args.resolution is not None:
         model["resolution"] = args.resolution
     for key, value in model.items():

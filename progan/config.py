@@ -38,6 +38,7 @@ class ModelConfig:
     fmap_base: int = 8192
     fmap_max: int = 512
     fmap_min: int = 1             # a floor under the top resolutions' widths (the paper's nf has none)
+    g_fmap_min: int = 0           # G's own floor where it differs from D's (0: fmap_min for both)
     num_classes: int = 0          # > 0: class-conditional, the official AC-GAN (one-hot rows into G, D has 1 + C outputs)
     mbstd_group: int = 4          # effective group is min(mbstd_group, per-rank batch)
     fused_scale: bool = True      # fused up-conv / conv-down: same maths as the unfused form, less work
@@ -46,18 +47,19 @@ class ModelConfig:
     cond_fade_start: int = 0      # transitional conditioning: the condition starts fading in with this resolution's
     cond_fade_end: int = 0        # fade-in and is fully on once this one has faded in (0: start); 0, 0: always on
 
-    def channels(self, res: int) -> int:
+    def channels(self, res: int, generator: bool = False) -> int:
         """nf(stage) = min(fmap_base / 2^stage, fmap_max), stage = log2(res) - 1 (the official code's nf(res - 1)),
-        and at least fmap_min."""
+        and at least fmap_min (G's: g_fmap_min when set)."""
         stage = int(math.log2(res)) - 1
-        return max(min(self.fmap_base // 2**stage, self.fmap_max), self.fmap_min)
+        floor = self.g_fmap_min if generator and self.g_fmap_min else self.fmap_min
+        return max(min(self.fmap_base // 2**stage, self.fmap_max), floor)
 
     def validate(self) -> None:
         check_resolution(self.resolution)
         for name in ("latent_size", "fmap_base", "fmap_max", "fmap_min", "mbstd_group"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)!r}")
-        for name in ("num_classes", "text_size", "ca_size", "cond_fade_start", "cond_fade_end"):
+        for name in ("g_fmap_min", "num_classes", "text_size", "ca_size", "cond_fade_start", "cond_fade_end"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ConfigError(f"model.{name} must be an integer >= 0, got {getattr(self, name)!r}")
         if self.num_classes and self.text_size:

@@ -97,7 +97,7 @@ class Generator(nn.Module):
         self.cond_size = cfg.cond_size  # the width of the cond rows forward() takes; 0: unconditional
         self.lod = 0.0  # the level of detail used when forward() is given none; exported models set it
         resolutions = [2**k for k in range(2, int(math.log2(cfg.resolution)) + 1)]
-        c4 = cfg.channels(4)
+        c4 = cfg.channels(4, generator=True)
         if cfg.ca_size:
             # Conditioning augmentation: caption embedding -> (mu, log sigma) of the code concatenated to z. The
             # embedding has unit norm, so the gain sqrt(text_size) makes mu start at unit scale, as loud as the
@@ -112,8 +112,10 @@ class Generator(nn.Module):
         self.dense_bias = nn.Parameter(torch.zeros(c4))
         self.conv4 = EqualizedConv2d(c4, c4, 3)
         self.blocks = nn.ModuleList(
-            GeneratorBlock(cfg.channels(r // 2), cfg.channels(r), cfg.fused_scale) for r in resolutions[1:])
-        self.to_rgb = nn.ModuleList(EqualizedConv2d(cfg.channels(r), 3, 1, gain=1.0) for r in resolutions)
+            GeneratorBlock(cfg.channels(r // 2, generator=True), cfg.channels(r, generator=True), cfg.fused_scale)
+            for r in resolutions[1:])
+        self.to_rgb = nn.ModuleList(EqualizedConv2d(cfg.channels(r, generator=True), 3, 1, gain=1.0)
+                                    for r in resolutions)
         self.act = LeakyReLU()
 
     @property

@@ -29,6 +29,13 @@ def test_fmap_min_floors_only_the_narrow_top_levels():
         ModelConfig(resolution=32, fmap_min=0).validate()
 
 
+def test_g_fmap_min_widens_only_the_generator():
+    cfg = ModelConfig(resolution=32, latent_size=8, fmap_base=256, fmap_max=64, g_fmap_min=32)
+    G, D = Generator(cfg), Discriminator(cfg)
+    assert G.to_rgb[-1].weight.shape[1] == 32 and D.from_rgb[-1].weight.shape[0] == 16
+    assert D(G(torch.randn(2, 8), 0.0), 0.0).shape == (2, 1)
+
+
 def test_output_shapes_and_linear_to_rgb():
     G, D = Generator(CFG), Discriminator(CFG)
     z = torch.randn(8, 8)
