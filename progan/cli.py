@@ -43,7 +43,8 @@ def add_dataset(sub) -> None:
     p.add_argument("--no-skin-tones", action="store_true",
                    help="--builtin emoji: leave out the skin-tone variants, keeping the default yellow one of each")
     p.add_argument("--groups", metavar="GROUP,GROUP,..",
-                   help="--builtin emoji: keep only these Unicode groups, e.g. 'Smileys & Emotion,Flags'")
+                   help="--builtin emoji: keep only these Unicode groups or subgroups, e.g. "
+                   "'Smileys & Emotion,food-fruit,country-flag'")
     p.add_argument("--background", default="255,255,255", help="R,G,B for transparent pixels and padding")
     p.add_argument("--max-images", type=int, default=None)
     p.add_argument("--text-encoder", default="auto", metavar="auto|none|NAME|FOLDER",

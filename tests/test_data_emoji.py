@@ -181,10 +181,17 @@ def test_only_groups_keeps_those_groups_and_names_the_valid_ones(tmp_path, capsy
     report = json.loads((tmp_path / "some" / "report.json").read_text())
     assert sum("not in only_groups" in s["reason"] for s in report["skipped"]) == full["count"] - some["count"]
 
+    # a subgroup of another group in the same list: the names differ in form (food-fruit, Food & Drink)
+    other = next(sub for g, sub in zip(full["groups"], full["subgroups"]) if g not in wanted)
+    mixed = build_emoji_dataset(tmp_path / "mixed", 8, limit=70, only_groups=["Symbols", other], text_encoder=None)
+    pairs = list(zip(full["groups"], full["subgroups"]))
+    assert mixed["count"] == sum(g == "Symbols" or sub == other for g, sub in pairs)
+    assert set(mixed["subgroups"]) == {sub for g, sub in pairs if g == "Symbols"} | {other}
+
     assert main(["dataset", "--builtin", "emoji", "--out", str(tmp_path / "bad"), "--resolution", "8",
                  "--groups", "Symbols,Smileys"]) == 2
     err = capsys.readouterr().err
-    assert "unknown Unicode group(s) ['Smileys']" in err and "Smileys & Emotion" in err
+    assert "unknown Unicode group(s) ['Smileys']" in err and "Smileys & Emotion" in err and "subgroups" in err
     assert main(["dataset", "--builtin", "emoji", "--out", str(tmp_path / "bad"), "--groups", " , "]) == 2
     assert "only_groups: no group given" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()

@@ -319,7 +319,8 @@ def build_emoji_dataset(
     Debian's unicode-data); without it the dataset has no groups and a warning says how to get them.
     skin_tones=False: leave out the skin-tone variants (recolourings of one drawing; with them, People & Body is
     60% of the set), keeping the default yellow one of each. only_groups: keep the emoji of these Unicode groups
-    (e.g. ["Smileys & Emotion", "Flags"]); needs emoji-test.txt. labels_from_groups: class labels from the Unicode
+    or subgroups (e.g. ["Smileys & Emotion", "food-fruit"]: the names differ in form, so one list holds both);
+    needs emoji-test.txt. labels_from_groups: class labels from the Unicode
     groups (label_names in emoji-test.txt's order), for class-conditional training; needs emoji-test.txt.
     text_encoder: see DatasetWriter.finish. The names are what gets encoded: benchmarks/text_encoders.py
     finds prompts retrieve the right emoji better from bare names than from the longer descriptions
@@ -342,15 +343,19 @@ def build_emoji_dataset(
         warnings.warn(f"emoji dataset without groups and subgroups: {e}", stacklevel=2)
     if only_groups is not None:
         known = list(dict.fromkeys(g for g, _ in groups.values()))
-        unknown = [g for g in only_groups if g not in known]
+        known_sub = set(sub for _, sub in groups.values())
+        unknown = [g for g in only_groups if g not in known and g not in known_sub]
         if unknown or not only_groups:
             what = f"unknown Unicode group(s) {unknown!r}" if unknown else "no group given"
-            raise DatasetError(f"only_groups: {what}; the groups are {', '.join(known)}")
+            raise DatasetError(f"only_groups: {what}; the groups are {', '.join(known)}, or one of their "
+                               f"{len(known_sub)} subgroups (e.g. face-smiling, food-fruit: the '# subgroup:' lines "
+                               f"of {emoji_test or DEFAULT_EMOJI_TEST})")
     chosen, bad = list_emoji(font, limit, groups, load_emoji_keywords())
     drawn = len(chosen)
     left_out = []  # (emoji, why): chosen but not wanted in this dataset
     if only_groups is not None:
-        left_out += [(e, f"group {e.group!r} not in only_groups") for e in chosen if e.group not in only_groups]
+        left_out += [(e, f"group {e.group!r} and subgroup {e.subgroup!r} not in only_groups") for e in chosen
+                     if e.group not in only_groups and e.subgroup not in only_groups]
     if not skin_tones:
         left_out += [(e, "a skin-tone variant (skin_tones=False)") for e in chosen if has_skin_tone(e.seq)]
     if labels_from_groups:
