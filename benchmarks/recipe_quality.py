@@ -343,10 +343,13 @@ def grids(G, dataset: PreparedDataset, folder: Path, repo_root: Path, truncation
 
 # --- the table --------------------------------------------------------------------------------------------------
 
-def data_of(train_command: str) -> str:
-    """The --data folder of a `progan train` command line (the SWD floor and MS-SSIM of reals are that data's)."""
-    found = re.search(r"--data (\S+)", train_command)
-    return found.group(1) if found else "-"
+def data_of(result: dict) -> str:
+    """The data the metrics are against (the SWD floor and MS-SSIM of reals are that data's), and the data the run
+    trained on where it differs (`--eval-only --data` on another dataset)."""
+    found = re.search(r"--data (\S+)", result["train"]["command"])
+    trained_on = found.group(1) if found else "-"
+    measured_on = result.get("data", trained_on)  # results from before session 11 lack "data": their own
+    return measured_on if measured_on == trained_on else f"{measured_on} (trained on {trained_on})"
 
 
 def table(folder: Path) -> str:
@@ -360,7 +363,7 @@ def table(folder: Path) -> str:
         fading = r["lod_final"] != int(r["lod_final"])
         rows.append("| " + " | ".join([
             r["recipe"] + (f" (psi {r['truncation']:g})" if r.get("truncation", 1.0) != 1.0 else ""),
-            f"`{r['flags']}`" if r.get("flags") else "", data_of(r["train"]["command"]), r["condition"], str(r["seed"]),
+            f"`{r['flags']}`" if r.get("flags") else "", data_of(r), r["condition"], str(r["seed"]),
             f"{r['minutes']:g}" + (" (1 thread)" if r.get("cpu_threads") == 1 else ""),
             f"{r['train']['images_shown'] / 1000:.1f}",
             f"{r['resolution_reached']}" + (f" (lod {r['lod_final']:.2f})" if fading else ""),
@@ -440,6 +443,7 @@ def main() -> int:
           f"{G.output_resolution}x{G.output_resolution} (lod {G.lod:g}); load average during training "
           f"{train_load['mean']} (1-min, {train_load['min']}..{train_load['max']})", flush=True)
     result = {"recipe": name, "base_recipe": args.recipe, "flags": args.flags, "condition": condition, "seed": args.seed, "minutes": args.minutes,
+              "data": str(args.data),
               "train": info, "resolution_reached": int(G.output_resolution), "lod_final": float(G.lod),
               "load_average": dict(train_load),
               "cpu_threads": torch.get_num_threads(), "cpus": os.cpu_count(), "torch": torch.__version__}

@@ -93,6 +93,12 @@ def test_the_table_names_each_runs_data_with_its_own_floor(recipe_quality, tmp_p
     assert cells["SWD real-vs-real"] == "3.8" and cells["MS-SSIM"] == "0.118" and cells["MS-SSIM reals"] == "0.115"
     assert len(head.split("|")) == len(rule.split("|")) == len(row.split("|"))
 
+    # the same run measured against other data (--eval-only --data): the row names both
+    (tmp_path / "recipe_quality-x.json").write_text(json.dumps({**run, "data": "data/emoji32-iconic"}))
+    row = recipe_quality.table(tmp_path).splitlines()[2]
+    cells = dict(zip(head.strip("|").split(" | "), (c.strip() for c in row.strip("|").split(" | "))))
+    assert cells["data"] == "data/emoji32-iconic (trained on data/emoji32-demo)"
+
 
 def test_confident_share_counts_images_one_group_claims(recipe_quality):
     probs = torch.tensor([[0.85, 0.05, 0.05, 0.05],   # clearly the first group
