@@ -442,8 +442,8 @@ def main() -> int:
     print(f"{tag}: {info['images_shown'] / 1000:.1f} kimg in {info['train_seconds'] / 60:.1f} min, "
           f"{G.output_resolution}x{G.output_resolution} (lod {G.lod:g}); load average during training "
           f"{train_load['mean']} (1-min, {train_load['min']}..{train_load['max']})", flush=True)
-    result = {"recipe": name, "base_recipe": args.recipe, "flags": args.flags, "condition": condition, "seed": args.seed, "minutes": args.minutes,
-              "data": str(args.data),
+    result = {"recipe": name, "base_recipe": args.recipe, "flags": args.flags, "condition": condition,
+              "seed": args.seed, "minutes": args.minutes, "data": str(args.data),
               "train": info, "resolution_reached": int(G.output_resolution), "lod_final": float(G.lod),
               "load_average": dict(train_load),
               "cpu_threads": torch.get_num_threads(), "cpus": os.cpu_count(), "torch": torch.__version__}

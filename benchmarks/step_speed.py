@@ -8,9 +8,10 @@ Each row is `train_step` of the loop (D step with the gradient penalty, G step, 
 ranks under torchrun) on random reals at the stable phase of one resolution and the preset's global batch there,
 the median of --steps timed steps after three untimed ones. A wider or narrower network is the preset with another
 fmap_base (channels min(fmap_base / 2^stage, fmap_max), at least --fmap-min). Under torchrun every rank takes its
-share of the batch, as in training, and rank 0 prints. This is the measurement behind the demo preset's widths (issue 12, session 9): what
-a narrower network buys in images per second where the demo spends its time, and whether two single-thread
-processes beat one two-thread process on a 2-core CPU (they do not: `benchmarks/README.md`).
+share of the batch, as in training, and rank 0 prints. This is the measurement behind the demo preset's widths
+(issue 12, session 9): what a narrower network buys in images per second where the demo spends its time, and
+whether two single-thread processes beat one two-thread process on a 2-core CPU (they do not:
+`benchmarks/README.md`).
 """
 
 from __future__ import annotations

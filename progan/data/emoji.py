@@ -320,8 +320,8 @@ def build_emoji_dataset(
     skin_tones=False: leave out the skin-tone variants (recolourings of one drawing; with them, People & Body is
     60% of the set), keeping the default yellow one of each. only_groups: keep the emoji of these Unicode groups
     or subgroups (e.g. ["Smileys & Emotion", "food-fruit"]: the names differ in form, so one list holds both);
-    needs emoji-test.txt. labels_from_groups: class labels from the Unicode
-    groups (label_names in emoji-test.txt's order), for class-conditional training; needs emoji-test.txt.
+    needs emoji-test.txt. labels_from_groups: class labels from the Unicode groups (label_names in
+    emoji-test.txt's order), for class-conditional training; needs emoji-test.txt.
     text_encoder: see DatasetWriter.finish. The names are what gets encoded: benchmarks/text_encoders.py
     finds prompts retrieve the right emoji better from bare names than from the longer descriptions
     (which are kept in the manifest, with the keywords as lists of strings). Returns the manifest.
