@@ -1,6 +1,7 @@
 """Differentiable augmentation of everything D sees (DiffAugment, Zhao et al. 2020): reals and fakes alike, in D's
 step and in G's, so that G is never taught to produce the augmentations, only D is kept from memorising a small
-dataset. Off unless a run asks for it (TrainConfig.augment); the paper trains without.
+dataset. Off unless a run asks for it (TrainConfig.augment, its policy read by config.parse_augment); the paper
+trains without.
 
 The transforms and their ranges are the reference implementation's (github.com/mit-han-lab/data-efficient-gans,
 DiffAugment_pytorch.py), for images in [-1, 1]:
@@ -17,18 +18,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-
-POLICIES = ("color", "translation", "cutout")
-
-
-def parse_policy(text: str) -> tuple[str, ...]:
-    """'color,translation' -> ('color', 'translation'); '' -> (). Raises ValueError naming an unknown transform."""
-    names = tuple(name.strip() for name in text.split(",") if name.strip())
-    unknown = [name for name in names if name not in POLICIES]
-    if unknown:
-        raise ValueError(f"unknown augmentation {', '.join(map(repr, unknown))}: choose from {', '.join(POLICIES)}")
-    return names
-
 
 class Draws:
     """Uniform and integer draws of shape (global batch, ...) from `gen`, sliced to this rank's rows."""
@@ -74,7 +63,7 @@ def cutout(x: torch.Tensor, draw: Draws, ratio: float = 0.5) -> torch.Tensor:
     return x * (~inside).unsqueeze(1).to(x.dtype)
 
 
-TRANSFORMS = {"color": color, "translation": translation, "cutout": cutout}
+TRANSFORMS = {"color": color, "translation": translation, "cutout": cutout}  # one per config.AUGMENTATIONS
 
 
 def augment(x: torch.Tensor, policy: tuple[str, ...], draw: Draws) -> torch.Tensor:

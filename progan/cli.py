@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+import typing
 from pathlib import Path
+from typing import Any
 
-from progan.config import ConfigError, TrainConfig, preset, PRESETS
+from progan.config import ConfigError, TrainConfig
+from progan.presets import PRESETS, preset
 
 
 def parse_table(text: str, cast, what: str, bare_as_table: bool = True):
@@ -88,59 +92,106 @@ def cmd_dataset(args) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 # progan train
 
+# Config fields no flag of their own sets. --preset picks the config that the flags change and --data is stored
+# resolved; what a new run is conditioned on comes from the dataset and --condition, --ca-size and --cond-fade
+# (set_conditioning). Every other field is a flag named after it (tests/test_cli_flags.py holds this).
+INTERNAL_FIELDS = ("preset", "data", "model.num_classes", "model.text_size", "model.ca_size", "model.cond_fade_start",
+                   "model.cond_fade_end")
+
+# Flags whose name is not their field's.
+FLAG_NAMES = {"schedule.total_kimg": "--kimg", "metrics_kimg": "--metrics-every", "model.fused_scale": "--fused",
+              "loss.kind": "--loss"}
+
+
+def read_augment(text: str, flag: str) -> str:
+    return "" if text.strip() == "none" else text
+
+
+def read_metrics(text: str, flag: str) -> list[str]:
+    from progan.metrics import parse_metric_list
+    return parse_metric_list(text)
+
+
+# Per field type: the argparse keywords of its flag, and how the flag's value becomes the field's (None: as it is).
+# Tables are read after argparse, so that a bad one is a ConfigError like any other bad value.
+FIELD_TYPES = {
+    bool: ({"action": argparse.BooleanOptionalAction}, None),
+    int: ({"type": int}, None),
+    float: ({"type": float}, None),
+    float | None: ({"type": float}, None),
+    str: ({}, None),
+    tuple[float, float]: ({"type": float, "nargs": 2}, lambda values, flag: tuple(values)),
+    list[str]: ({}, lambda text, flag: [item.strip() for item in text.split(",") if item.strip()]),
+    dict[int, int]: ({}, lambda text, flag: parse_table(text, int, flag)),
+    dict[int, float]: ({}, lambda text, flag: parse_table(text, float, flag)),
+    float | dict[int, float]: ({}, lambda text, flag: parse_table(text, float, flag, bare_as_table=False)),
+}
+FIELD_READERS = {"augment": read_augment, "metrics": read_metrics}  # fields read by more than their type says
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigFlag:
+    """The flag of one config field."""
+    path: str                  # "model.fmap_base"; a TrainConfig field has no section: "seed"
+    field: dataclasses.Field
+    type: Any                  # the field's type
+
+    @property
+    def name(self) -> str:
+        return FLAG_NAMES.get(self.path, "--" + self.field.name.replace("_", "-"))
+
+    @property
+    def dest(self) -> str:
+        return self.name[2:].replace("-", "_")
+
+    def add_to(self, group) -> None:
+        keywords, _ = FIELD_TYPES[self.type]
+        group.add_argument(self.name, default=None, **keywords, **self.field.metadata)
+
+    def read(self, value):
+        read = FIELD_READERS.get(self.path) or FIELD_TYPES[self.type][1]
+        return value if read is None else read(value, self.name)
+
+    def set(self, cfg: TrainConfig, value) -> None:
+        section, _, name = self.path.rpartition(".")
+        setattr(getattr(cfg, section) if section else cfg, name, value)
+
+
+def config_fields() -> list[tuple[str, dataclasses.Field, Any]]:
+    """(path, field, type) of every field of TrainConfig and of its sections (model, schedule, loss)."""
+    fields = []
+    for f in dataclasses.fields(TrainConfig):
+        kind = typing.get_type_hints(TrainConfig)[f.name]
+        if dataclasses.is_dataclass(kind):
+            fields += [(f"{f.name}.{g.name}", g, typing.get_type_hints(kind)[g.name]) for g in dataclasses.fields(kind)]
+        else:
+            fields.append((f.name, f, kind))
+    return fields
+
+
+def config_flags() -> list[ConfigFlag]:
+    return [ConfigFlag(path, f, kind) for path, f, kind in config_fields() if path not in INTERNAL_FIELDS]
+
+
 def add_train(sub) -> None:
     p = sub.add_parser("train", help="train a progressive GAN into a run folder (or continue one with --resume)")
     p.add_argument("--data", help="prepared dataset folder (progan dataset)")
     p.add_argument("--run", type=Path, help="run folder to create")
     p.add_argument("--resume", type=Path, metavar="RUN", help="continue this run folder exactly where it stopped")
-    p.add_argument("--preset", choices=list(PRESETS), default=None, help="default: paper")
-    p.add_argument("--resolution", type=int)
-    p.add_argument("--kimg", type=float, help="total length in thousands of real images shown")
-    p.add_argument("--minutes", type=float, help="stop (with a checkpoint) after this much wall time")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=None, help="random horizontal flips")
-    p.add_argument("--stabilize-kimg", help="kimg spent stabilising each resolution: X, or per resolution 4:400,64:800")
-    p.add_argument("--fade-kimg", help="kimg spent fading each resolution in: X, or per resolution 8:400,64:800")
-    p.add_argument("--batch", help="global minibatch: N, or per resolution 4:64,32:32")
-    p.add_argument("--lr", help="Adam learning rate: X, or per resolution 4:0.001,1024:0.0015")
-    p.add_argument("--latent-size", type=int)
-    p.add_argument("--fmap-base", type=int)
-    p.add_argument("--fmap-max", type=int)
-    p.add_argument("--fmap-min", type=int, help="a floor under the widths of the top resolutions (default 1: none)")
-    p.add_argument("--g-fmap-min", type=int, help="G's own floor where it differs from D's (default 0: --fmap-min)")
-    p.add_argument("--mbstd-group", type=int)
+    p.add_argument("--preset", choices=list(PRESETS), default=None,
+                   help="the config the other flags change (default: paper)")
     p.add_argument("--condition", choices=["auto", "none", "class", "text"], default="auto",
                    help="auto: on the dataset's classes when it has labels (--labels-from-folders), else none; "
                    "text: on its caption embeddings")
     p.add_argument("--ca-size", type=int, help="text: conditioning augmentation code size (default 32; 0: off)")
     p.add_argument("--cond-fade", metavar="START:END",
                    help="transitional conditioning: fade the condition in from START's fade-in to END's, e.g. 8:16")
-    p.add_argument("--augment", metavar="POLICY", help="DiffAugment of what D sees: comma-separated from color, "
-                   "translation, cutout ('' or none: off, the paper's)")
-    p.add_argument("--loss", choices=["wgan-gp", "logistic"], help="wgan-gp (the paper's) or logistic: "
-                   "non-saturating logistic with the R1 penalty on reals")
-    p.add_argument("--r1-gamma", type=float, help="--loss logistic: R1 weight, gamma / 2 * |grad D(real)|^2")
-    p.add_argument("--gp-gamma", type=float, metavar="GAMMA", help="wgan-gp: the gradient norm the penalty pulls "
-                   "toward, (|grad| - GAMMA)^2 / GAMMA^2 (paper: 1; 750 for its CIFAR-10 run)")
-    p.add_argument("--gp-every", type=int, metavar="K",
-                   help="lazy regularisation: the gradient penalty on every K-th step, weighted K (paper: 1)")
-    p.add_argument("--fused", action=argparse.BooleanOptionalAction, default=None,
-                   help="fused up-conv / conv-down (same maths, less work)")
-    p.add_argument("--tick-kimg", type=float)
-    p.add_argument("--snapshot-kimg", type=float)
-    p.add_argument("--checkpoint-kimg", type=float)
-    p.add_argument("--keep-checkpoints", type=int)
-    p.add_argument("--grid-size", type=int)
-    p.add_argument("--ema-beta", type=float, help="G_ema = lerp(G, G_ema, beta) per step (paper: 0.999)")
-    p.add_argument("--ema-kimg", type=float, help="G_ema half-life in kimg instead of a fixed beta (v2: 10; 0: off)")
-    p.add_argument("--metrics", help="e.g. swd,msssim: appended to metrics.jsonl every --metrics-every kimg and at "
-                   "the end")
-    p.add_argument("--metrics-every", type=float, metavar="KIMG", help="0: only at the end")
-    p.add_argument("--metrics-images", type=int, help="images per metric evaluation during training")
-    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
-                   help="bf16 autocast (for CUDA; the CPU runs it too, not faster)")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
     p.add_argument("--quiet", action="store_true", help="no progress bar (stats.jsonl is still written)")
+    groups = {"model": p.add_argument_group("model"), "schedule": p.add_argument_group("schedule"),
+              "loss": p.add_argument_group("loss"), "": p.add_argument_group("run")}
+    for flag in config_flags():
+        flag.add_to(groups[flag.path.rpartition(".")[0]])
     p.set_defaults(func=cmd_train)
 
 
@@ -152,44 +203,12 @@ def train_config_from_args(args) -> TrainConfig:
         if not args.data or not args.run:
             raise ConfigError("a new run needs --data DATASET and --run FOLDER (or --resume RUN)")
         cfg = preset(args.preset or "paper", args.resolution)
-    overrides = {
-        "data": args.data, "seed": args.seed, "mirror": args.mirror, "minutes": args.minutes, "bf16": args.bf16,
-        "tick_kimg": args.tick_kimg, "snapshot_kimg": args.snapshot_kimg, "checkpoint_kimg": args.checkpoint_kimg,
-        "keep_checkpoints": args.keep_checkpoints, "grid_size": args.grid_size, "ema_beta": args.ema_beta,
-        "ema_kimg": args.ema_kimg,
-        "metrics_kimg": args.metrics_every, "metrics_images": args.metrics_images,
-    }
-    if args.augment is not None:
-        cfg.augment = "" if args.augment.strip() == "none" else args.augment
-    for key, value in {"kind": args.loss, "r1_gamma": args.r1_gamma, "gp_gamma": args.gp_gamma,
-                       "gp_every": args.gp_every}.items():
+    for flag in config_flags():
+        value = getattr(args, flag.dest)
         if value is not None:
-            setattr(cfg.loss, key, value)
-    if args.metrics is not None:
-        from progan.metrics import parse_metric_list
-        cfg.metrics = parse_metric_list(args.metrics)
-    for key, value in overrides.items():
-        if value is not None:
-            setattr(cfg, key, value)
+            flag.set(cfg, flag.read(value))
     if args.data:
         cfg.data = str(Path(args.data).resolve())
-    model = {"latent_size": args.latent_size, "fmap_base": args.fmap_base, "fmap_max": args.fmap_max,
-             "fmap_min": args.fmap_min, "g_fmap_min": args.g_fmap_min,
-             "mbstd_group": args.mbstd_group, "fused_scale": args.fused}
-    if args.resume and args.resolution is not None:
-        model["resolution"] = args.resolution
-    for key, value in model.items():
-        if value is not None:
-            setattr(cfg.model, key, value)
-    schedule = {"total_kimg": args.kimg,
-                "stabilize_kimg": args.stabilize_kimg and parse_table(args.stabilize_kimg, float, "--stabilize-kimg",
-                                                                      bare_as_table=False),
-                "fade_kimg": args.fade_kimg and parse_table(args.fade_kimg, float, "--fade-kimg", bare_as_table=False),
-                "batch": args.batch and parse_table(args.batch, int, "--batch"),
-                "lr": args.lr and parse_table(args.lr, float, "--lr")}
-    for key, value in schedule.items():
-        if value is not None:
-            setattr(cfg.schedule, key, value)
     if args.resume and args.minutes is None:
         cfg.minutes = None  # a time bound belongs to one invocation, not to the run
     if not args.resume:
@@ -273,19 +292,22 @@ def add_generate(sub) -> None:
                    help="class-conditional models: this class; repeat to blend, e.g. --class cat=0.7 --class dog=0.3")
     p.add_argument("--per-class", type=int, metavar="N", help="class-conditional models: a grid with N seeds per class")
     p.add_argument("--prompt", help="text-conditional models: what to show, e.g. 'monkeys surfing on the moon'")
+    p.add_argument("--text-encoder", metavar="FOLDER", help="text-conditional models: the folder of the model's "
+                   "sentence encoder, when it is no longer where training found it")
     p.add_argument("--device", type=device_arg, default="auto", help="default: cuda when available, else cpu")
     p.set_defaults(func=cmd_generate)
 
 
 def generation_condition(G, args, n: int):
     """(condition rows [n, C] or None, a line saying what was asked) for generate's --class / --prompt."""
-    from progan import condition
+    from progan.conditioning import rows
+    from progan.conditioning.spec import conditioning_kind
     from progan.seeds import generator
-    kind = condition.kind(G)
+    kind = conditioning_kind(G)
     if args.classes and args.prompt:
         raise ConfigError("give --class or --prompt, not both")
     if args.prompt is not None:
-        reading = condition.prompt_reading(G, args.prompt)
+        reading = rows.prompt_reading(G, args.prompt, encoder_folder=args.text_encoder)
         return reading.condition.expand(n, -1).clone(), f"prompt read as: {reading.describe()}"
     if args.classes:
         names, weights = [], []
@@ -296,11 +318,11 @@ def generation_condition(G, args, n: int):
             except ValueError:
                 raise ConfigError(f"--class {item!r}: the weight after '=' must be a number") from None
             names.append(name)
-        return condition.class_rows(G, names, n, weights), "class " + ", ".join(args.classes)
+        return rows.class_blend_rows(G, names, n, weights), "class " + ", ".join(args.classes)
     if kind == "class":
-        return condition.random_class_rows(G, n, generator(0, "generate", "classes")), "random classes"
+        return rows.random_class_rows(G, n, generator(0, "generate", "classes")), "random classes"
     if kind == "text":
-        return condition.caption_rows(G, n, generator(0, "generate", "captions")), "random training captions"
+        return rows.random_caption_rows(G, n, generator(0, "generate", "captions")), "random training captions"
     return None, ""
 
 
@@ -324,13 +346,14 @@ def cmd_generate(args) -> None:
         gen.save_grid(images, args.out / "grid.png", nrow=math.ceil(math.sqrt(len(seeds))), min_cell=64)
         written.append(args.out / "grid.png")
     if args.per_class:
-        from progan import condition
-        names = G.meta.get("conditioning", {}).get("label_names") if condition.kind(G) == "class" else None
+        from progan.conditioning.rows import class_blend_rows
+        from progan.conditioning.spec import conditioning_kind, describe_conditioning
+        names = G.meta.get("conditioning", {}).get("label_names") if conditioning_kind(G) == "class" else None
         if not names:
-            raise ConfigError(f"--per-class: {args.model} is {condition.describe_kind(G)}")
+            raise ConfigError(f"--per-class: {args.model} is {describe_conditioning(G)}")
         z = gen.latents_from_seeds(list(range(args.per_class)), G.latent_size).repeat(len(names), 1)
-        rows = torch.cat([condition.class_rows(G, name, args.per_class) for name in names])
-        per_class = gen.render(G, z, args.truncation, cond=rows)
+        class_rows = torch.cat([class_blend_rows(G, name, args.per_class) for name in names])
+        per_class = gen.render(G, z, args.truncation, cond=class_rows)
         gen.save_grid(per_class, args.out / "per_class.png", nrow=args.per_class, min_cell=64)
         written.append(f"{args.out / 'per_class.png'} (one row per class: {', '.join(names[:8])}"
                        f"{' ...' if len(names) > 8 else ''})")
@@ -381,7 +404,7 @@ def cmd_eval(args) -> None:
     dataset = PreparedDataset(data)
     conditions = None
     if G.cfg.cond_size:  # the fakes follow the dataset's own mix of classes or captions
-        from progan.train.conditions import condition_table
+        from progan.conditioning.training import condition_table
         conditions = condition_table(G.cfg, dataset.labels, dataset.num_classes, dataset.caption_embeddings,
                                      source=str(dataset.path))
     results = evaluate(G, dataset, names, args.num_images, args.seed, batch_size=args.batch,
@@ -417,13 +440,15 @@ def add_studio(sub) -> None:
     p.add_argument("--token", default=None, help="access token (default: a random one when --host is not loopback)")
     p.add_argument("--threads", type=int, default=None, help="torch threads for rendering (default: cores - 1)")
     p.add_argument("--open", action="store_true", help="open the page in a web browser")
+    p.add_argument("--text-encoder", metavar="FOLDER", help="text-conditional models: the folder of the model's "
+                   "sentence encoder, when it is no longer where training found it")
     p.set_defaults(func=cmd_studio)
 
 
 def cmd_studio(args) -> None:
     from progan.studio import run_studio
     run_studio(args.model, host=args.host, port=args.port, device=args.device, token=args.token,
-               open_browser=args.open, threads=args.threads)
+               open_browser=args.open, threads=args.threads, text_encoder=args.text_encoder)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -1,19 +1,26 @@
-"""Configuration as data: dataclasses for the model, the schedule and training, named presets, JSON round trip.
+"""Configuration as data: dataclasses for the model, the schedule and training, and their JSON round trip.
 
-Everything a run depends on lives in a TrainConfig, which is written to the run folder as config.json.
+Everything a run depends on lives in a TrainConfig, which is written to the run folder as config.json. A field made
+with `option` carries its help text: `progan train` has one flag per such field (cli.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 
 class ConfigError(ValueError):
     """A configuration value that cannot work; raised before any work starts."""
+
+
+def option(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = dataclasses.MISSING,
+           **flag: Any) -> Any:
+    """A field with its command-line help; `flag` holds further argparse keywords (choices, metavar)."""
+    return field(default=default, default_factory=factory, metadata={"help": help, **flag})
 
 
 def is_power_of_two(n: int) -> bool:
@@ -33,15 +40,15 @@ def resolutions_up_to(resolution: int) -> list[int]:
 
 @dataclass
 class ModelConfig:
-    resolution: int = 32
-    latent_size: int = 512
-    fmap_base: int = 8192
-    fmap_max: int = 512
-    fmap_min: int = 1             # a floor under the top resolutions' widths (the paper's nf has none)
-    g_fmap_min: int = 0           # G's own floor where it differs from D's (0: fmap_min for both)
+    resolution: int = option(32, "final resolution, a power of two from 4 to 1024")
+    latent_size: int = option(512, "length of the latent vector z")
+    fmap_base: int = option(8192, "channel widths: min(fmap_base / 2^(log2(res) - 1), fmap_max) at resolution res")
+    fmap_max: int = option(512, "the widest any resolution gets")
+    fmap_min: int = option(1, "a floor under the widths of the top resolutions (default 1: none, as the paper's)")
+    g_fmap_min: int = option(0, "G's own floor where it differs from D's (default 0: fmap-min for both)")
     num_classes: int = 0          # > 0: class-conditional, the official AC-GAN (one-hot rows into G, D has 1 + C outputs)
-    mbstd_group: int = 4          # effective group is min(mbstd_group, per-rank batch)
-    fused_scale: bool = True      # fused up-conv / conv-down: same maths as the unfused form, less work
+    mbstd_group: int = option(4, "minibatch-stddev group size; the effective group is min(this, per-process batch)")
+    fused_scale: bool = option(True, "fused up-conv / conv-down (same maths, less work)")
     text_size: int = 0            # > 0: text-conditional on caption embeddings of this size (projection D)
     ca_size: int = 0              # text: conditioning augmentation (StackGAN) to a code of this size; 0: none
     cond_fade_start: int = 0      # transitional conditioning: the condition starts fading in with this resolution's
@@ -95,11 +102,14 @@ class ScheduleConfig:
     stabilize_kimg[r]: thousands of real images spent stabilising at r; fade_kimg[r]: spent fading r in. Either
     may be one number for every resolution (the paper's 800 + 800).
     """
-    stabilize_kimg: float | dict[int, float] = 800.0
-    fade_kimg: float | dict[int, float] = 800.0
-    batch: dict[int, int] = field(default_factory=lambda: {4: 16})  # global minibatch per resolution
-    lr: dict[int, float] = field(default_factory=lambda: {4: 0.001})
-    total_kimg: float = 19000.0
+    stabilize_kimg: float | dict[int, float] = option(
+        800.0, "kimg spent stabilising each resolution: X, or per resolution 4:400,64:800")
+    fade_kimg: float | dict[int, float] = option(
+        800.0, "kimg spent fading each resolution in: X, or per resolution 8:400,64:800")
+    batch: dict[int, int] = option(factory=lambda: {4: 16}, help="global minibatch: N, or per resolution 4:64,32:32")
+    lr: dict[int, float] = option(factory=lambda: {4: 0.001},
+                                  help="Adam learning rate: X, or per resolution 4:0.001,1024:0.0015")
+    total_kimg: float = option(19000.0, "total length in thousands of real images shown")
 
     def batch_at(self, res: int) -> int:
         return lookup(self.batch, res, "batch")
@@ -150,20 +160,36 @@ def lookup(table: float | dict[int, float], res: int, name: str):
 
 
 LOSS_KINDS = ("wgan-gp", "logistic")
+AUGMENTATIONS = ("color", "translation", "cutout")  # DiffAugment's transforms, progan/augment.py
+
+
+def parse_augment(policy: str) -> tuple[str, ...]:
+    """'color,translation' -> ('color', 'translation'); '' -> (). Refuses a transform that does not exist."""
+    names = tuple(name.strip() for name in policy.split(",") if name.strip())
+    unknown = [name for name in names if name not in AUGMENTATIONS]
+    if unknown:
+        raise ConfigError(f"augment: unknown augmentation {', '.join(map(repr, unknown))}: choose from "
+                          f"{', '.join(AUGMENTATIONS)}")
+    return names
 
 
 @dataclass
 class LossConfig:
-    kind: str = "wgan-gp"         # "wgan-gp" (the paper's) or "logistic": non-saturating logistic + R1 on reals
-    r1_gamma: float = 1.0         # logistic: weight of the R1 penalty, gamma / 2 * ||grad D(real)||^2
-    gp_lambda: float = 10.0
-    gp_gamma: float = 1.0
-    drift: float = 0.001
-    cond_weight: float = 1.0      # classes: weight of the AC-GAN cross-entropy terms in D's and G's loss (official: 1)
-    kl_weight: float = 1.0        # text with ca_size: weight of the conditioning augmentation's KL term in G's loss
-    mismatch_weight: float = 1.0  # text: weight of the matching-aware negatives (reals with a wrong caption) in D's
-    gan_int: float = 0.5          # text: share of G's rows conditioned on a mix of two captions (GAN-INT)
-    gp_every: int = 1             # lazy regularisation: the penalty on every k-th step only, weighted k (paper: 1)
+    kind: str = option("wgan-gp", "wgan-gp (the paper's) or logistic: non-saturating logistic with the R1 penalty "
+                       "on reals", choices=LOSS_KINDS)
+    r1_gamma: float = option(1.0, "logistic: R1 weight, gamma / 2 * |grad D(real)|^2")
+    gp_lambda: float = option(10.0, "wgan-gp: weight of the gradient penalty (paper: 10)")
+    gp_gamma: float = option(1.0, "wgan-gp: the gradient norm the penalty pulls toward, (|grad| - GAMMA)^2 / GAMMA^2 "
+                             "(paper: 1; 750 for its CIFAR-10 run)", metavar="GAMMA")
+    drift: float = option(0.001, "wgan-gp: weight of the drift term drift * D(real)^2 (paper: 0.001)")
+    cond_weight: float = option(1.0, "classes: weight of the AC-GAN cross-entropy terms in D's and G's loss "
+                                "(official: 1)")
+    kl_weight: float = option(1.0, "text with conditioning augmentation: weight of its KL term in G's loss")
+    mismatch_weight: float = option(1.0, "text: weight of the matching-aware negatives (reals with a wrong caption) "
+                                    "in D's loss")
+    gan_int: float = option(0.5, "text: share of G's rows conditioned on a mix of two captions (GAN-INT)")
+    gp_every: int = option(1, "lazy regularisation: the gradient penalty on every K-th step, weighted K (paper: 1)",
+                           metavar="K")
 
     def validate(self) -> None:
         if self.kind not in LOSS_KINDS:
@@ -185,26 +211,31 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     loss: LossConfig = field(default_factory=LossConfig)
-    preset: str = "paper"
-    data: str = ""
-    seed: int = 0
-    mirror: bool = False
-    ema_beta: float = 0.999                   # per step, the paper's; short CPU presets need less memory
-    ema_kimg: float = 0.0                     # > 0: G_ema's half-life in kimg instead (v2: 10), per-step beta from batch
-    adam_betas: tuple[float, float] = (0.0, 0.99)
-    adam_eps: float = 1e-8
-    minutes: float | None = None              # wall-clock bound; None = run the whole schedule
-    tick_kimg: float = 1.0                    # one line of stats.jsonl every N kimg
-    snapshot_kimg: float = 50.0               # sample grid every N kimg (and at every phase end)
-    checkpoint_kimg: float = 100.0
-    keep_checkpoints: int = 3
-    max_bad_steps: int = 20                   # consecutive non-finite steps before the run stops
-    grid_size: int = 8                        # samples per side of the fixed-latent grid
-    metrics: list[str] = field(default_factory=list)
-    metrics_kimg: float = 0.0                 # 0: only at the end
-    metrics_images: int = 2048
-    bf16: bool = False                        # bf16 autocast on the run's device (for CUDA)
-    augment: str = ""                         # DiffAugment policy for what D sees, e.g. "color,translation,cutout"
+    preset: str = "paper"                     # the named preset the run started from (progan/presets.py)
+    data: str = ""                            # the prepared dataset folder
+    seed: int = option(0, "every random draw of the run is a function of this seed and the images shown")
+    mirror: bool = option(False, "random horizontal flips")
+    # The paper's per-step beta; the short CPU presets need less memory.
+    ema_beta: float = option(0.999, "G_ema = lerp(G, G_ema, beta) per step (paper: 0.999)")
+    ema_kimg: float = option(0.0, "G_ema half-life in kimg instead of a fixed beta (v2: 10; 0: off)")
+    adam_betas: tuple[float, float] = option((0.0, 0.99), "Adam's beta1 and beta2 (paper: 0 0.99)",
+                                             metavar=("BETA1", "BETA2"))
+    adam_eps: float = option(1e-8, "Adam's epsilon")
+    minutes: float | None = option(None, "stop (with a checkpoint) after this much wall time (default: the whole "
+                                   "schedule)")
+    tick_kimg: float = option(1.0, "one line of stats.jsonl every N kimg")
+    snapshot_kimg: float = option(50.0, "sample grid every N kimg (and at every phase end)")
+    checkpoint_kimg: float = option(100.0, "checkpoint and export the generator every N kimg")
+    keep_checkpoints: int = option(3, "how many of the newest checkpoints to keep")
+    max_bad_steps: int = option(20, "consecutive non-finite steps before the run stops")
+    grid_size: int = option(8, "samples per side of the fixed-latent grid")
+    metrics: list[str] = option(factory=list, help="e.g. swd,msssim: appended to metrics.jsonl every --metrics-every "
+                                "kimg and at the end")
+    metrics_kimg: float = option(0.0, "metrics every N kimg (0: only at the end)", metavar="KIMG")
+    metrics_images: int = option(2048, "images per metric evaluation during training")
+    bf16: bool = option(False, "bf16 autocast (for CUDA; the CPU runs it too, not faster)")
+    augment: str = option("", "DiffAugment of what D sees: comma-separated from color, translation, cutout ('' or "
+                          "none: off, the paper's)", metavar="POLICY")
 
     def validate(self) -> None:
         self.model.validate()
@@ -219,11 +250,7 @@ class TrainConfig:
         for name in ("tick_kimg", "snapshot_kimg", "checkpoint_kimg"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
-        from progan.augment import parse_policy
-        try:
-            parse_policy(self.augment)
-        except ValueError as e:
-            raise ConfigError(f"augment: {e}") from None
+        parse_augment(self.augment)
         if self.keep_checkpoints < 1:
             raise ConfigError(f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
 
@@ -245,29 +272,6 @@ class TrainConfig:
                         f"groups of {group}")
         return ""
 
-    def check_batches(self, world_size: int) -> None:
-        """Refuse, before any work, a batch table that this many processes cannot split; say what would work."""
-        problem = self.batch_problem(world_size)
-        if not problem:
-            return
-        works = [n for n in range(1, 65) if not self.batch_problem(n)]
-        hints = [f"process counts that work with this table: {', '.join(map(str, works))}"] if works else []
-        v2 = f"v2-{world_size}gpu"
-        if v2 in PRESETS:
-            hints.append(f"--preset {v2} is the official schedule for {world_size} GPUs")
-        hints.append("or give --batch (global, per resolution, e.g. 4:64,256:16) and --mbstd-group")
-        raise ConfigError(f"{problem}: " + "; ".join(hints))
-
-    def schedule_warnings(self) -> list[str]:
-        """Reasons the run as configured would not finish what it is asked (it may still be meant: a short test)."""
-        from progan.schedule import kimg_to_reach  # schedule imports config
-        res = self.model.resolution
-        reach = kimg_to_reach(res, self.schedule)
-        if self.schedule.total_kimg <= reach:
-            return [f"total_kimg {self.schedule.total_kimg:g} stops before {res}x{res} is fully faded in "
-                    f"(at {reach:g} kimg): the run never trains at lod 0; use --kimg above {reach:g}"]
-        return []
-
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -282,110 +286,3 @@ class TrainConfig:
         loss = LossConfig(**d.pop("loss"))
         d["adam_betas"] = tuple(d["adam_betas"])
         return cls(model=model, schedule=schedule, loss=loss, **d)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Presets. Each is a function so that every call returns a fresh, unshared config.
-
-def paper(resolution: int = 1024) -> TrainConfig:
-    """Exactly the paper's single-GPU recipe (RECIPE.md; TF preset-v1-1gpu): 800 + 800 kimg per phase, batch
-    16 -> 14 -> 6 -> 3, minibatch-stddev over the whole minibatch, 19,000 kimg in all (1024 is fully faded in at
-    12,800). For one process: several processes take the v2 presets."""
-    return TrainConfig(
-        preset="paper",
-        model=ModelConfig(resolution=resolution, latent_size=512, fmap_base=8192, fmap_max=512, mbstd_group=16),
-        schedule=ScheduleConfig(stabilize_kimg=800, fade_kimg=800, batch={4: 16, 256: 14, 512: 6, 1024: 3},
-                                lr={4: 0.001}, total_kimg=19000),
-        snapshot_kimg=100, checkpoint_kimg=200,
-    )
-
-
-# The official TF code's later presets (config.py, "v2"): the global minibatch and learning rate per resolution
-# for 1, 2, 4 and 8 GPUs, 600 + 600 kimg per phase, 12,000 kimg in all, G_ema with a 10-kimg half-life.
-V2_TABLES = {
-    1: ({4: 128, 8: 128, 16: 128, 32: 64, 64: 32, 128: 16, 256: 8, 512: 4, 1024: 4}, {4: 0.001, 1024: 0.0015}),
-    2: ({4: 256, 8: 256, 16: 128, 32: 64, 64: 32, 128: 16, 256: 8, 512: 8, 1024: 8},
-        {4: 0.001, 512: 0.0015, 1024: 0.002}),
-    4: ({4: 512, 8: 256, 16: 128, 32: 64, 64: 32, 128: 16, 256: 16, 512: 16, 1024: 16},
-        {4: 0.001, 256: 0.0015, 512: 0.002, 1024: 0.003}),
-    8: ({4: 512, 8: 256, 16: 128, 32: 64, 64: 32, 128: 32, 256: 32, 512: 32, 1024: 32},
-        {4: 0.001, 128: 0.0015, 256: 0.002, 512: 0.003}),
-}
-
-
-def v2(gpus: int, resolution: int = 1024) -> TrainConfig:
-    batch, lr = V2_TABLES[gpus]
-    return TrainConfig(
-        preset=f"v2-{gpus}gpu",
-        model=ModelConfig(resolution=resolution, latent_size=512, fmap_base=8192, fmap_max=512, mbstd_group=4),
-        schedule=ScheduleConfig(stabilize_kimg=600, fade_kimg=600, batch=dict(batch), lr=dict(lr), total_kimg=12000),
-        ema_kimg=10.0, snapshot_kimg=100, checkpoint_kimg=200,
-    )
-
-
-def cifar(resolution: int = 32) -> TrainConfig:
-    """The paper's CIFAR-10 network and run: fmap_base 4096, fmap_max 128, latent 128, 400 + 400 kimg, 20,000 kimg
-    in all, gradient-penalty target gamma 750."""
-    return TrainConfig(
-        preset="cifar",
-        model=ModelConfig(resolution=resolution, latent_size=128, fmap_base=4096, fmap_max=128, mbstd_group=4),
-        schedule=ScheduleConfig(stabilize_kimg=400, fade_kimg=400, batch={4: 64}, lr={4: 0.001}, total_kimg=20000),
-        loss=LossConfig(gp_gamma=750.0),
-        snapshot_kimg=50, checkpoint_kimg=100,
-    )
-
-
-def with_final_stabilization(cfg: TrainConfig, kimg: float) -> TrainConfig:
-    """Set the total so that the run reaches its resolution, then stabilises there for `kimg`, whatever the
-    resolution (for the CPU presets, whose phase lengths are their own)."""
-    from progan.schedule import kimg_to_reach  # schedule imports config
-    cfg.schedule.total_kimg = round(kimg_to_reach(cfg.model.resolution, cfg.schedule) + kimg, 6)
-    return cfg
-
-
-def small(resolution: int = 64) -> TrainConfig:
-    """A narrow network for a laptop CPU: hours, not weeks."""
-    return with_final_stabilization(TrainConfig(
-        preset="small",
-        model=ModelConfig(resolution=resolution, latent_size=128, fmap_base=1024, fmap_max=128, mbstd_group=4),
-        schedule=ScheduleConfig(stabilize_kimg=60, fade_kimg=60, batch={4: 64, 32: 32}, lr={4: 0.002}),
-        snapshot_kimg=10, checkpoint_kimg=20, ema_beta=0.995,
-    ), 420)
-
-
-def demo(resolution: int = 32) -> TrainConfig:
-    """The README's main job: about 20 minutes on a 2-core CPU, 4x4 -> 32x32 on the built-in emoji."""
-    return with_final_stabilization(TrainConfig(
-        preset="demo",
-        # fmap_base 256: 64 channels at 4x4 and 8x8, 32 at 16x16, 16 at 32x32. Half session 5's widths from 16x16
-        # up, where the time goes: steps 1.7-2.1x faster, 1.4-1.5x the images in 20 minutes. It ties with 512 where
-        # a fast CPU gives both ten minutes at 32x32, and wins where the old one reaches 32x32 late (SWD 14.9
-        # against 18.2; benchmarks/README.md, session 9): 20 minutes on a CPU are short of updates, not capacity.
-        model=ModelConfig(resolution=resolution, latent_size=64, fmap_base=256, fmap_max=64, mbstd_group=4),
-        # Batch 16 from 16x16: there a CPU step of 16 costs about what one of 32 does per image, so it doubles the
-        # updates for the same time (SWD 20.3 against 26.3 at equal time; benchmarks/README.md, session 5).
-        schedule=ScheduleConfig(stabilize_kimg=20, fade_kimg=20, batch={4: 64, 16: 16}, lr={4: 0.002}),
-        snapshot_kimg=10, checkpoint_kimg=10, minutes=20,
-        ema_beta=0.995,  # ~5k steps in all: a 2.2-kimg half-life at batch 16; 0.999 would lag behind the growth
-    ), 180)
-
-
-def tiny(resolution: int = 8) -> TrainConfig:
-    """For tests: a few seconds of growth through two resolutions."""
-    return with_final_stabilization(TrainConfig(
-        preset="tiny",
-        model=ModelConfig(resolution=resolution, latent_size=16, fmap_base=64, fmap_max=16, mbstd_group=4),
-        schedule=ScheduleConfig(stabilize_kimg=0.064, fade_kimg=0.064, batch={4: 8}, lr={4: 0.002}),
-        tick_kimg=0.032, snapshot_kimg=0.128, checkpoint_kimg=0.128, grid_size=4, ema_beta=0.9,
-    ), 0.192)
-
-
-PRESETS = {"paper": paper, **{f"v2-{n}gpu": functools.partial(v2, n) for n in V2_TABLES},
-           "cifar": cifar, "small": small, "demo": demo, "tiny": tiny}
-
-
-def preset(name: str, resolution: int | None = None) -> TrainConfig:
-    if name not in PRESETS:
-        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    make = PRESETS[name]
-    return make() if resolution is None else make(check_resolution(resolution))

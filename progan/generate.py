@@ -11,19 +11,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
+from progan.conditioning.rows import one_hot_rows
 from progan.data.dataset import to_uint8
 from progan.fileio import atomic_write_bytes
 from progan.layers import pixel_norm
-from progan.networks import Generator, level_and_alpha
+from progan.lod import level_and_alpha
+from progan.networks import Generator
+from progan.seeds import seed_generator
 
 
 def seed_latent(seed: int, latent_size: int) -> torch.Tensor:
     """The latent of an integer seed: [latent_size], from its own CPU generator (the same image everywhere:
     generate, the studio, any batch composition)."""
-    return torch.randn(latent_size, generator=torch.Generator().manual_seed(int(seed)))
+    return torch.randn(latent_size, generator=seed_generator(seed))
 
 
 def latents_from_seeds(seeds: list[int], latent_size: int) -> torch.Tensor:
@@ -49,11 +51,6 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: float | torch.Tensor) -> torch.Te
     return normalize(wa * a + wb * b)
 
 
-def class_rows(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Class indices [N] -> the condition rows a class-conditional G takes: one-hot floats [N, num_classes]."""
-    return F.one_hot(labels, num_classes).float()
-
-
 @torch.inference_mode()
 def mean_embedding(G: Generator, samples: int = 2048, seed: int = 0, batch: int = 512,
                    cond: torch.Tensor | None = None) -> torch.Tensor:
@@ -61,7 +58,7 @@ def mean_embedding(G: Generator, samples: int = 2048, seed: int = 0, batch: int 
 
     A conditional model's mean is taken under one condition row `cond` [1, cond_size] (truncation toward the centre
     of what was asked for); a class model without one averages over uniformly drawn classes."""
-    rng = torch.Generator().manual_seed(seed)
+    rng = seed_generator(seed)
     device = G.dense.weight.device
     if cond is None and G.cfg.text_size:
         raise ValueError("the truncation mean of a text-conditional model needs a condition row (a prompt)")
@@ -70,7 +67,7 @@ def mean_embedding(G: Generator, samples: int = 2048, seed: int = 0, batch: int 
         n = min(batch, samples - count)
         z = torch.randn(n, G.latent_size, generator=rng)
         rows = cond.expand(n, -1) if cond is not None else (
-            class_rows(torch.randint(0, G.num_classes, (n,), generator=rng), G.num_classes) if G.num_classes else None)
+            one_hot_rows(torch.randint(0, G.num_classes, (n,), generator=rng), G.num_classes) if G.num_classes else None)
         x4 = G.embed(z.to(device), None if rows is None else rows.to(device)).double().sum(0)
         total = x4 if total is None else total + x4
         count += n
@@ -91,20 +88,31 @@ def truncate(x4: torch.Tensor, mean: torch.Tensor, psi: float | torch.Tensor) ->
 def render(G: Generator, z: torch.Tensor, truncation: float = 1.0, mean: torch.Tensor | None = None,
            batch_size: int = 64, cond: torch.Tensor | None = None) -> torch.Tensor:
     """Latents (and, for a conditional model, condition rows `cond` [B, cond_size]) -> uint8 images [B, 3, r, r] at
-    the generator's trained level of detail, truncated by `truncation` (see `truncate`; the mean is computed when
-    not given, under the first condition row)."""
+    the generator's trained level of detail, truncated by `truncation` (see `truncate`). The mean, when not given,
+    is each row's own: the centre of what that row asks for (`truncation_means`)."""
     device = next(G.parameters()).device
     level, alpha = level_and_alpha(G.lod, G.resolution)
     if truncation != 1.0 and mean is None:
-        mean = mean_embedding(G, cond=None if cond is None else cond[:1])
-    conds = [None] * len(z.split(batch_size)) if cond is None else cond.split(batch_size)
+        mean = truncation_means(G, cond) if cond is not None else mean_embedding(G)
+    means = mean.expand(len(z), -1, -1, -1) if mean is not None and len(mean) == 1 else mean
+    chunks = z.split(batch_size)
+    conds = [None] * len(chunks) if cond is None else cond.split(batch_size)
+    centres = [None] * len(chunks) if means is None else means.split(batch_size)
     out = []
-    for chunk, c in zip(z.split(batch_size), conds):
+    for chunk, c, centre in zip(chunks, conds, centres):
         x = G.embed(chunk.to(device), None if c is None else c.to(device))
         if truncation != 1.0:
-            x = truncate(x, mean.to(x), truncation)
+            x = truncate(x, centre.to(x), truncation)
         out.append(to_uint8(G.synthesize(x, level, alpha)).cpu())
     return torch.cat(out)
+
+
+def truncation_means(G: Generator, cond: torch.Tensor, samples: int = 2048) -> torch.Tensor:
+    """[B, C, 4, 4]: for each condition row, the mean embedding under that row (computed once per distinct row), so
+    that a mixed grid pulls every row toward its own centre, never toward another row's."""
+    distinct, which = torch.unique(cond.cpu(), dim=0, return_inverse=True)
+    means = torch.cat([mean_embedding(G, samples, cond=row[None]) for row in distinct])
+    return means[which]
 
 
 def grid_image(images: torch.Tensor, nrow: int, min_cell: int = 0) -> Image.Image:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from progan.config import LossConfig
-from progan.networks import condition_weight
+from progan.lod import condition_weight
 
 
 def gradient_penalty(D, real: torch.Tensor, fake: torch.Tensor, lod: float, mix: torch.Tensor,
@@ -55,7 +55,7 @@ def kl_divergence(mu: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, sigma^2) || N(0, I)) per sample, averaged over the code's dimensions as in StackGAN's reference code
     (KL_loss takes the mean over every element): the conditioning augmentation's regulariser. Summed over the
     dimensions instead, the KL outweighed the adversarial term by the code size and pulled mu to 0: G got noise
-    in place of its condition and learnt to ignore it (issue 11)."""
+    in place of its condition and learnt to ignore it."""
     mu, log_sigma = mu.float(), log_sigma.float()
     return (0.5 * (mu.square() + (2 * log_sigma).exp() - 1) - log_sigma).mean(dim=1)
 

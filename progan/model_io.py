@@ -10,7 +10,6 @@ appears whole, in one atomic step (see `export_generator`); copy it with `cp -rL
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import shutil
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch
 
 from progan.config import ModelConfig
 from progan.fileio import atomic_save_tensors, atomic_write_json, fsync_dir, read_json, read_tensors
+from progan.lod import resolution_at
 from progan.networks import Generator
 
 MODEL_FORMAT = "progan-generator/1"
@@ -53,10 +53,10 @@ def export_generator(out_dir: str | Path, G_ema: Generator, *, lod: float, kimg:
     tmp = versions / f"{TMP_PREFIX}{token}"
     tmp.mkdir()  # not mkdtemp: its mode 0700 would hide the model from the other users of a shared machine
     atomic_save_tensors(tmp / WEIGHTS, G_ema.state_dict(), metadata={"format": MODEL_FORMAT})
-    if tensors:  # what the model is conditioned on (progan.condition), beside the weights
+    if tensors:  # what the model is conditioned on (progan.conditioning.spec), beside the weights
         atomic_save_tensors(tmp / CONDITIONS, tensors)
     meta = {"format": MODEL_FORMAT, "model": dataclasses.asdict(G_ema.cfg), "lod": float(lod), "kimg": float(kimg),
-            "output_resolution": 2 ** (int(math.log2(G_ema.resolution)) - math.floor(lod))}
+            "output_resolution": resolution_at(lod, G_ema.resolution)}
     meta.update(extra or {})
     atomic_write_json(tmp / CONFIG, meta)
     final = versions / f"{round(kimg * 1000):012d}-{token}"

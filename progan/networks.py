@@ -1,11 +1,8 @@
 """Generator and Discriminator of Progressive Growing of GANs, top to bottom.
 
-Both networks hold every layer up to the final resolution from the start; `lod` (level of detail) picks how much
-of them runs. lod = 0 is the final resolution, lod = log2(R) - 2 is 4x4, and a fractional lod fades the newest
-block in: alpha = 1 - frac(lod) is the weight of the new block's output against the upsampled (G) or downsampled
-(D) output of the previous resolution.
-
-Block i of either network works at resolution 4 * 2^i, so block 0 is the 4x4 one.
+Both networks hold every layer up to the final resolution from the start; `lod` (level of detail, progan/lod.py)
+picks how much of them runs: blocks 0 (4x4) to `level`, the top one faded in by alpha against the upsampled (G) or
+downsampled (D) output of the one below it.
 
 Conditioning (ModelConfig.num_classes or .text_size): both networks see condition vectors `cond`, float rows
 [B, cond_size], never labels or text.
@@ -15,8 +12,8 @@ Conditioning (ModelConfig.num_classes or .text_size): both networks see conditio
   mu and log sigma of a small code, sampled with explicitly passed noise, mu without) and concatenates the code to
   z; D is a projection discriminator (Miyato & Koyama 2018): score = psi(h) + <embed(cond), h>, h its last hidden
   features.
-- Transitional conditioning: `condition_weight(cfg, lod)` scales G's condition code and D's projection, 0 at the
-  low resolutions and 1 from a configured one on, a pure function of the level of detail.
+- Transitional conditioning: `lod.condition_weight(cfg, lod)` scales G's condition code and D's projection, 0 at
+  the low resolutions and 1 from a configured one on, a pure function of the level of detail.
 """
 
 from __future__ import annotations
@@ -26,26 +23,10 @@ import math
 import torch
 import torch.nn as nn
 
-from progan.config import ModelConfig
+from progan.config import ModelConfig, resolutions_up_to
 from progan.layers import (SQRT2, EqualizedConv2d, EqualizedLinear, LeakyReLU, downsample2x, minibatch_stddev,
                            pixel_norm, upsample2x)
-
-
-def condition_weight(cfg: ModelConfig, lod: float) -> float:
-    """The condition's weight at `lod`: 1 unless transitional conditioning is on (cfg.cond_fade_start), else 0 until
-    cond_fade_start's fade-in begins, then rising linearly with the level of detail to 1 once cond_fade_end (default
-    cond_fade_start) has faded in. A pure function of the schedule's phase, so resume and export need nothing more."""
-    if not cfg.cond_fade_start:
-        return 1.0
-    level = math.log2(cfg.resolution) - 2 - lod         # 0 at 4x4, continuous through every fade
-    start = math.log2(cfg.cond_fade_start) - 3          # where that resolution's fade begins
-    end = math.log2(cfg.cond_fade_end or cfg.cond_fade_start) - 2
-    return min(max((level - start) / (end - start), 0.0), 1.0)
-
-
-def lod_of(level: int, alpha: float, resolution: int) -> float:
-    """The inverse of `level_and_alpha`."""
-    return int(math.log2(resolution)) - 2 - level + (1.0 - alpha)
+from progan.lod import condition_weight, level_and_alpha, lod_of, resolution_at, resolution_of
 
 
 def check_cond(cond: torch.Tensor | None, size: int, what: str) -> None:
@@ -62,14 +43,6 @@ def check_cond(cond: torch.Tensor | None, size: int, what: str) -> None:
                         f"turn class indices into rows with F.one_hot(labels, {size}).float()")
     if cond.dim() != 2 or cond.shape[1] != size:
         raise ValueError(f"cond must be [B, {size}], got {tuple(cond.shape)}")
-
-
-def level_and_alpha(lod: float, resolution: int) -> tuple[int, float]:
-    """lod -> (index of the highest active block, alpha of its fade-in)."""
-    max_level = int(math.log2(resolution)) - 2
-    if not 0 <= lod <= max_level:
-        raise ValueError(f"lod must be in [0, {max_level}] for resolution {resolution}, got {lod}")
-    return max_level - math.floor(lod), 1.0 - (lod - math.floor(lod))
 
 
 class GeneratorBlock(nn.Module):
@@ -96,7 +69,7 @@ class Generator(nn.Module):
         self.text_size = cfg.text_size
         self.cond_size = cfg.cond_size  # the width of the cond rows forward() takes; 0: unconditional
         self.lod = 0.0  # the level of detail used when forward() is given none; exported models set it
-        resolutions = [2**k for k in range(2, int(math.log2(cfg.resolution)) + 1)]
+        resolutions = resolutions_up_to(cfg.resolution)
         c4 = cfg.channels(4, generator=True)
         if cfg.ca_size:
             # Conditioning augmentation: caption embedding -> (mu, log sigma) of the code concatenated to z. The
@@ -120,7 +93,7 @@ class Generator(nn.Module):
 
     @property
     def output_resolution(self) -> int:
-        return 2 ** (int(math.log2(self.resolution)) - math.floor(self.lod))
+        return resolution_at(self.lod, self.resolution)
 
     def forward(self, z: torch.Tensor, lod: float | None = None, cond: torch.Tensor | None = None,
                 noise: torch.Tensor | None = None) -> torch.Tensor:
@@ -165,7 +138,7 @@ class Generator(nn.Module):
         return pixel_norm(self.act(x))
 
     def synthesize(self, x: torch.Tensor, level: int, alpha: float = 1.0) -> torch.Tensor:
-        """First 4x4 feature map -> image at resolution 4 * 2^level, the top block faded in by alpha."""
+        """First 4x4 feature map -> image at resolution_of(level), the top block faded in by alpha."""
         x = pixel_norm(self.act(self.conv4(x)))
         prev = x
         for block in self.blocks[:level]:
@@ -197,7 +170,7 @@ class Discriminator(nn.Module):
         self.num_classes = cfg.num_classes
         self.text_size = cfg.text_size
         self.mbstd_group = cfg.mbstd_group
-        resolutions = [2**k for k in range(2, int(math.log2(cfg.resolution)) + 1)]
+        resolutions = resolutions_up_to(cfg.resolution)
         c4 = cfg.channels(4)
         self.from_rgb = nn.ModuleList(EqualizedConv2d(3, cfg.channels(r), 1) for r in resolutions)
         self.blocks = nn.ModuleList(
@@ -216,8 +189,9 @@ class Discriminator(nn.Module):
         """Images [B, 3, r, r] (+ caption embeddings [B, text_size] for a projection D) -> [B, 1 + num_classes]:
         the critic score, then class logits if any. A class-conditional D predicts the class: it takes no cond."""
         level, alpha = level_and_alpha(lod, self.resolution)
-        if img.shape[-1] != 4 * 2**level:
-            raise ValueError(f"D at lod {lod} expects {4 * 2**level}x{4 * 2**level} images, got {tuple(img.shape)}")
+        res = resolution_of(level)
+        if img.shape[-1] != res:
+            raise ValueError(f"D at lod {lod} expects {res}x{res} images, got {tuple(img.shape)}")
         return self.forward_at(img, level, alpha, cond)
 
     def forward_at(self, img: torch.Tensor, level: int, alpha: float, cond: torch.Tensor | None = None):

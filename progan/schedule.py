@@ -1,6 +1,7 @@
 """The growth schedule as a pure function of the number of real images shown to D.
 
 There is no counter anywhere else: resume, logging and the optimizer resets all derive from `phase_at(cur_nimg)`.
+lod, level and alpha are as progan/lod.py defines them.
 
 The timeline for a final resolution R is: stabilise 4x4, fade in 8x8, stabilise 8x8, ..., fade in R, stabilise R
 until the end. With one stabilise and one fade length for every resolution this is exactly the official formula
@@ -13,7 +14,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from progan.config import ScheduleConfig, lookup, resolutions_up_to
+from progan.config import ScheduleConfig, TrainConfig, lookup, resolutions_up_to
+from progan.lod import level_and_alpha, lod_of, resolution_of
 
 
 @dataclass(frozen=True)
@@ -37,10 +39,9 @@ def _nimg(kimg: float) -> int:
 
 def lod_at(kimg: float, resolution: int, stabilize_kimg, fade_kimg) -> float:
     """The level of detail after `kimg` thousand images; stabilize_kimg / fade_kimg are numbers or tables."""
-    max_lod = math.log2(resolution) - 2
     t = _nimg(kimg)  # counted in whole images, so phase boundaries fall on exact image counts
     for level, res in enumerate(resolutions_up_to(resolution)):
-        lod = max_lod - level
+        lod = lod_of(level, 1.0, resolution)  # once this level has faded in
         if level > 0:
             fade = _nimg(lookup(fade_kimg, res, "fade_kimg"))
             if t < fade:
@@ -56,9 +57,10 @@ def lod_at(kimg: float, resolution: int, stabilize_kimg, fade_kimg) -> float:
 def phase_at(cur_nimg: int, resolution: int, schedule: ScheduleConfig) -> Phase:
     kimg = cur_nimg / 1000.0
     lod = lod_at(kimg, resolution, schedule.stabilize_kimg, schedule.fade_kimg)
-    train_res = 2 ** (int(math.log2(resolution)) - math.floor(lod))
-    return Phase(kimg=kimg, lod=lod, resolution=train_res, alpha=1.0 - (lod - math.floor(lod)),
-                 batch=schedule.batch_at(train_res), lr=schedule.lr_at(train_res))
+    level, alpha = level_and_alpha(lod, resolution)
+    train_res = resolution_of(level)
+    return Phase(kimg=kimg, lod=lod, resolution=train_res, alpha=alpha, batch=schedule.batch_at(train_res),
+                 lr=schedule.lr_at(train_res))
 
 
 def kimg_to_reach(target_res: int, schedule: ScheduleConfig) -> float:
@@ -71,3 +73,12 @@ def kimg_to_reach(target_res: int, schedule: ScheduleConfig) -> float:
             total += _nimg(schedule.stabilize_at(res))
     return total / 1000
 
+
+def schedule_warnings(cfg: TrainConfig) -> list[str]:
+    """Reasons the run as configured would not finish what it is asked (it may still be meant: a short test)."""
+    res = cfg.model.resolution
+    reach = kimg_to_reach(res, cfg.schedule)
+    if cfg.schedule.total_kimg <= reach:
+        return [f"total_kimg {cfg.schedule.total_kimg:g} stops before {res}x{res} is fully faded in "
+                f"(at {reach:g} kimg): the run never trains at lod 0; use --kimg above {reach:g}"]
+    return []

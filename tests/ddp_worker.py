@@ -4,7 +4,7 @@ import json
 import os
 import sys
 
-from progan.config import preset
+from progan.presets import preset
 from progan.train.distributed import shutdown
 from progan.train.loop import train
 from rehearsal_worker import digest  # one weight digest for both workers (tests/ is the script's folder)

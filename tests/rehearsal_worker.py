@@ -190,8 +190,8 @@ class Plan:
     def preset_stop(self) -> tuple[int, float]:
         """Where the preset's own total ends its timeline (stabilise 4, fade 8, stabilise 8, ..., fade R, stabilise
         R): (index of the phase, fraction of it), the final stabilisation counting whole once it has begun. Read
-        from progan.config: a preset whose total stops before R is rehearsed stopping there too."""
-        from progan.config import preset
+        from progan.presets: a preset whose total stops before R is rehearsed stopping there too."""
+        from progan.presets import preset
         schedule = preset("paper" if self.spelled_out else self.preset, self.resolution).schedule
         value = lambda v, res: at(v, res) if isinstance(v, dict) else v  # noqa: E731
         lengths = []

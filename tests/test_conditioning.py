@@ -10,8 +10,9 @@ import torch.nn.functional as F
 from progan.config import ConfigError, LossConfig, ModelConfig, TrainConfig
 from progan.layers import pixel_norm
 from progan.losses import discriminator_loss, generator_loss, gradient_penalty, kl_divergence, soft_cross_entropy
-from progan.networks import Discriminator, Generator, condition_weight
-from progan.train.conditions import condition_table, really_different, step_conditions
+from progan.lod import condition_weight
+from progan.networks import Discriminator, Generator
+from progan.conditioning.training import condition_table, pairs_differ, step_conditions
 
 BASE = dict(resolution=8, latent_size=8, fmap_base=32, fmap_max=8, mbstd_group=4)
 CLASSES = ModelConfig(**BASE, num_classes=3)
@@ -315,7 +316,7 @@ def test_text_step_conditions_mismatches_and_mixes():
                          different=lambda a, b: group[a] != group[b])
     torch.testing.assert_close(c2.wrong, c.wrong, rtol=0, atol=0)
     # without a rule, only identical rows are "the same"
-    assert (really_different(table, idx, idx) == 0).all() and really_different(table, idx, idx.roll(1)).all()
+    assert (pairs_differ(table, idx, idx) == 0).all() and pairs_differ(table, idx, idx.roll(1)).all()
     # GAN-INT: about half of G's rows are convex mixes of two captions (norm < 1), the rest captions themselves
     is_caption = (c.fake @ table.T).amax(1) > 1 - 1e-5
     assert 10 < (~is_caption).sum() < 38

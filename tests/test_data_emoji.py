@@ -47,7 +47,9 @@ def test_small_build_is_deterministic_and_colourful(tmp_path):
     hash_words = manifest["keywords"][0]  # keycap: #, alias 'hash'
     assert "octothorpe" in hash_words and "hashtag" in hash_words and "hash" not in hash_words
     assert all(isinstance(w, list) for w in manifest["keywords"]) and len(manifest["keywords"]) == 40
-    assert ds.descriptions[0].startswith("keycap: # (hash); keywords: ") and "octothorpe" in ds.descriptions[0]
+    description = ds.column("descriptions")[0]
+    assert description.startswith("keycap: # (hash); keywords: ") and "octothorpe" in description
+    assert set(ds.columns) == {"descriptions", "keywords", "sequences", "groups", "subgroups", "variant_of"}
 
 
 def test_background_and_font_errors(tmp_path):
@@ -150,6 +152,9 @@ def test_skin_tones_left_out_and_groups_as_class_labels(tmp_path):
     report = json.loads((tmp_path / "plain" / "report.json").read_text())
     left_out = {s["file"].split("(", 1)[1][:-1] for s in report["skipped"] if "skin-tone variant" in s["reason"]}
     assert left_out == set(toned)
+    # The skin-tone variants name the emoji they recolour: one thing for the text model's mismatched pairs.
+    variants = {full["variant_of"][i] for i, c in enumerate(full["captions"]) if "index pointing up" in c}
+    assert variants == {"index pointing up"}
 
     # Labels: the groups present, in emoji-test.txt's order, each image labelled with its own group
     ds = PreparedDataset(tmp_path / "full", verify=True)

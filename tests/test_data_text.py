@@ -14,7 +14,7 @@ from progan.data import emoji as emoji_module
 from progan.data.dataset import CAPTION_EMBEDDINGS, DatasetError, PreparedDataset
 from progan.data.emoji import build_emoji_dataset, group_of, load_emoji_groups
 from progan.data.prepare import prepare_dataset
-from progan.text import load_text_encoder
+from progan.conditioning.encoder import load_text_encoder
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,6 @@ def test_folder_labels_captions_and_embeddings(src, tmp_path, enc):
 
     ds = PreparedDataset(tmp_path / "out", verify=True)
     assert ds.labels.dtype == torch.long and ds.labels.tolist() == [0, 0, 1] and ds.num_classes == 2
-    assert torch.allclose(ds.label_distribution, torch.tensor([2 / 3, 1 / 3]))
     E = ds.caption_embeddings
     assert E.shape == (3, 384) and E.dtype == torch.float32
     want = enc.encode(["a tabby cat sleeping", "a puppy on the beach"])
@@ -93,7 +92,7 @@ def test_without_encoder_or_captions(src, tmp_path, enc):
     assert m["text_encoder"] is None and m["labels"] is None and m["captions"][0] == "a tabby cat sleeping"
     assert not (tmp_path / "none" / CAPTION_EMBEDDINGS).exists()
     ds = PreparedDataset(tmp_path / "none")
-    assert ds.caption_embeddings is None and ds.labels is None and ds.label_distribution is None
+    assert ds.caption_embeddings is None and ds.labels is None
     (tmp_path / "plain").mkdir()
     image(1).save(tmp_path / "plain" / "x.png")
     with warnings.catch_warnings():
@@ -114,10 +113,10 @@ def test_emoji_groups_descriptions_and_embeddings(tmp_path, enc):
     m = build_emoji_dataset(tmp_path / "e", 8, limit=12, text_encoder=enc)
     ds = PreparedDataset(tmp_path / "e", verify=True)
     assert ds.captions[:3] == ["keycap: #", "keycap: *", "keycap: 0"]
-    assert ds.groups[:3] == ["Symbols"] * 3 and ds.subgroups[0] == "keycap"
-    assert ds.descriptions[0] == ("keycap: # (hash); keywords: symbol, blue-square, twitter, hashtag, key, number, "
-                                  "octothorpe, pound, sign; keycap, symbols")
-    assert ds.sequences[0] == "#\ufe0f\u20e3"
+    assert ds.column("groups")[:3] == ["Symbols"] * 3 and ds.column("subgroups")[0] == "keycap"
+    assert ds.column("descriptions")[0] == ("keycap: # (hash); keywords: symbol, blue-square, twitter, hashtag, key, "
+                                            "number, octothorpe, pound, sign; keycap, symbols")
+    assert ds.column("sequences")[0] == "#\ufe0f\u20e3"
     assert m["text_encoder"]["encoded"] == "captions"
     assert torch.allclose(ds.caption_embeddings, enc.encode(ds.captions), atol=1e-5)
 
@@ -127,7 +126,7 @@ def test_emoji_without_unicode_data(tmp_path, monkeypatch, enc):
     with pytest.warns(UserWarning, match="apt-get install unicode-data"):
         m = build_emoji_dataset(tmp_path / "e", 8, limit=3, text_encoder=None)
     assert "groups" not in m and m["descriptions"][0].startswith("keycap: # (hash); keywords: symbol, ")
-    assert PreparedDataset(tmp_path / "e").groups is None
+    assert PreparedDataset(tmp_path / "e").column("groups") is None
     report = json.loads((tmp_path / "e" / "report.json").read_text())
     assert report["groups"].startswith("none:") and "unicode-data" in report["groups"]
     with pytest.raises(FileNotFoundError, match="unicode-data"):  # a file named by the caller must exist

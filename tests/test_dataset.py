@@ -82,7 +82,7 @@ def test_missing_and_corrupt_datasets(ds_path, tmp_path):
         PreparedDataset(path)
     for field, value, match in [
         ("resolution", 12, "bad or missing resolution"),
-        ("groups", [1] * 7, "groups must be a list of 7 strings"),
+        ("columns", ["groups"], "column 'groups' must be a list of 7 values"),
         ("captions", ["x"] * 6, "captions must be a list of 7 strings"),
         ("labels", [0, 1, 0, 1, 0, 1, True], r"labels must be ints in \[0, 2\)"),
         ("labels", [0] * 7, "label_names is missing"),

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from progan.config import preset
+from progan.presets import preset
 from progan.train.loop import train
 
 HERE = Path(__file__).parent

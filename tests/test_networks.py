@@ -2,9 +2,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from progan.config import ModelConfig, paper
+from progan.config import ModelConfig
+from progan.presets import paper
 from progan.layers import downsample2x, pixel_norm, upsample2x
-from progan.networks import Discriminator, Generator, count_parameters, level_and_alpha
+from progan.lod import level_and_alpha
+from progan.networks import Discriminator, Generator, count_parameters
 
 CFG = ModelConfig(resolution=16, latent_size=8, fmap_base=64, fmap_max=16, mbstd_group=4)
 

@@ -1,4 +1,4 @@
-"""The faults a GPU user meets days into a paper-scale run, each checked here on the CPU (issue 10)."""
+"""The faults a GPU user meets days into a paper-scale run, each checked here on the CPU."""
 
 import json
 
@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from progan import networks
-from progan.config import PRESETS, ConfigError, ScheduleConfig, TrainConfig, preset, resolutions_up_to
+from progan.config import ConfigError, ScheduleConfig, TrainConfig, resolutions_up_to
+from progan.presets import PRESETS, check_batches, preset
 from progan.losses import discriminator_loss
-from progan.schedule import kimg_to_reach, lod_at, phase_at
+from progan.schedule import kimg_to_reach, lod_at, phase_at, schedule_warnings
 from progan.train.log import forget_after
 from progan.train.resume import resume_changes
 
@@ -46,7 +47,7 @@ def test_every_preset_trains_at_lod_0_at_every_resolution(name):
         cfg = preset(name, res)
         last = phase_at(round(cfg.schedule.total_kimg * 1000) - 1, res, cfg.schedule)
         assert last.resolution == res and last.lod == 0.0, (name, res, last)
-        assert cfg.schedule_warnings() == []
+        assert schedule_warnings(cfg) == []
 
 
 def test_paper_preset_is_the_papers_19000_kimg_with_1024_faded_in_at_12800():
@@ -58,7 +59,7 @@ def test_paper_preset_is_the_papers_19000_kimg_with_1024_faded_in_at_12800():
 def test_a_total_that_stops_before_the_resolution_is_reported():
     cfg = preset("paper", 1024)
     cfg.schedule.total_kimg = 12000
-    (warning,) = cfg.schedule_warnings()
+    (warning,) = schedule_warnings(cfg)
     assert "12000" in warning and "12800" in warning and "lod 0" in warning
 
 
@@ -84,7 +85,7 @@ def test_per_resolution_phase_tables():
 
 def test_eight_processes_refuse_the_paper_table_and_say_what_works():
     with pytest.raises(ConfigError) as e:
-        preset("paper", 1024).check_batches(8)
+        check_batches(preset("paper", 1024), 8)
     message = str(e.value)
     assert "batch 14 at 256x256 is not divisible by the 8 processes" in message
     assert "--preset v2-8gpu" in message and "process counts that work with this table: 1" in message
@@ -93,7 +94,7 @@ def test_eight_processes_refuse_the_paper_table_and_say_what_works():
 @pytest.mark.parametrize("gpus", [1, 2, 4, 8])
 def test_v2_presets_split_at_every_resolution_for_their_gpu_count(gpus):
     cfg = preset(f"v2-{gpus}gpu", 1024)
-    cfg.check_batches(gpus)
+    check_batches(cfg, gpus)
     for res in resolutions_up_to(1024):
         local = cfg.schedule.batch_at(res) // gpus
         assert local >= 4 and local <= {256: 16, 512: 8, 1024: 4}.get(res, 1 << 20)  # the official fp32 caps

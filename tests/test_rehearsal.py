@@ -1,4 +1,4 @@
-"""The dress rehearsal (issue 10): paper-scale schedules end to end, in fast-forward, on the CPU.
+"""The dress rehearsal: paper-scale schedules end to end, in fast-forward, on the CPU.
 
 The paper's one-GPU preset and the official v2 multi-GPU presets run at their real batch and learning-rate tables,
 minibatch-stddev groups, phase structure and optimizer resets, on networks a few channels wide with every phase cut

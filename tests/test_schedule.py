@@ -1,6 +1,7 @@
 import pytest
 
-from progan.config import ScheduleConfig, paper
+from progan.config import ScheduleConfig
+from progan.presets import paper
 from progan.schedule import lod_at, phase_at
 
 

@@ -2,10 +2,9 @@
 
 import collections
 import copy
-import importlib.util
+import importlib
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,7 +12,8 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import progan.layers as layers
-from progan.config import ModelConfig, preset
+from progan.config import ModelConfig
+from progan.presets import preset
 from progan.layers import (EqualizedConv2d, EqualizedLinear, LeakyReLU, downsample2x, fused_kernel, fused_pays_off,
                            fused_shifts, scale_smaller, upsample2x)
 from progan.losses import gradient_penalty
@@ -24,14 +24,10 @@ from progan.train import loop
 from progan.train.distributed import Ranks
 from progan.train.loop import build_state, train_step
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
-
 
 def load_benchmark(name):
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """benchmarks.NAME (the repository root is on pytest's path: pyproject.toml)."""
+    return importlib.import_module(f"benchmarks.{name}")
 
 
 reference = load_benchmark("reference")  # the textbook form of every layer

@@ -7,7 +7,7 @@ from playwright import sync_api  # pip install playwright; the browser is Debian
 from progan.config import ModelConfig
 from progan.networks import Generator
 from progan.studio.server import BackgroundServer, Studio
-from progan.text import load_text_encoder
+from progan.conditioning.encoder import load_text_encoder
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -143,9 +143,9 @@ def test_typing_a_prompt_turns_the_stream_and_shows_the_reading(text_server):
 
             page.fill("#prompt", "quarterly tax law reform")  # nothing like it in the data
             page.press("#prompt", "Enter")
-            page.wait_for_function("() => document.getElementById('prompt-note').textContent.includes("
+            page.wait_for_function("() => document.getElementById('now-reading').textContent.includes("
                                    "'nothing in the data is close')", timeout=10000)
-            assert page.locator("#now-text").inner_text() == "monkeys surfing on the moon"  # still playing
+            assert page.locator("#now-text").inner_text() == "quarterly tax law reform"  # played as read
 
             page.fill("#prompt", "x" * 400)  # the box holds at most 300 characters
             assert len(page.locator("#prompt").input_value()) == 300

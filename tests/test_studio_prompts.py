@@ -10,13 +10,16 @@ import pytest
 import torch
 import websockets
 
-from progan import condition
+from progan.conditioning.rows import prompt_reading
 from progan.config import ModelConfig
 from progan.networks import Generator
+from progan.studio.frames import frames_to_uint8
 from progan.studio.protocol import MAX_QUEUE, parse_control, unpack_message
-from progan.studio.render import MORPH_SECONDS, FrameRenderer, RenderLoop, Session, to_uint8
+from progan.studio.renderer import FrameRenderer
 from progan.studio.server import BackgroundServer, Studio
-from progan.text import load_text_encoder
+from progan.studio.sessions import RenderLoop, Session
+from progan.studio.steering import MORPH_SECONDS
+from progan.conditioning.encoder import load_text_encoder
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -78,7 +81,7 @@ class Recorder:
 
 
 def reading(G, encoder, text):
-    return condition.prompt_reading(G, text, encoder)
+    return prompt_reading(G, text, encoder)
 
 
 def test_a_prompt_morphs_the_stream_gradually_while_the_walk_goes_on(G, encoder, renderer):
@@ -198,8 +201,8 @@ def test_truncation_pulls_toward_the_prompts_own_centre(G, encoder, renderer):
     torch.testing.assert_close(mean, renderer.condition_mean(moon).expand(4, -1, -1, -1))
     frames = renderer.render(z, psi, cond, mean).astype(int)
     with torch.inference_mode():
-        centre = to_uint8(G.synthesize(renderer.condition_mean(moon), 2))[0].astype(int)
-        everyone = to_uint8(G.synthesize(renderer.x4_mean, 2))[0].astype(int)
+        centre = frames_to_uint8(G.synthesize(renderer.condition_mean(moon), 2))[0].astype(int)
+        everyone = frames_to_uint8(G.synthesize(renderer.x4_mean, 2))[0].astype(int)
     assert all(np.abs(f - centre).max() <= 1 for f in frames)  # psi 0: every cell is the prompt's centre ...
     assert np.abs(centre - everyone).mean() > 3  # ... not the centre of every condition
 
@@ -210,8 +213,8 @@ def test_class_picks_and_blends_reach_the_generator_as_soft_rows():
     rec = Recorder(r)
     rec.frame(0.0)
     assert rec.condition()["now"] == {"text": "cat", "reading": "cat", "source": "class"}
-    assert r.info()["conditioning"]["classes"] == ["cat", "dog", "owl"]
-    no_prompt = r.info()["conditioning"]["prompt_unavailable"]
+    assert r.targets.conditioning.class_names == ("cat", "dog", "owl")
+    no_prompt = r.targets.conditioning.prompt_unavailable
     assert no_prompt == "this model is class-conditional (3 classes): it takes no prompt"
     rec.session.post(parse_control({"type": "classes", "weights": {"dog": 3, "cat": 7}}, r.controls))
     rec.session.post({"type": "freeze", "value": True})
@@ -221,8 +224,8 @@ def test_class_picks_and_blends_reach_the_generator_as_soft_rows():
     torch.testing.assert_close(cond, torch.tensor([[0.7, 0.3, 0.0]]))
     assert rec.condition()["now"]["text"] == "cat 0.70, dog 0.30"
     with torch.inference_mode():
-        blend = to_uint8(G.synthesize(G.embed(z, cond), 2))[0].astype(int)
-        pure = [to_uint8(G.synthesize(G.embed(z, torch.eye(3)[[i]]), 2))[0].astype(int) for i in (0, 1)]
+        blend = frames_to_uint8(G.synthesize(G.embed(z, cond), 2))[0].astype(int)
+        pure = [frames_to_uint8(G.synthesize(G.embed(z, torch.eye(3)[[i]]), 2))[0].astype(int) for i in (0, 1)]
     got = r.render(z, psi, cond, mean)[0].astype(int)
     assert np.abs(got - blend).max() <= 1  # what the renderer makes of the rows is the blend ...
     assert all(np.abs(blend - p).mean() > 2 for p in pure)  # ... which is neither class alone
@@ -343,13 +346,13 @@ def test_bad_prompts_get_clear_errors_and_the_stream_goes_on(server):
                     assert err["about"] in ("prompt", "label")
             await ws.send(b"\x00\xffbinary prompt")
             assert "binary" in (await v.text("error"))["message"]
-            # off the data: said so, not played
+            # off the data: said so, and played as read (as generate renders it)
             await v.send("prompt", text="quarterly tax law reform")
             notice = await v.text("notice")
             assert "nothing in the data is close to this prompt" in notice["message"]
-            assert "not played" in notice["message"]
-            await v.applied("speed", value=0.5)
-            assert not [t for t in v.texts if t["type"] == "condition" and "tax" in t["now"]["text"]]
+            assert "played as read" in notice["message"]
+            state = await v.text("condition", where=lambda m: "tax" in m["now"]["text"])
+            assert state["now"]["reading"].startswith("nothing in the data is close to this prompt")
             # the stream and the prompts go on
             for _ in range(3):
                 await v.frame()
@@ -384,7 +387,8 @@ def test_an_encoder_that_cannot_load_is_reported_and_the_stream_goes_on(encoder)
     G = text_generator(encoder, {"name": "no-such-encoder", "dimension": encoder.dimension, "sha256": "0" * 64})
     studio = Studio(G, seed=0)
     studio.encoder.exception(timeout=30)
-    assert studio.info()["text_encoder"].startswith("failed: text encoder 'no-such-encoder' is neither a known")
+    assert studio.info()["text_encoder"].startswith("failed: the text encoder 'no-such-encoder' (sha256 000000000000) "
+                                                    "was loaded from a folder it did not record")
 
     async def main(srv):
         async with websockets.connect(ws_url(srv)) as ws:
@@ -392,7 +396,7 @@ def test_an_encoder_that_cannot_load_is_reported_and_the_stream_goes_on(encoder)
             await v.frame()
             await v.send("prompt", text="red heart")
             err = await v.text("error")
-            assert "no-such-encoder" in err["message"] and "pip install" in err["message"]
+            assert "no-such-encoder" in err["message"] and "--text-encoder FOLDER" in err["message"]
             await v.frame()
     with BackgroundServer(studio) as srv:
         asyncio.run(main(srv))

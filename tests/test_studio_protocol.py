@@ -4,7 +4,8 @@ import math
 
 import pytest
 
-from progan.studio.protocol import Conditioning, ControlError, controls, pack_message, parse_control, unpack_message
+from progan.studio.protocol import ControlError, controls, pack_message, parse_control, unpack_message
+from progan.studio.targets import Conditioning
 
 
 def test_frame_messages_round_trip():
@@ -110,7 +111,7 @@ def test_a_text_model_without_captions_takes_no_prompt_and_says_why():
 
 
 class Recorder:
-    """Stands in for render.Steering: records which method each control calls, with what."""
+    """Stands in for steering.Steering: records which method each control calls, with what."""
 
     def __init__(self):
         self.calls = []

@@ -19,9 +19,12 @@ from progan.config import ModelConfig
 from progan.model_io import ModelLoadError, export_generator, load_generator
 from progan.networks import Generator
 from progan.generate import seed_latent
+from progan.studio.frames import encode_jpeg, frames_to_uint8
 from progan.studio.protocol import unpack_message
-from progan.studio.render import Credits, Session, Steering, encode_jpeg, to_uint8
-from progan.studio.server import BackgroundServer, Outbox, Studio, StudioError, run_studio
+from progan.studio.server import (BackgroundServer, Outbox, Studio, StudioError, access_policy, is_loopback,
+                                  run_studio)
+from progan.studio.sessions import Credits, Session
+from progan.studio.steering import Steering
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -58,7 +61,7 @@ def decode(jpeg: bytes) -> np.ndarray:
 
 def render_seed(G, seed) -> np.ndarray:
     with torch.inference_mode():
-        return to_uint8(G(seed_latent(seed, G.latent_size).view(1, -1)))[0].astype(int)
+        return frames_to_uint8(G(seed_latent(seed, G.latent_size).view(1, -1)))[0].astype(int)
 
 
 class Viewer:
@@ -438,3 +441,15 @@ def test_port_in_use_and_full_studio_are_clear(G, server):
                     assert e.value.rcvd.code == 1013
                 await Viewer(first).frame()  # the first viewer is not disturbed
         run(main)
+
+
+def test_access_policy_requires_a_token_off_loopback():
+    assert access_policy("127.0.0.1", None) == (True, None)
+    assert access_policy("localhost", "abc") == (True, "abc")
+    assert is_loopback("::1") and not is_loopback("0.0.0.0") and not is_loopback("example.org")
+    loopback, token = access_policy("0.0.0.0", None)
+    assert not loopback and token and len(token) >= 16
+    assert access_policy("0.0.0.0", None)[1] != token  # random each time
+    assert access_policy("192.168.1.5", "given") == (False, "given")
+    with pytest.raises(ValueError):
+        access_policy("0.0.0.0", "  ")

@@ -2,10 +2,12 @@
 
 A prepared dataset is a folder with manifest.json and one uint8 array per resolution level
 (level_0004.npy ... level_R.npy, each [N, 3, r, r], RGB), memory-mapped so a dataset larger than
-RAM costs nothing to open. It may carry, per image, a class label (label_names in the manifest),
-a caption, and the caption's vector from a text encoder (caption_embeddings.npy, float32 [N, D],
-unit rows, zero rows for images without a caption; the manifest's text_encoder names the encoder). The data order is a pure function of (stream position, seed), which
-is what makes resume exact and lets DDP ranks take disjoint shards without talking to each other.
+RAM costs nothing to open. Besides the images it may carry, per image: a class label (label_names in the
+manifest), a caption and the caption's vector from a text encoder (caption_embeddings.npy, float32 [N, D], unit
+rows, zero rows for images without a caption; the manifest's text_encoder names the encoder), and any named
+columns its builder adds (the built-in emoji's groups, subgroups, descriptions, variant_of): `dataset.column(name)`.
+The data order is a pure function of (stream position, seed), which is what makes resume exact and lets DDP ranks
+take disjoint shards without talking to each other.
 """
 
 from __future__ import annotations
@@ -21,12 +23,15 @@ import torch.nn.functional as F
 
 from progan.config import ConfigError, check_resolution, resolutions_up_to
 from progan.fileio import sha256_file
-from progan.seeds import derive_seed
+from progan.seeds import counter_bits, generator
 
 FORMAT = "progan-dataset/1"
 MANIFEST = "manifest.json"
 REPORT = "report.json"
 CAPTION_EMBEDDINGS = "caption_embeddings.npy"
+# The manifest's own fields; every other per-image list in it is a named column.
+MANIFEST_KEYS = {"format", "resolution", "count", "levels", "sha256", "captions", "labels", "label_names",
+                 "text_encoder", "source", "crop", "background", "skipped", "columns"}
 
 
 class DatasetError(ValueError):
@@ -37,15 +42,30 @@ def level_filename(res: int) -> str:
     return f"level_{res:04d}.npy"
 
 
-def _text_column(manifest: dict, key: str, count: int, manifest_path: Path) -> list | None:
-    values = manifest.get(key)
+def _captions(manifest: dict, count: int, manifest_path: Path) -> list | None:
+    values = manifest.get("captions")
     if values is not None and (
         not isinstance(values, list)
         or len(values) != count
         or any(v is not None and not isinstance(v, str) for v in values)
     ):
-        raise DatasetError(f"{manifest_path}: {key} must be a list of {count} strings or null")
+        raise DatasetError(f"{manifest_path}: captions must be a list of {count} strings or null")
     return values
+
+
+def _columns(manifest: dict, count: int, manifest_path: Path) -> dict[str, list]:
+    """The named per-image columns: those the manifest lists, or (datasets written before it listed them) every
+    per-image list that is not one of its own fields."""
+    names = manifest.get("columns")
+    if names is None:
+        names = [k for k, v in manifest.items() if k not in MANIFEST_KEYS and isinstance(v, list) and len(v) == count]
+    columns = {}
+    for name in names:
+        values = manifest.get(name)
+        if not isinstance(values, list) or len(values) != count:
+            raise DatasetError(f"{manifest_path}: column {name!r} must be a list of {count} values")
+        columns[name] = values
+    return columns
 
 
 class PreparedDataset:
@@ -86,18 +106,11 @@ class PreparedDataset:
                 raise DatasetError(f"{manifest_path}: level file name {name!r} must be a plain file name")
         self._files = levels
 
-        # Per-image text, each a list of N strings (None allowed) or None: captions (what a person reads and the
-        # encoder read), descriptions (richer text), sequences (the emoji), groups and subgroups (their CLDR
-        # categories: a classifier's classes for the conditional-fidelity benchmark).
-        self.captions = _text_column(m, "captions", self.count, manifest_path)
-        self.descriptions = _text_column(m, "descriptions", self.count, manifest_path)
-        self.sequences = _text_column(m, "sequences", self.count, manifest_path)
-        self.groups = _text_column(m, "groups", self.count, manifest_path)
-        self.subgroups = _text_column(m, "subgroups", self.count, manifest_path)
+        self.captions = _captions(m, self.count, manifest_path)  # what a person reads and the encoder read
+        self.columns = _columns(m, self.count, manifest_path)
 
         self.label_names = m.get("label_names")
         self.labels = None  # LongTensor [N] of class indices, or None
-        self.label_distribution = None  # float32 [C]: the share of each class, what G's labels are drawn from
         labels = m.get("labels")
         if labels is not None:
             if not isinstance(labels, list) or len(labels) != self.count:
@@ -108,7 +121,6 @@ class PreparedDataset:
             if any(not isinstance(y, int) or isinstance(y, bool) or not 0 <= y < n for y in labels):
                 raise DatasetError(f"{manifest_path}: labels must be ints in [0, {n})")
             self.labels = torch.tensor(labels, dtype=torch.long)
-            self.label_distribution = torch.bincount(self.labels, minlength=n).float() / self.count
         self.num_classes = len(self.label_names) if self.labels is not None else 0
 
         self.text_encoder = m.get("text_encoder")  # {"name", "dimension", "sha256", "file", "encoded"} or None
@@ -146,6 +158,10 @@ class PreparedDataset:
 
     def __len__(self) -> int:
         return self.count
+
+    def column(self, name: str) -> list | None:
+        """A named per-image column (e.g. the built-in emoji's "groups"), or None when the dataset has none."""
+        return self.columns.get(name)
 
     def __repr__(self) -> str:
         return f"PreparedDataset({str(self.path)!r}, resolution={self.resolution}, count={self.count})"
@@ -203,8 +219,7 @@ class PreparedDataset:
 def _epoch_permutation(num_images: int, seed: int, epoch: int) -> torch.Tensor:
     # Memoised only for speed (a step asks for a few dozen positions of a possibly huge permutation);
     # callers never see this tensor itself, only copies.
-    gen = torch.Generator().manual_seed(derive_seed(seed, "data-order", epoch))
-    return torch.randperm(num_images, generator=gen)
+    return torch.randperm(num_images, generator=generator(seed, "data-order", epoch))
 
 
 def stream_indices(cursor: int, count: int, num_images: int, seed: int) -> torch.Tensor:
@@ -235,14 +250,6 @@ def rank_batch_indices(cursor: int, local_batch: int, rank: int, num_images: int
     return stream_indices(cursor + rank * local_batch, local_batch, num_images, seed)
 
 
-def _splitmix64(x: np.ndarray) -> np.ndarray:
-    # Standard SplitMix64 finaliser; uint64 arithmetic wraps by definition in numpy arrays.
-    x = x + np.uint64(0x9E3779B97F4A7C15)
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
-
-
 def mirror_flags(cursor: int, count: int, seed: int) -> torch.Tensor:
     """Horizontal-flip flags for stream positions cursor .. cursor+count-1. BoolTensor [count].
 
@@ -251,10 +258,7 @@ def mirror_flags(cursor: int, count: int, seed: int) -> torch.Tensor:
     """
     if cursor < 0 or count < 0:
         raise ValueError(f"cursor and count must be >= 0, got cursor={cursor}, count={count}")
-    pos = np.arange(cursor, cursor + count, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        key = _splitmix64(np.array([int(seed) & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))
-        bits = _splitmix64(pos ^ key) >> np.uint64(63)
+    bits = counter_bits(seed, np.arange(cursor, cursor + count, dtype=np.uint64)) >> np.uint64(63)
     return torch.from_numpy(bits.astype(np.bool_))
 
 

@@ -87,6 +87,16 @@ def has_skin_tone(seq: str) -> bool:
     return any(c in _SKIN_TONES for c in seq)
 
 
+def base_name(name: str) -> str:
+    """The name of the emoji a skin-tone variant recolours: 'thumbs up: medium skin tone' -> 'thumbs up',
+    'woman: red hair, dark skin tone' -> 'woman: red hair' (qualifiers other than skin tones stay)."""
+    head, sep, tail = name.partition(":")
+    if not sep:
+        return name
+    rest = [q.strip() for q in tail.split(",") if q.strip() and q.strip() not in _SKIN_TONES.values()]
+    return head.strip() + (": " + ", ".join(rest) if rest else "")
+
+
 def codepoints(seq: str) -> str:
     return " ".join(f"U+{ord(c):04X}" for c in seq)
 
@@ -392,6 +402,8 @@ def build_emoji_dataset(
             "descriptions": [e.description() for e in kept],
             "keywords": [list(e.keywords) for e in kept],
             "sequences": [e.seq for e in kept],
+            # Skin-tone variants are one drawing recoloured: a caption of one is no mismatch for another.
+            "variant_of": [base_name(e.name) for e in kept],
         }
         if groups is not None:
             columns["groups"] = [e.group for e in kept]

@@ -30,6 +30,7 @@ from progan.data.dataset import (
     CAPTION_EMBEDDINGS,
     FORMAT,
     MANIFEST,
+    MANIFEST_KEYS,
     REPORT,
     DatasetError,
     level_filename,
@@ -44,8 +45,6 @@ from progan.data.images import (
 )
 
 # The manifest's own fields; DatasetWriter.finish(columns=...) may add others but not replace these.
-_MANIFEST_KEYS = {"format", "resolution", "count", "levels", "sha256", "captions", "labels", "label_names",
-                  "text_encoder", "source", "crop", "background", "skipped"}
 CHUNK_BYTES = 64 << 20  # images buffered per write; bounds memory at any resolution
 MAX_ZIP_MEMBER_BYTES = 1 << 30  # zip members are read into memory; refuse absurd ones
 
@@ -227,7 +226,7 @@ class DatasetWriter:
         (the emoji builder's descriptions, groups, subgroups). text_encoder: None (default) never encodes;
         "auto" (what prepare_dataset and the emoji builder default to) encodes the captions when the default
         encoder is installed, and otherwise warns and notes why not in the report; a name, model folder or
-        progan.text.TextEncoder must load. encode: "captions" or
+        progan.conditioning.encoder.TextEncoder must load. encode: "captions" or
         the name of a column holding the text to encode instead (images without a caption get a zero vector).
         """
         self._flush()
@@ -238,7 +237,7 @@ class DatasetWriter:
             raise DatasetError(f"no usable images in {source}: all {len(self.skipped)} files were skipped ({summary})")
         columns = dict(columns or {})
         for key, values in columns.items():
-            if key in _MANIFEST_KEYS or len(values) != self.count:
+            if key in MANIFEST_KEYS or len(values) != self.count:
                 raise ValueError(f"column {key!r} must be a new field with one value per image ({self.count})")
         levels, sums = {}, {}
         for arr in self.arrays.values():
@@ -276,6 +275,7 @@ class DatasetWriter:
             "label_names": list(label_names) if label_names is not None else None,
             "text_encoder": encoder_info,
             **columns,
+            "columns": sorted(columns),
             "source": str(source),
             "crop": crop,
             "background": list(background),
@@ -299,7 +299,7 @@ class DatasetWriter:
 
     def _embed(self, captions, columns, text_encoder, encode) -> tuple[dict | None, str]:
         """Write caption_embeddings.npy (float32 [N, D], unit rows) into the temp folder; (encoder info, note)."""
-        from progan.text import resolve_text_encoder
+        from progan.conditioning.encoder import resolve_text_encoder
 
         if encode != "captions" and encode not in columns:
             raise ValueError(f"encode must be 'captions' or a column name, got {encode!r}")

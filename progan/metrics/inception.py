@@ -34,7 +34,6 @@ from .common import check_uint8_images, iter_batches
 WEIGHTS_FILENAME = "pt_inception-2015-12-05-6726825d.pth"
 WEIGHTS_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{WEIGHTS_FILENAME}"
 WEIGHTS_ENV = "PROGAN_INCEPTION_WEIGHTS"
-FEATURE_DIM = 2048
 INPUT_SIZE = 299
 
 

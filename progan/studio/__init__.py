@@ -1,7 +1,16 @@
 """The studio: a live, steerable stream of fresh samples in the browser (`progan studio RUN_OR_MODEL`).
 
-server.py serves the page and WebSocket, render.py batches every viewer's frames on one render thread, steer.py
-holds the maths (SeFa directions, truncation, latent walks, like/dislike preferences), static/ is the page.
+    server.py     HTTP and WebSocket: serves an Engine's page, frames and controls; access and rate limits
+    protocol.py   the wire format and the control table both sides read (static/studio.js speaks it)
+    engine.py     the studio without the web: renderer, render thread, prompt reader, a seed per viewer, page info
+    sessions.py   per-viewer sessions, their flow control, and the render loop that batches every viewer's frame
+    steering.py   one viewer's steering state (speed, truncation, sliders, likes, grid, its condition and prompt queue)
+    renderer.py   the generator baked for streaming (SeFa, mean embedding, batched forward passes to uint8 frames)
+    targets.py    what a conditional stream can be asked to show (classes, prompts, captions of the data)
+    motion.py     how a stream moves: the latent walk and the condition morph
+    taste.py      likes and dislikes as a preference that steers where the walk goes
+    frames.py     frames to uint8 pictures, grids, JPEG and PNG bytes
+    static/       the page
 """
 
 

@@ -1,4 +1,4 @@
-"""The studio's wire format, read by both sides: server.py validates with it, render.py applies with it, and
+"""The studio's wire format, read by both sides: server.py validates with it, sessions.py applies with it, and
 static/studio.js speaks it (keep the page in step with this module).
 
 WebSocket, up (browser -> server): JSON text, {"type": ..., ...}.
@@ -9,9 +9,9 @@ WebSocket, up (browser -> server): JSON text, {"type": ..., ...}.
   carry an "id" (an integer); frames echo the id of the last control applied as "ack".
 
 WebSocket, down (server -> browser):
-- JSON text: {"type": "info", ...FrameRenderer.info(), limits} once on connect; {"type": "stats", "fps",
-  "render_ms", "batch", "clients", "errors", "dropped", "ignored_credits", "render_errors", "read_ms" (the latest
-  prompt's reading, queue wait included; null before one)} once a second;
+- JSON text: {"type": "info", ...Engine.info()} once on connect; {"type": "stats", "fps", "render_ms", "batch",
+  "clients", "errors", "dropped", "ignored_credits", "render_errors", "read_ms" (the latest prompt's reading, queue
+  wait included; null before one)} once a second;
   {"type": "error", "message", "errors", "dropped"?} for a bad or dropped message; {"type": "pong", "t"}.
 - binary: a frame, `pack_message(header, payload)`: uint32 little-endian header length, the JSON header
   {"kind": "frame" | "png", "seq", "ack", "t", "seed", "frozen", "grid", "likes", "dislikes", "render_ms",
@@ -27,12 +27,12 @@ WebSocket, down (server -> browser):
 - {"type": "notice", "message"}: a prompt that nothing in the data is close to, which is not played.
 
 Prompts ("prompt" {"text", "queue"?}): the server checks the text here (check_prompt), reads it with the text
-encoder off the event loop, and posts the control with its progan.text.PromptReading as "reading"; the render
+encoder off the event loop, and posts the control with its progan.conditioning.prompts.PromptReading as "reading"; the render
 thread then morphs to it (queue false: at once; true: after what plays now, each queued prompt for
 "prompt_seconds").
 
 Adding a control is one entry in `controls()`: its fields (each a check and whether it is required) and its
-`apply(steering, cmd)`, which runs on the render thread against a render.Steering; `unavailable` says why a model
+`apply(steering, cmd)`, which runs on the render thread against a steering.Steering; `unavailable` says why a model
 cannot take it (the page shows that control disabled with the reason).
 """
 
@@ -44,7 +44,8 @@ import struct
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from progan.text import PromptError, check_prompt
+from progan.studio.targets import Conditioning
+from progan.conditioning.prompts import PromptError, check_prompt
 
 SLIDER_RANGE = 5.0   # slider offsets in normalised-z units (each coordinate of a latent is about N(0, 1))
 MAX_SPEED = 4.0      # keyframes per second
@@ -117,7 +118,7 @@ def boolean(name, v):
 
 
 def prompt_text(name, v):
-    """The prompt as the encoder will read it (progan.text.check_prompt), or why it cannot be read."""
+    """The prompt as the encoder will read it (progan.conditioning.prompts.check_prompt), or why it cannot be read."""
     try:
         return check_prompt(v)
     except PromptError as e:
@@ -158,26 +159,6 @@ class Control:
     fields: dict[str, tuple[Check, bool]]
     apply: Callable[[Any, dict], None] | None
     unavailable: str | None = None
-
-
-@dataclass(frozen=True)
-class Conditioning:
-    """What a model can be steered with, as the control table needs it (render.conditioning_of(G) makes one)."""
-
-    kind: str = "none"                   # "none" | "class" | "text"
-    describe: str = "unconditional"      # progan.condition.describe_kind
-    class_names: tuple[str, ...] = ()    # class models
-    no_prompt: str | None = None         # text models: why prompts cannot be read (None: they can)
-
-    @property
-    def class_unavailable(self) -> str | None:
-        return None if self.kind == "class" else f"this model is {self.describe}: it takes no class"
-
-    @property
-    def prompt_unavailable(self) -> str | None:
-        if self.kind != "text":
-            return f"this model is {self.describe}: it takes no prompt"
-        return self.no_prompt
 
 
 def controls(sliders: int, conditioning: Conditioning = Conditioning()) -> dict[str, Control]:

@@ -1,16 +1,14 @@
-"""The studio's web server: one asyncio process (Starlette on uvicorn) serving the page, a WebSocket per viewer and
-an MJPEG fallback. Rendering happens on one render thread (render.py); this module only moves bytes, validates
-controls and enforces limits.
+"""The studio's web server: one asyncio process (Starlette on uvicorn) serving an Engine's page, a WebSocket per
+viewer and an MJPEG fallback. Rendering and prompt reading happen on threads of the engine (engine.py); this module
+only moves bytes, validates controls and enforces limits.
 
-The WebSocket's messages are described, validated and packed by protocol.py. Prompts are read (encoded and fitted
-to the training captions) on a thread of their own, with the text encoder loaded once when the studio starts.
+The WebSocket's messages are described, validated and packed by protocol.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import concurrent.futures
 import contextlib
 import hmac
 import html
@@ -36,13 +34,14 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from progan import condition
 from progan.model_io import load_generator
 from progan.networks import Generator
-from progan.studio.protocol import (MAX_GRID, MAX_SPEED, SLIDER_RANGE, ControlError, number, pack_message,
-                                    parse_control, short)
-from progan.studio.render import FrameRenderer, RenderLoop, Session
-from progan.text import PromptError, TextEncoder, TextEncoderMissing, load_text_encoder
+from progan.studio.engine import Engine
+from progan.studio.protocol import ControlError, number, pack_message, parse_control, short
+from progan.studio.sessions import Session
+from progan.conditioning.encoder import TextEncoder, TextEncoderMissing
+from progan.conditioning.prompts import PromptError
+from progan.conditioning.spec import ConditionError
 
 log = logging.getLogger("progan.studio")
 
@@ -149,38 +148,23 @@ class Outbox:
                        f"({self.rate_limited} so far)", "errors": self.errors, "dropped": self.rate_limited})
 
 
-class Studio:
-    """The studio for one generator: a Starlette app (`.app`) plus its render thread (started by the app's
-    lifespan). `token`: when set, every request must carry it (?token=...). `loopback`: the server listens on a
-    loopback address only, so requests must name it in their Host header (defeats DNS rebinding).
-    `text_encoder`: for a text model, a loaded progan.text.TextEncoder to read prompts with (default: the one the
-    model was trained with, loaded in the background as the studio starts)."""
+class Studio(Engine):
+    """An Engine served over the web: a Starlette app (`.app`) whose lifespan starts and stops the engine. `token`:
+    when set, every request must carry it (?token=...). `loopback`: the server listens on a loopback address only,
+    so requests must name it in their Host header (defeats DNS rebinding). `text_encoder` and the other engine
+    settings: see Engine."""
 
     MAX_READINGS = 2  # prompts of one viewer waiting to be read
 
     def __init__(self, G: Generator, *, token: str | None = None, loopback: bool = True, jpeg_quality: int = 80,
                  max_clients: int = 32, sliders: int = 8, seed: int | None = None, control_rate: float = 100.0,
                  control_burst: float = 200.0, max_message: int = 4096, mjpeg_fps: float = 25.0,
-                 text_encoder: TextEncoder | None = None):
-        self.G = G
-        self.renderer = FrameRenderer(G, sliders=sliders)
-        # One thread reads every prompt (the encoder is not made for concurrent calls, and a reading takes
-        # milliseconds); its first job loads the encoder, which takes seconds.
-        self.reader: concurrent.futures.ThreadPoolExecutor | None = None
-        self.encoder: concurrent.futures.Future | None = None
-        if self.renderer.controls["prompt"].unavailable is None:
-            self.reader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="progan-studio-prompts")
-            if text_encoder is not None:
-                self.encoder = concurrent.futures.Future()
-                self.encoder.set_result(text_encoder)
-            else:
-                self.encoder = self.reader.submit(load_text_encoder, G.meta["conditioning"]["encoder"]["name"])
-        self.render_loop = RenderLoop(self.renderer, jpeg_quality=jpeg_quality)
+                 text_encoder: TextEncoder | str | os.PathLike | None = None):
+        super().__init__(G, sliders=sliders, jpeg_quality=jpeg_quality, max_clients=max_clients, seed=seed,
+                         text_encoder=text_encoder)
         self.token, self.loopback = token, loopback
-        self.max_clients = max_clients
         self.control_rate, self.control_burst, self.max_message = control_rate, control_burst, max_message
         self.mjpeg_fps = mjpeg_fps
-        self._seeds = itertools.count(secrets.randbits(31) if seed is None else seed)
         self._static = {name: (STATIC / name).read_bytes() for name in ["index.html", *PAGE_FILES]}
         self.app = Starlette(routes=[
             Route("/", self.page),
@@ -192,43 +176,22 @@ class Studio:
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app):
-        self.render_loop.start()
+        self.start()
         try:
             yield
         finally:
-            self.render_loop.stop()
-            if self.reader is not None:
-                self.reader.shutdown(wait=False, cancel_futures=True)
-
-    def info(self) -> dict:
-        return {**self.renderer.info(), "slider_range": SLIDER_RANGE, "max_speed": MAX_SPEED, "max_grid": MAX_GRID,
-                "clients": self.render_loop.count(), "max_clients": self.max_clients,
-                "text_encoder": self.encoder_state()}
+            self.stop()
 
     # -- prompts ------------------------------------------------------------------------------------------------
-    def encoder_state(self) -> str | None:
-        """None (no prompts), "loading", "ready" or why it could not be loaded."""
-        if self.encoder is None:
-            return None
-        if not self.encoder.done():
-            return "loading"
-        e = self.encoder.exception()
-        return "ready" if e is None else f"failed: {e}"
-
-    def read_prompt(self, text: str):
-        """On the reader thread: the prompt -> progan.text.PromptReading (PromptError, ConditionError or
-        TextEncoderMissing say why not)."""
-        return condition.prompt_reading(self.G, text, self.encoder.result())
-
     async def _prompt(self, cmd: dict, outbox: Outbox, session: Session) -> None:
-        """Read a prompt off the event loop, then hand it to the render thread; one nothing in the data is close
-        to is not played: the viewer is told, and the stream goes on."""
+        """Read a prompt off the event loop, then hand it to the render thread. One that nothing in the data is close
+        to plays as it was read, as `progan generate` renders it, and the viewer is told so."""
         text = cmd["text"]
         t0 = time.perf_counter()
         try:
             reading = await asyncio.wrap_future(self.reader.submit(self.read_prompt, text))
             outbox.read_ms = (time.perf_counter() - t0) * 1e3
-        except (PromptError, condition.ConditionError, TextEncoderMissing) as e:
+        except (PromptError, ConditionError, TextEncoderMissing) as e:
             outbox.error(f"prompt {short(text)}: {e}", about="prompt")
             return
         except RuntimeError:  # the reader was shut down: the studio is stopping
@@ -238,9 +201,8 @@ class Studio:
             outbox.error(f"prompt {short(text)} could not be read: {type(e).__name__}: {e}", about="prompt")
             return
         if reading.off_data:
-            outbox.text({"type": "notice", "message": f"{short(text)}: {reading.describe()}; "
-                         "not played, the stream goes on", "text": text, "reading": reading.describe()})
-            return
+            outbox.text({"type": "notice", "message": f"{short(text)}: {reading.describe()}; played as read",
+                         "text": text, "reading": reading.describe()})
         if session.post({**cmd, "reading": reading}):
             self.render_loop.wake()
         else:
@@ -295,10 +257,10 @@ class Studio:
             commands, fps = self._mjpeg_options(request.query_params)
         except ControlError as e:
             return PlainTextResponse(f"{e}\n", status_code=400)
-        if self.render_loop.count() >= self.max_clients:
+        if self.full():
             return PlainTextResponse("the studio is full; try again later\n", status_code=503)
         outbox = Outbox(asyncio.get_running_loop(), packed=False)
-        session = Session(self.renderer, outbox.sink, seed=next(self._seeds), max_in_flight=1, min_interval=1 / fps)
+        session = self.new_session(outbox.sink, max_in_flight=1, min_interval=1 / fps)
         for cmd in commands:
             session.post(cmd)
 
@@ -343,12 +305,12 @@ class Studio:
             await ws.close(code=1008)  # before accept: the handshake is refused with HTTP 403
             return
         await ws.accept()
-        if self.render_loop.count() >= self.max_clients:
+        if self.full():
             await ws.send_text(json.dumps({"type": "error", "message": "the studio is full; try again later"}))
             await ws.close(code=1013)
             return
         outbox = Outbox(asyncio.get_running_loop())
-        session = Session(self.renderer, outbox.sink, seed=next(self._seeds), notice=outbox.notice)
+        session = self.new_session(outbox.sink, notice=outbox.notice)
         outbox.text({"type": "info", **self.info()})
         self.render_loop.add(session)
         readings: set[asyncio.Task] = set()  # prompts being read, cancelled with the connection
@@ -529,8 +491,8 @@ def studio_url(host: str, port: int, token: str | None) -> str:
 
 def run_studio(model_path, host: str = "127.0.0.1", port: int = 8000, device: str = "cpu", token: str | None = None,
                open_browser: bool = False, threads: int | None = None, jpeg_quality: int = 80,
-               max_clients: int = 32) -> None:
-    """`progan studio`: load the model, print the URL and serve until interrupted.
+               max_clients: int = 32, text_encoder: str | os.PathLike | None = None) -> None:
+    """`progan studio`: load the model, print the URL and serve until interrupted (`text_encoder`: see Engine).
 
     A host other than loopback needs an access token; one is made up when not given and printed in the URL.
     `threads` sets torch's intra-op threads for rendering (default: leave one core to the event loop).
@@ -545,11 +507,12 @@ def run_studio(model_path, host: str = "127.0.0.1", port: int = 8000, device: st
     loopback, token = access_policy(host, token)
     G = load_generator(model_path, device)
     torch.set_num_threads(threads)
-    studio = Studio(G, token=token, loopback=loopback, jpeg_quality=jpeg_quality, max_clients=max_clients)
+    studio = Studio(G, token=token, loopback=loopback, jpeg_quality=jpeg_quality, max_clients=max_clients,
+                    text_encoder=text_encoder)
     sock = bind_socket(host, port)
     port = sock.getsockname()[1]
     url = studio_url(host, port, token)
-    info = studio.renderer.info()
+    info = studio.info()
     print(f"progan studio: {info['output_resolution']}x{info['output_resolution']} model, {info['kimg']:g} kimg, "
           f"{info['parameters']:,} parameters, {info['conditioning']['describe']}, on {device}, render threads: "
           f"{threads}", flush=True)

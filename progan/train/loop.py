@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
-from progan.augment import Draws, augment, parse_policy
-from progan.condition import export_conditioning
-from progan.config import ConfigError, TrainConfig
+from progan.augment import Draws, augment
+from progan.conditioning.spec import export_conditioning
+from progan.config import ConfigError, TrainConfig, parse_augment
 from progan.data.dataset import (PreparedDataset, blend_reals, mirror, mirror_flags, rank_batch_indices, to_float,
                                   to_uint8)
 from progan.fileio import atomic_write_json
@@ -28,15 +28,16 @@ from progan.losses import discriminator_loss, generator_loss
 from progan.model_io import export_generator
 from progan.networks import Discriminator, Generator
 from progan.runtime import keep_freed_memory
-from progan.schedule import Phase, phase_at
-from progan.seeds import derive_seed
+from progan.presets import check_batches
+from progan.schedule import Phase, phase_at, schedule_warnings
+from progan.seeds import derive_seed, generator
 from progan.train import checkpoint as ckpt
 from progan.train.checkpoint import RunProgress
-from progan.train.conditions import StepConditions, dataset_conditions, step_conditions
+from progan.conditioning.training import StepConditions, conditions_fingerprint, dataset_conditions, step_conditions
 from progan.train.distributed import (Ranks, all_gather_cat, any_rank, average_gradients, barrier, broadcast_module,
                                       init_from_env, mean_over_ranks, wait_for_metrics)
 from progan.train.log import RunLog
-from progan.train.resume import prepare_run_dir, record_changes
+from progan.train.resume import check_same_conditions, prepare_run_dir, record_changes, record_conditions
 
 
 class TrainingError(RuntimeError):
@@ -128,12 +129,12 @@ def train_step(state: TrainState, phase: Phase, real: torch.Tensor, cfg: TrainCo
                conds: StepConditions | None = None) -> dict:
     """One D step and one G step. Returns detached scalar tensors (no host sync here beyond the finite check).
 
-    A conditional model takes the step's condition rows `conds` (train/conditions.py): D's fakes are generated from
+    A conditional model takes the step's condition rows `conds` (progan.conditioning.training): D's fakes are generated from
     the reals' rows, G's step from rows drawn from the dataset."""
     G, D = state.G, state.D
     n = real.shape[0]
     # Draw for the global batch and take this rank's slice: N processes see exactly what one process would.
-    gen = torch.Generator(device=ranks.device).manual_seed(derive_seed(cfg.seed, state.progress.cur_nimg, "step"))
+    gen = generator(cfg.seed, state.progress.cur_nimg, "step", device=ranks.device)
     mine = slice(ranks.rank * n, (ranks.rank + 1) * n)
     # --bf16: autocast on the run's device. Meant for CUDA (tensor cores); the CPU runs the same code path (the
     # tests do), correct but not faster on most CPUs.
@@ -144,7 +145,7 @@ def train_step(state: TrainState, phase: Phase, real: torch.Tensor, cfg: TrainCo
     # An unconditional step calls the losses exactly as before (no condition arguments at all).
     d_conds = {} if conds is None else {"cond": conds.real, "wrong_cond": conds.wrong, "wrong_mask": conds.wrong_mask}
     # --augment: D sees reals and fakes through the same random transforms, in both steps (progan/augment.py)
-    policy, draw = parse_policy(cfg.augment), Draws(gen, n * ranks.world_size, mine, ranks.device)
+    policy, draw = parse_augment(cfg.augment), Draws(gen, n * ranks.world_size, mine, ranks.device)
     with autocast:
         with torch.no_grad():
             fake = G(z, phase.lod) if conds is None else G(z, phase.lod, conds.real, conds.noise_d)
@@ -210,13 +211,15 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, device: s
     cfg.validate()
     keep_freed_memory()
     ranks = init_from_env(device)
-    cfg.check_batches(ranks.world_size)
+    check_batches(cfg, ranks.world_size)
     dataset = PreparedDataset(cfg.data)
     if dataset.resolution < cfg.model.resolution:
         raise ConfigError(f"dataset {cfg.data} is {dataset.resolution}x{dataset.resolution}, smaller than the "
                           f"training resolution {cfg.model.resolution}; prepare it at a higher resolution")
     table, different = dataset_conditions(cfg.model, dataset, ranks.device)  # refuses a dataset that does not fit
     changes, notes = prepare_run_dir(run_dir, cfg, resume)  # every rank checks: every rank refuses alike
+    conditions = conditions_fingerprint(cfg.model, dataset, table)
+    check_same_conditions(run_dir, conditions, resume)
     barrier(ranks)
 
     state = build_state(cfg, ranks.device)
@@ -232,12 +235,13 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, device: s
     if ranks.is_main:
         atomic_write_json(run_dir / "config.json", cfg.to_dict())
         record_changes(run_dir, state.progress.cur_nimg, changes)
-        for line in cfg.schedule_warnings() + [f"resumed with {note}" for note in notes]:
+        record_conditions(run_dir, conditions)
+        for line in schedule_warnings(cfg) + [f"resumed with {note}" for note in notes]:
             log.message(f"note: {line}")
         if not resume:
             save_reals_grid(run_dir, dataset, cfg)
     grid_z = torch.randn(cfg.grid_size**2, cfg.model.latent_size,
-                         generator=torch.Generator().manual_seed(derive_seed(cfg.seed, "grid")))
+                         generator=generator(cfg.seed, "grid"))
     # A conditional grid's cell i asks for the condition of reals.png's cell i
     grid_cond = None if table is None else table[grid_indices(len(table), cfg.grid_size**2)].cpu()
     export = Export(run_dir, cfg, *export_conditioning(dataset, cfg.model))
@@ -265,7 +269,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, device: s
             conds = None
             if table is not None:  # the reals' images again (a pure function), and the conditions' own stream
                 idx = rank_batch_indices(run.cur_nimg, local_batch, ranks.rank, dataset.count, cfg.seed)
-                gen = torch.Generator(ranks.device).manual_seed(derive_seed(cfg.seed, run.cur_nimg, "conditions"))
+                gen = generator(cfg.seed, run.cur_nimg, "conditions", device=ranks.device)
                 conds = step_conditions(table, idx, gen, cfg, ranks.world_size, ranks.rank, different)
             stats = train_step(state, phase, reals, cfg, ranks, conds)
             prev_nimg, run.cur_nimg = run.cur_nimg, run.cur_nimg + phase.batch

@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from progan.config import ConfigError, TrainConfig, resolutions_up_to
-from progan.fileio import append_jsonl, read_json
+from progan.fileio import append_jsonl, atomic_write_json, read_json
 from progan.schedule import phase_at
 from progan.train import checkpoint as ckpt
 
@@ -24,7 +24,6 @@ FREE_ON_RESUME = ("minutes", "data", "schedule.total_kimg", "tick_kimg", "snapsh
                   "keep_checkpoints", "metrics", "metrics_kimg", "metrics_images", "grid_size", "max_bad_steps")
 NOTED_ON_RESUME = ("bf16", "model.mbstd_group")
 TABLES_AHEAD_ON_RESUME = ("schedule.batch", "schedule.lr")
-TABLES = TABLES_AHEAD_ON_RESUME + ("schedule.stabilize_kimg", "schedule.fade_kimg")
 
 
 def flat_config(cfg: TrainConfig) -> dict:
@@ -97,3 +96,25 @@ def record_changes(run_dir: Path, cur_nimg: int, changes: list[str]) -> None:
     """Append the accepted changes of one resume to changes.jsonl (rank 0)."""
     if changes:
         append_jsonl(run_dir / "changes.jsonl", {"kimg": cur_nimg / 1000, "changes": changes})
+
+
+CONDITIONS = "conditions.json"
+WHAT_DIFFERS = {"kind": "what the model is conditioned on", "label_names": "the class names",
+                "encoder": "the text encoder", "table_sha256": "the per-image labels or caption vectors"}
+
+
+def check_same_conditions(run_dir: Path, fingerprint: dict, resume: bool) -> None:
+    """Refuse to resume on a dataset whose conditions differ from those the run started with (a relabelled or
+    re-encoded dataset would silently change what the model learns). Runs older than the record are not checked."""
+    path = run_dir / CONDITIONS
+    if resume and path.is_file():
+        saved = read_json(path, "the run's conditions")
+        differ = [f"{WHAT_DIFFERS.get(key, key)}: {saved.get(key)!r} -> {fingerprint.get(key)!r}"
+                  for key in sorted(set(saved) | set(fingerprint)) if saved.get(key) != fingerprint.get(key)]
+        if differ:
+            raise ConfigError(f"cannot resume {run_dir}: its dataset's conditions differ from those the run started "
+                              "with: " + "; ".join(differ) + ". Resume with the dataset it started with (--data)")
+
+
+def record_conditions(run_dir: Path, fingerprint: dict) -> None:
+    atomic_write_json(run_dir / CONDITIONS, fingerprint)

@@ -71,7 +71,7 @@ function onText(msg) {
   }
 }
 
-// Under the prompt box: how a prompt was read, or why it was not played.
+// Under the prompt box: how a prompt was read, or why it could not be.
 function note(text, bad) {
   const el = $("prompt-note");
   el.textContent = text;

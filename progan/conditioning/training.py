@@ -12,12 +12,14 @@ Everything is drawn for the global batch and this rank's slice taken, so N proce
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Callable, Union
 
 import torch
 import torch.nn.functional as F
 
+from progan.conditioning.captions import caption_kinds, captions_differ
 from progan.config import ConfigError, ModelConfig, TrainConfig
 
 # Which image pairs really differ: a [N, N] bool matrix, or f(a, b) -> bool per pair of index tensors.
@@ -68,8 +70,8 @@ def condition_table(cfg: ModelConfig, labels=None, num_labels: int = 0, embeddin
 def dataset_conditions(cfg: ModelConfig, dataset, device: torch.device
                        ) -> tuple[torch.Tensor | None, Different | None]:
     """(condition_table for `dataset` on `device`, which pairs are really different) for a run: (None, None) for an
-    unconditional model. For text, pairs are mismatched unless they name the same thing (progan.text: skin-tone
-    variants, paraphrases, uncaptioned images)."""
+    unconditional model. For text, pairs are mismatched unless they name the same thing (progan.conditioning.captions:
+    variants of one thing, paraphrases, uncaptioned images)."""
     table = condition_table(cfg, dataset.labels, dataset.num_classes, getattr(dataset, "caption_embeddings", None),
                             source=str(dataset.path))
     if table is None:
@@ -77,10 +79,23 @@ def dataset_conditions(cfg: ModelConfig, dataset, device: torch.device
     table = table.to(device)
     different = None
     if cfg.text_size and getattr(dataset, "captions", None) is not None:
-        from progan.text import caption_kinds, really_different as text_different
-        kinds = caption_kinds(dataset.captions).to(device)
-        different = lambda a, b: text_different(kinds, a, b, table)  # noqa: E731
+        kinds = caption_kinds(dataset.captions, dataset.column("variant_of")).to(device)
+        different = lambda a, b: captions_differ(kinds, a, b, table)  # noqa: E731
     return table, different
+
+
+def conditions_fingerprint(cfg: ModelConfig, dataset, table: torch.Tensor | None) -> dict:
+    """What a run is conditioned on, for a resumed run to check it trains on the same: the class names or the text
+    encoder, and a hash of the condition table (every image's label or caption vector)."""
+    if table is None:
+        return {"kind": "none"}
+    fingerprint = {"kind": "class" if cfg.num_classes else "text",
+                   "table_sha256": hashlib.sha256(table.cpu().contiguous().numpy().tobytes()).hexdigest()}
+    if cfg.num_classes:
+        fingerprint["label_names"] = list(dataset.label_names)
+    else:
+        fingerprint["encoder"] = {key: dataset.text_encoder.get(key) for key in ("name", "dimension", "sha256")}
+    return fingerprint
 
 
 @dataclass
@@ -123,7 +138,7 @@ def step_conditions(table: torch.Tensor, idx: torch.Tensor, gen: torch.Generator
     conds.fake = beta * table[g_idx] + (1 - beta) * table[other]
 
     candidates = draw_indices(MISMATCH_CANDIDATES)
-    diff = really_different(table, idx[:, None].expand_as(candidates).reshape(-1), candidates.reshape(-1),
+    diff = pairs_differ(table, idx[:, None].expand_as(candidates).reshape(-1), candidates.reshape(-1),
                             different).view_as(candidates)
     captioned = table.abs().amax(dim=1) > 0
     diff &= captioned[idx][:, None] & captioned[candidates]  # an image without a caption has no wrong one
@@ -137,7 +152,7 @@ def step_conditions(table: torch.Tensor, idx: torch.Tensor, gen: torch.Generator
     return conds
 
 
-def really_different(table: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
+def pairs_differ(table: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
                      different: Different | None = None) -> torch.Tensor:
     """[len(a)] bool: whether images a[i] and b[i] count as a mismatched pair."""
     if different is None:

