@@ -7,7 +7,6 @@ import dataclasses
 import sys
 import typing
 from pathlib import Path
-from typing import Any
 
 from progan.config import ConfigError, TrainConfig
 from progan.presets import PRESETS, preset
@@ -134,7 +133,7 @@ class ConfigFlag:
     """The flag of one config field."""
     path: str                  # "model.fmap_base"; a TrainConfig field has no section: "seed"
     field: dataclasses.Field
-    type: Any                  # the field's type
+    kind: typing.Any           # the field's type
 
     @property
     def name(self) -> str:
@@ -145,11 +144,11 @@ class ConfigFlag:
         return self.name[2:].replace("-", "_")
 
     def add_to(self, group) -> None:
-        keywords, _ = FIELD_TYPES[self.type]
+        keywords, _ = FIELD_TYPES[self.kind]
         group.add_argument(self.name, default=None, **keywords, **self.field.metadata)
 
     def read(self, value):
-        read = FIELD_READERS.get(self.path) or FIELD_TYPES[self.type][1]
+        read = FIELD_READERS.get(self.path) or FIELD_TYPES[self.kind][1]
         return value if read is None else read(value, self.name)
 
     def set(self, cfg: TrainConfig, value) -> None:
@@ -157,13 +156,14 @@ class ConfigFlag:
         setattr(getattr(cfg, section) if section else cfg, name, value)
 
 
-def config_fields() -> list[tuple[str, dataclasses.Field, Any]]:
+def config_fields() -> list[tuple[str, dataclasses.Field, typing.Any]]:
     """(path, field, type) of every field of TrainConfig and of its sections (model, schedule, loss)."""
-    fields = []
+    fields, hints = [], typing.get_type_hints(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
-        kind = typing.get_type_hints(TrainConfig)[f.name]
+        kind = hints[f.name]
         if dataclasses.is_dataclass(kind):
-            fields += [(f"{f.name}.{g.name}", g, typing.get_type_hints(kind)[g.name]) for g in dataclasses.fields(kind)]
+            section = typing.get_type_hints(kind)
+            fields += [(f"{f.name}.{g.name}", g, section[g.name]) for g in dataclasses.fields(kind)]
         else:
             fields.append((f.name, f, kind))
     return fields

@@ -1,7 +1,8 @@
 """Configuration as data: dataclasses for the model, the schedule and training, and their JSON round trip.
 
 Everything a run depends on lives in a TrainConfig, which is written to the run folder as config.json. A field made
-with `option` carries its help text: `progan train` has one flag per such field (cli.py).
+with `option` carries its help text: `progan train` has a flag for each (cli.py); the few fields without one
+(the preset's name, the dataset, what the model is conditioned on) are set there in their own way.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ class ConfigError(ValueError):
 
 def option(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = dataclasses.MISSING,
            **flag: Any) -> Any:
-    """A field with its command-line help; `flag` holds further argparse keywords (choices, metavar)."""
+    """A field with its command-line help text; `factory` makes a mutable default, `flag` holds further argparse
+    keywords (choices, metavar)."""
     return field(default=default, default_factory=factory, metadata={"help": help, **flag})
 
 
@@ -215,7 +217,7 @@ class TrainConfig:
     data: str = ""                            # the prepared dataset folder
     seed: int = option(0, "every random draw of the run is a function of this seed and the images shown")
     mirror: bool = option(False, "random horizontal flips")
-    # The paper's per-step beta; the short CPU presets need less memory.
+    # The short CPU presets take less: a long average lags behind their fast growth.
     ema_beta: float = option(0.999, "G_ema = lerp(G, G_ema, beta) per step (paper: 0.999)")
     ema_kimg: float = option(0.0, "G_ema half-life in kimg instead of a fixed beta (v2: 10; 0: off)")
     adam_betas: tuple[float, float] = option((0.0, 0.99), "Adam's beta1 and beta2 (paper: 0 0.99)",

@@ -1,6 +1,7 @@
 """Named presets: the paper's recipe, the official code's multi-GPU ones, and CPU-sized ones for a laptop and tests.
 
-Each is a function so that every call returns a fresh, unshared config.
+Each is a function so that every call returns a fresh, unshared config. `check_batches` refuses a batch table that
+the processes of a run cannot split, pointing at the preset made for that many.
 """
 
 from __future__ import annotations

@@ -13,9 +13,11 @@ from typing import Callable
 
 from progan.networks import Generator
 from progan.studio.protocol import MAX_GRID, MAX_QUEUE, MAX_SPEED, PROMPT_SECONDS, SLIDER_RANGE
+from progan.studio.patterns import COUPLING, LAYOUTS, MOTIONS, PERIOD, Pattern
 from progan.studio.renderer import FrameRenderer
 from progan.studio.sessions import RenderLoop, Session
 from progan.studio.steering import MORPH_SECONDS, PROMPT_SECONDS_DEFAULT
+from progan.studio.taste import Preferences
 from progan.conditioning.encoder import TextEncoder, encoder_for
 from progan.conditioning.prompts import MAX_PROMPT_CHARS
 from progan.conditioning.rows import prompt_reading
@@ -29,9 +31,14 @@ class Engine:
     found where its record says and loaded in the background from the moment the engine is made)."""
 
     def __init__(self, G: Generator, *, sliders: int = 8, jpeg_quality: int = 80, max_clients: int = 32,
-                 seed: int | None = None, text_encoder: TextEncoder | str | os.PathLike | None = None):
+                 seed: int | None = None, text_encoder: TextEncoder | str | os.PathLike | None = None,
+                 pattern: Pattern = Pattern(), taste: dict | None = None):
         self.G = G
         self.renderer = FrameRenderer(G, sliders=sliders)
+        # Every viewer starts with this pattern and taste (a taste that does not fit the model is refused here).
+        self.pattern, self.taste = pattern, taste
+        if taste is not None:
+            Preferences(self.renderer.pref_basis).load_profile(taste, self.renderer.taste_model)
         # One thread reads every prompt (the encoder is not made for concurrent calls, and a reading takes
         # milliseconds); its first job loads the encoder, which takes seconds.
         self.reader: concurrent.futures.ThreadPoolExecutor | None = None
@@ -61,7 +68,11 @@ class Engine:
     def new_session(self, sink: Callable[[dict, bytes, bytes | None], None], **kwargs) -> Session:
         """A viewer's Session (`sink` and the keyword arguments as there) on a seed of its own; its stream starts
         when it is added to render_loop."""
-        return Session(self.renderer, sink, seed=next(self._seeds), **kwargs)
+        session = Session(self.renderer, sink, seed=next(self._seeds), pattern=self.pattern, **kwargs)
+        if self.taste is not None:
+            session.steering.prefs.load_profile(self.taste, self.renderer.taste_model)
+            session.steering.walk.retarget()
+        return session
 
     def info(self) -> dict:
         """What the page is told on connect: the model, what it can be steered with, and the limits."""
@@ -73,6 +84,9 @@ class Engine:
                 "class_unavailable": c.class_unavailable, "prompt_unavailable": c.prompt_unavailable,
                 "max_prompt_chars": MAX_PROMPT_CHARS, "max_queue": MAX_QUEUE, "morph_seconds": MORPH_SECONDS,
                 "prompt_seconds": PROMPT_SECONDS_DEFAULT, "prompt_seconds_range": list(PROMPT_SECONDS)},
+            "pattern": self.pattern.as_json(), "patterns": {
+                "motions": list(MOTIONS), "layouts": list(LAYOUTS), "coupling_range": list(COUPLING),
+                "period_range": list(PERIOD)},
             "slider_range": SLIDER_RANGE, "max_speed": MAX_SPEED, "max_grid": MAX_GRID,
             "clients": self.render_loop.count(), "max_clients": self.max_clients, "text_encoder": self.encoder_state(),
         }

@@ -44,6 +44,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from progan.studio.patterns import COUPLING, MOTIONS, PERIOD
 from progan.studio.targets import Conditioning
 from progan.conditioning.prompts import PromptError, check_prompt
 
@@ -148,6 +149,20 @@ def class_blend(class_names: tuple[str, ...]) -> Check:
     return check
 
 
+def choice(options: tuple[str, ...]) -> Check:
+    def check(name, v):
+        if v not in options:
+            raise ControlError(f"{name} must be one of {', '.join(options)}, got {short(v)}")
+        return v
+    return check
+
+
+def json_object(name, v):
+    if not isinstance(v, dict):
+        raise ControlError(f"{name} must be a JSON object, got {short(v)}")
+    return v
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The controls
 
@@ -181,6 +196,13 @@ def controls(sliders: int, conditioning: Conditioning = Conditioning()) -> dict[
         "grid": Control({"value": (integer(1, MAX_GRID), True)}, lambda s, c: s.set_grid(c["value"])),
         "shuffle": Control({}, lambda s, c: s.shuffle()),
         "save": Control({}, lambda s, c: s.save_png()),
+        # Patterns (patterns.py): the motion and its settings; the layout is the page's own.
+        "pattern": Control({"motion": (choice(MOTIONS), False), "coupling": (number(*COUPLING), False),
+                            "period": (number(*PERIOD), False)},
+                           lambda s, c: s.set_pattern(c.get("motion"), c.get("coupling"), c.get("period"))),
+        # Taste profiles: the page saves the "taste" message's profile to a file and sends one back to load.
+        "save_taste": Control({}, lambda s, c: s.save_taste()),
+        "load_taste": Control({"profile": (json_object, True)}, lambda s, c: s.load_taste(c["profile"])),
         # Class models: one class, or a blend of several (soft rows); the stream morphs to it.
         "label": Control({"value": (integer(0, max(classes - 1, 0)), True)},
                          lambda s, c: s.blend_classes({c["value"]: 1.0}, c.get("received")), unavailable=no_class),

@@ -17,7 +17,7 @@ from progan.networks import Generator, count_parameters
 from progan.studio.frames import frames_to_uint8
 from progan.studio.protocol import controls
 from progan.studio.targets import Targets
-from progan.studio.taste import preference_dims
+from progan.studio.taste import preference_dims, profile_model
 
 CONDITION_MEAN_SAMPLES = 256   # latents behind each condition's truncation centre
 
@@ -65,6 +65,7 @@ class FrameRenderer:
         self.mean_ms = (time.perf_counter() - t0) * 1e3
         self.sliders = min(sliders, self.latent_size)
         self.pref_basis = self.directions[:preference_dims(self.eigenvalues)]
+        self.taste_model = profile_model(self.latent_size, self.eigenvalues, self.pref_basis.shape[0])
         self.controls = controls(self.sliders, self.targets.conditioning)
         # Forward passes run in chunks of at most max_batch rows, each padded to a power of two: on the CPU,
         # oneDNN keeps a primitive (with its buffers) per input shape, so every distinct batch size would cost

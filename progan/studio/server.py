@@ -37,6 +37,7 @@ from starlette.websockets import WebSocket
 from progan.model_io import load_generator
 from progan.networks import Generator
 from progan.studio.engine import Engine
+from progan.studio.patterns import Pattern
 from progan.studio.protocol import ControlError, number, pack_message, parse_control, short
 from progan.studio.sessions import Session
 from progan.conditioning.encoder import TextEncoder, TextEncoderMissing
@@ -159,9 +160,10 @@ class Studio(Engine):
     def __init__(self, G: Generator, *, token: str | None = None, loopback: bool = True, jpeg_quality: int = 80,
                  max_clients: int = 32, sliders: int = 8, seed: int | None = None, control_rate: float = 100.0,
                  control_burst: float = 200.0, max_message: int = 4096, mjpeg_fps: float = 25.0,
-                 text_encoder: TextEncoder | str | os.PathLike | None = None):
+                 text_encoder: TextEncoder | str | os.PathLike | None = None, pattern: Pattern = Pattern(),
+                 taste: dict | None = None):
         super().__init__(G, sliders=sliders, jpeg_quality=jpeg_quality, max_clients=max_clients, seed=seed,
-                         text_encoder=text_encoder)
+                         text_encoder=text_encoder, pattern=pattern, taste=taste)
         self.token, self.loopback = token, loopback
         self.control_rate, self.control_burst, self.max_message = control_rate, control_burst, max_message
         self.mjpeg_fps = mjpeg_fps
@@ -491,7 +493,8 @@ def studio_url(host: str, port: int, token: str | None) -> str:
 
 def run_studio(model_path, host: str = "127.0.0.1", port: int = 8000, device: str = "cpu", token: str | None = None,
                open_browser: bool = False, threads: int | None = None, jpeg_quality: int = 80,
-               max_clients: int = 32, text_encoder: str | os.PathLike | None = None) -> None:
+               max_clients: int = 32, text_encoder: str | os.PathLike | None = None, pattern: Pattern = Pattern(),
+               taste: dict | None = None) -> None:
     """`progan studio`: load the model, print the URL and serve until interrupted (`text_encoder`: see Engine).
 
     A host other than loopback needs an access token; one is made up when not given and printed in the URL.
@@ -508,7 +511,7 @@ def run_studio(model_path, host: str = "127.0.0.1", port: int = 8000, device: st
     G = load_generator(model_path, device)
     torch.set_num_threads(threads)
     studio = Studio(G, token=token, loopback=loopback, jpeg_quality=jpeg_quality, max_clients=max_clients,
-                    text_encoder=text_encoder)
+                    text_encoder=text_encoder, pattern=pattern, taste=taste)
     sock = bind_socket(host, port)
     port = sock.getsockname()[1]
     url = studio_url(host, port, token)

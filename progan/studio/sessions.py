@@ -22,6 +22,7 @@ import torch
 
 from progan.studio.frames import encode_jpeg, encode_png, tile
 from progan.studio.protocol import ControlError
+from progan.studio.patterns import Pattern
 from progan.studio.renderer import FrameRenderer
 from progan.studio.steering import Steering
 
@@ -101,9 +102,9 @@ class Session:
 
     def __init__(self, renderer: FrameRenderer, sink: Callable[[dict, bytes, bytes | None], None], seed: int,
                  max_in_flight: int = 2, min_interval: float = 0.0, max_pending: int = 256,
-                 notice: Callable[[dict], None] | None = None):
+                 notice: Callable[[dict], None] | None = None, pattern: Pattern = Pattern()):
         self.renderer, self.sink, self.notice = renderer, sink, notice
-        self.steering = Steering(renderer, seed)
+        self.steering = Steering(renderer, seed, pattern)
         self.credits = Credits(max_in_flight, min_interval)
         self.stats = SessionStats()
         self.pending: collections.deque = collections.deque()  # filled by the event loop, emptied by the render thread
@@ -150,6 +151,8 @@ class Session:
         if self.steering.changed:
             self.steering.changed = False
             self.tell(self.steering.condition_state())
+        while self.steering.messages:
+            self.tell(self.steering.messages.popleft())
 
     def next_latents(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         return self.steering.latents(self.seq + 1)
@@ -159,7 +162,8 @@ class Session:
         return {"kind": kind, "seq": self.seq, "ack": self.ack, "t": self.credits.last_client_time(), "seed": st.seed,
                 "frozen": st.frozen, "grid": st.grid, "likes": st.prefs.likes, "dislikes": st.prefs.dislikes,
                 "render_ms": round(self.stats.render_ms, 2), "batch": self.stats.batch,
-                "morph": None if st.morph_progress is None else round(st.morph_progress, 4)}
+                "morph": None if st.morph_progress is None else round(st.morph_progress, 4),
+                "pattern": st.pattern.motion, "phase": st.phase, "show_seed": st.show_seed}
 
 
 class RenderLoop:

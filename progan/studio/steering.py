@@ -18,10 +18,11 @@ import torch
 
 from progan.generate import latents_from_seeds, normalize
 from progan.studio.motion import ConditionMorph, LatentWalk
+from progan.studio.patterns import Anchors, Pattern, frame_latents, settings
 from progan.studio.protocol import MAX_QUEUE, ControlError
 from progan.studio.renderer import FrameRenderer
 from progan.studio.targets import Target
-from progan.studio.taste import Preferences
+from progan.studio.taste import Preferences, TasteError
 
 MORPH_SECONDS = 0.5            # how long the stream takes to turn to a new prompt or class
 PROMPT_SECONDS_DEFAULT = 8.0   # how long a queued prompt (or, before the first prompt, a caption) plays
@@ -34,7 +35,7 @@ class Steering:
 
     HISTORY = 8  # recent frames whose latents a like/dislike may refer to
 
-    def __init__(self, renderer: FrameRenderer, seed: int):
+    def __init__(self, renderer: FrameRenderer, seed: int, pattern: Pattern = Pattern()):
         self.renderer = renderer
         self.rng = torch.Generator().manual_seed(seed)
         self.prefs = Preferences(renderer.pref_basis)
@@ -42,6 +43,13 @@ class Steering:
         self.sliders = torch.zeros(renderer.sliders)
         self.speed, self.psi, self.frozen = 0.25, 1.0, False
         self.grid = 1
+        # A field or loop is a function of (show_seed, phase): the phase moves on with the clock, the seed control
+        # starts the show of that seed from its beginning (as `progan generate --pattern --seed` renders it).
+        self.pattern = pattern
+        self.phase = 0.0
+        self.show_seed = seed
+        self.anchors = Anchors(renderer.latent_size)
+        self.messages: collections.deque = collections.deque(maxlen=8)  # for the page, sent after the next pass
         self.seed: int | None = None          # set while the frame is exactly a jumped-to seed
         self.want_png = False                 # the viewer asked for this frame as a PNG too
         self.history: collections.deque = collections.deque(maxlen=self.HISTORY)  # (frame seq, walk latents)
@@ -88,7 +96,34 @@ class Steering:
         self.prompt_seconds = value
         self.changed = True
 
+    def set_pattern(self, motion: str | None = None, coupling: float | None = None,
+                    period: float | None = None) -> None:
+        """A new motion (its phase starts again) or new settings (the show goes on from where it is)."""
+        pattern = settings(self.pattern, coupling=coupling, period=period)
+        if motion is not None and motion != pattern.motion:
+            pattern = Pattern(motion, pattern.layout, pattern.coupling, pattern.period)
+            self.phase = 0.0
+        self.pattern = pattern
+        self.seed = None
+
+    def load_taste(self, profile: dict) -> None:
+        """Take a saved taste (taste.Preferences.load_profile; TasteError when it does not fit this model)."""
+        try:
+            self.prefs.load_profile(profile, self.renderer.taste_model)
+        except TasteError as e:
+            raise ControlError(str(e)) from None
+        self.walk.retarget()
+        self.seed = None
+
+    def save_taste(self) -> None:
+        """Send the page this viewer's taste as a profile to save (the "taste" message)."""
+        self.messages.append({"type": "taste", "profile": self.prefs.profile(self.renderer.taste_model)})
+
     def jump_to_seed(self, seed: int) -> None:
+        if self.pattern.motion != "walk":
+            self.show_seed, self.phase = seed, 0.0
+            self.seed = seed
+            return
         self.walk.jump(latents_from_seeds([seed + i for i in range(self.walk.lanes)], self.renderer.latent_size))
         self.seed = seed
 
@@ -118,7 +153,10 @@ class Steering:
         self.seed = None
 
     def shuffle(self) -> None:
-        self.walk.shuffle()
+        if self.pattern.motion != "walk":
+            self.show_seed = int(torch.randint(2**31, (1,), generator=self.rng))
+        else:
+            self.walk.shuffle()
         self.seed = None
 
     def save_png(self) -> None:
@@ -182,9 +220,15 @@ class Steering:
         if self.target is not None:
             self.advance_queue(now)
         morphing = self.morph is not None and self.morph.active
-        if self.frozen or self.speed <= 0 or dt <= 0:
+        rate = self.pattern.rate(self.speed)
+        if self.frozen or rate <= 0 or dt <= 0:
             return morphing
-        self.walk.advance(self.speed * dt)
+        if self.pattern.motion == "walk":
+            self.walk.advance(rate * dt)
+        else:
+            self.phase += rate * dt
+            if self.pattern.motion == "loop":
+                self.phase %= 1.0  # turns: only the angle matters, and a small number keeps its precision
         self.seed = None
         return True
 
@@ -192,9 +236,15 @@ class Steering:
         """(z [lanes, L] with steering applied, psi [lanes], condition rows [lanes, cond_size] or None, truncation
         centres [lanes, C, 4, 4] or None for the renderer's) for frame `seq`, whose walk latents it records for
         likes."""
-        z = self.walk.position()
+        offset = self.renderer.slider_offset(self.sliders)
+        if self.pattern.motion == "walk":
+            z = self.walk.position()
+            steered = normalize(z) + offset
+        else:
+            steered = frame_latents(self.pattern, self.show_seed, self.phase, self.grid, self.anchors, self.prefs,
+                                    offset)
+            z = steered - offset
         self.history.append((seq, z))
-        steered = normalize(z) + self.renderer.slider_offset(self.sliders)
         lanes = z.shape[0]
         cond = mean = None
         if self.morph is not None:
