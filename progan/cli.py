@@ -279,7 +279,7 @@ def device_arg(value: str) -> str:
 def add_generate(sub) -> None:
     p = sub.add_parser("generate", help="sample grids and interpolation videos from a run or exported generator")
     p.add_argument("model", type=Path, help="run folder, exported model folder or checkpoint folder")
-    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--out", type=Path, help="output folder (required unless --pattern)")
     p.add_argument("--seeds", default="0-63", help="e.g. 0-63 or 1,5,9")
     p.add_argument("--grid", action=argparse.BooleanOptionalAction, default=True, help="one grid image of all seeds")
     p.add_argument("--images", action="store_true", help="also one PNG per seed")
@@ -295,6 +295,18 @@ def add_generate(sub) -> None:
     p.add_argument("--text-encoder", metavar="FOLDER", help="text-conditional models: the folder of the model's "
                    "sentence encoder, when it is no longer where training found it")
     p.add_argument("--device", type=device_arg, default="auto", help="default: cuda when available, else cpu")
+    show = p.add_argument_group("the show", "--pattern renders the studio's show to --video (frame for frame what "
+                                "the studio shows for the same seed and settings) instead of grids")
+    show.add_argument("--pattern", help="walk, field, loop, a layout (mirror, kaleidoscope, kaleidoscope6, tile) or "
+                      "motion+layout, e.g. loop+kaleidoscope6")
+    show.add_argument("--seconds", type=float, help="length of the show (default: one period of a loop, else 8)")
+    show.add_argument("--size", default="512x512", help="WIDTHxHEIGHT of the video (default 512x512)")
+    show.add_argument("--cells", type=int, default=None, help="an NxN grid of samples (default: 4 for a field, else 1)")
+    show.add_argument("--seed", type=int, default=0, help="the show's seed (the studio's seed box)")
+    show.add_argument("--speed", type=float, default=0.25, help="keyframes a second of a walk or field")
+    show.add_argument("--coupling", type=float, help="field: how alike neighbouring cells are, in [0, 0.95]")
+    show.add_argument("--period", type=float, help="loop: seconds per turn (default 8)")
+    show.add_argument("--taste", type=Path, help="a taste profile saved from the studio, to steer the show with")
     p.set_defaults(func=cmd_generate)
 
 
@@ -334,6 +346,10 @@ def cmd_generate(args) -> None:
     from progan.model_io import load_generator
     if not 0 < args.truncation <= 1 or not math.isfinite(args.truncation):
         raise ConfigError(f"--truncation must be in (0, 1], got {args.truncation}")
+    if args.pattern is not None:
+        return cmd_show(args)
+    if args.out is None:
+        raise ConfigError("--out FOLDER is required (or --pattern NAME --video FILE for a show)")
     G = load_generator(args.model, args.device)
     seeds = gen.parse_seeds(args.seeds)
     cond, asked = generation_condition(G, args, len(seeds))
@@ -369,6 +385,39 @@ def cmd_generate(args) -> None:
         written.append(args.out / args.video)
     print(f"{G.output_resolution}x{G.output_resolution} generator at {G.meta['kimg']:.1f} kimg -> "
           + ", ".join(map(str, written)))
+
+
+def cmd_show(args) -> None:
+    """`progan generate RUN --pattern NAME --video F`: the studio's show rendered offline."""
+    import time
+
+    from progan.model_io import load_generator
+    from progan.studio.patterns import parse_pattern
+    from progan.studio.renderer import FrameRenderer
+    from progan.studio.show import ShowSettings, parse_size, show_frames, write_video
+    from progan.studio.taste import Preferences, read_profile
+    if not args.video:
+        raise ConfigError("--pattern renders a show: name the file with --video show.mp4 (or show.gif)")
+    pattern = parse_pattern(args.pattern, coupling=args.coupling, period=args.period)
+    seconds = args.seconds if args.seconds is not None else (pattern.period if pattern.motion == "loop" else 8.0)
+    grid = args.cells if args.cells is not None else (4 if pattern.motion == "field" else 1)
+    settings = ShowSettings(pattern, seed=args.seed, seconds=seconds, fps=args.fps, size=parse_size(args.size),
+                            grid=grid, speed=args.speed, truncation=args.truncation).check()
+    path = args.out / args.video if args.out else Path(args.video)
+    G = load_generator(args.model, args.device)
+    renderer = FrameRenderer(G)
+    prefs = Preferences(renderer.pref_basis)
+    if args.taste:
+        prefs.load_profile(read_profile(args.taste), renderer.taste_model)
+    cond = None
+    if G.cfg.cond_size:
+        rows, asked = generation_condition(G, args, 1)
+        print(asked)
+        cond = rows[0]
+    t0 = time.perf_counter()
+    n = write_video(show_frames(renderer, settings, prefs, cond), path, settings.fps, settings.size)
+    print(f"{pattern.name}, seed {settings.seed}, {grid}x{grid} cells: {n} frames at {settings.fps} frames/s, "
+          f"{settings.size[0]}x{settings.size[1]} -> {path} ({time.perf_counter() - t0:.1f} s)")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -442,13 +491,24 @@ def add_studio(sub) -> None:
     p.add_argument("--open", action="store_true", help="open the page in a web browser")
     p.add_argument("--text-encoder", metavar="FOLDER", help="text-conditional models: the folder of the model's "
                    "sentence encoder, when it is no longer where training found it")
+    p.add_argument("--pattern", default="walk", help="what every viewer starts with: walk, field, loop, a layout "
+                   "(mirror, kaleidoscope, kaleidoscope6, tile) or motion+layout, e.g. field+kaleidoscope")
+    p.add_argument("--coupling", type=float, help="field: how alike neighbouring cells are, in [0, 0.95]")
+    p.add_argument("--period", type=float, help="loop: seconds per turn (default 8)")
+    p.add_argument("--seed", type=int, help="the first viewer's seed (later viewers count on from it)")
+    p.add_argument("--taste", type=Path, help="a taste profile saved from the studio: every viewer starts with it")
     p.set_defaults(func=cmd_studio)
 
 
 def cmd_studio(args) -> None:
     from progan.studio import run_studio
+    from progan.studio.patterns import parse_pattern
+    from progan.studio.taste import read_profile
+    pattern = parse_pattern(args.pattern, coupling=args.coupling, period=args.period)
+    taste = read_profile(args.taste) if args.taste else None
     run_studio(args.model, host=args.host, port=args.port, device=args.device, token=args.token,
-               open_browser=args.open, threads=args.threads, text_encoder=args.text_encoder)
+               open_browser=args.open, threads=args.threads, text_encoder=args.text_encoder, pattern=pattern,
+               taste=taste, seed=args.seed)
 
 
 # ---------------------------------------------------------------------------------------------------------------

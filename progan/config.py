@@ -8,7 +8,6 @@ with `option` carries its help text: `progan train` has a flag for each (cli.py)
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,6 +52,8 @@ class ModelConfig:
     fused_scale: bool = option(True, "fused up-conv / conv-down (same maths, less work)")
     text_size: int = 0            # > 0: text-conditional on caption embeddings of this size (projection D)
     ca_size: int = 0              # text: conditioning augmentation (StackGAN) to a code of this size; 0: none
+    cond_blocks: bool = option(False, "conditional models: the condition also scales and shifts every resolution "
+                               "block's features (FiLM), not only the 4x4 input")
     cond_fade_start: int = 0      # transitional conditioning: the condition starts fading in with this resolution's
     cond_fade_end: int = 0        # fade-in and is fully on once this one has faded in (0: start); 0, 0: always on
 
@@ -80,6 +81,9 @@ class ModelConfig:
         if (self.cond_fade_start or self.cond_fade_end) and not self.cond_size:
             raise ConfigError("model.cond_fade_start / cond_fade_end fade a condition in, but the model is "
                               "unconditional (set num_classes or text_size)")
+        if self.cond_blocks and not self.cond_size:
+            raise ConfigError("model.cond_blocks conditions G's blocks, but the model is unconditional (set "
+                              "num_classes or text_size)")
         if self.cond_fade_end and not self.cond_fade_start:
             raise ConfigError(f"model.cond_fade_end ({self.cond_fade_end}) needs model.cond_fade_start")
         if self.cond_fade_start:
@@ -235,6 +239,8 @@ class TrainConfig:
                                 "kimg and at the end")
     metrics_kimg: float = option(0.0, "metrics every N kimg (0: only at the end)", metavar="KIMG")
     metrics_images: int = option(2048, "images per metric evaluation during training")
+    caption_variants: bool = option(True, "text: each step draws an image's caption from its dataset's caption "
+                                    "variants (other names, keywords, phrasings) where it has them")
     bf16: bool = option(False, "bf16 autocast (for CUDA; the CPU runs it too, not faster)")
     augment: str = option("", "DiffAugment of what D sees: comma-separated from color, translation, cutout ('' or "
                           "none: off, the paper's)", metavar="POLICY")
@@ -276,9 +282,6 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":

@@ -100,10 +100,11 @@ def render(G: Generator, z: torch.Tensor, truncation: float = 1.0, mean: torch.T
     centres = [None] * len(chunks) if means is None else means.split(batch_size)
     out = []
     for chunk, c, centre in zip(chunks, conds, centres):
-        x = G.embed(chunk.to(device), None if c is None else c.to(device))
+        style = None if c is None else G.style(c.to(device))
+        x = G.embed(chunk.to(device), style=style)
         if truncation != 1.0:
             x = truncate(x, centre.to(x), truncation)
-        out.append(to_uint8(G.synthesize(x, level, alpha)).cpu())
+        out.append(to_uint8(G.synthesize(x, level, alpha, style)).cpu())
     return torch.cat(out)
 
 

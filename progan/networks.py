@@ -12,6 +12,9 @@ Conditioning (ModelConfig.num_classes or .text_size): both networks see conditio
   mu and log sigma of a small code, sampled with explicitly passed noise, mu without) and concatenates the code to
   z; D is a projection discriminator (Miyato & Koyama 2018): score = psi(h) + <embed(cond), h>, h its last hidden
   features.
+- Conditioned blocks (ModelConfig.cond_blocks): the condition code also scales and shifts every resolution's
+  features per channel (FiLM), so that it reaches the scales where shape is decided, not only the 4x4 input. The
+  code both paths take is `G.style(cond)`; its layers start at zero, so a new model starts as one without them.
 - Transitional conditioning: `lod.condition_weight(cfg, lod)` scales G's condition code and D's projection, 0 at
   the low resolutions and 1 from a configured one on, a pure function of the level of detail.
 """
@@ -89,6 +92,13 @@ class Generator(nn.Module):
             for r in resolutions[1:])
         self.to_rgb = nn.ModuleList(EqualizedConv2d(cfg.channels(r, generator=True), 3, 1, gain=1.0)
                                     for r in resolutions)
+        self.modulate = None
+        if cfg.cond_blocks:
+            self.modulate = nn.ModuleList(EqualizedLinear(code_size, 2 * cfg.channels(r, generator=True))
+                                          for r in resolutions)
+            with torch.no_grad():
+                for layer in self.modulate:
+                    layer.weight.zero_()
         self.act = LeakyReLU()
 
     @property
@@ -105,7 +115,16 @@ class Generator(nn.Module):
 
     def forward_at(self, z: torch.Tensor, level: int, alpha: float, cond: torch.Tensor | None = None,
                    noise: torch.Tensor | None = None) -> torch.Tensor:
-        return self.synthesize(self.embed(z, cond, lod_of(level, alpha, self.resolution), noise), level, alpha)
+        check_cond(cond, self.cond_size, "generator")
+        style = self.style(cond, noise, lod_of(level, alpha, self.resolution)) if self.cond_size else None
+        return self.synthesize(self.embed(z, style=style), level, alpha, style)
+
+    def style(self, cond: torch.Tensor, noise: torch.Tensor | None = None, lod: float | None = None) -> torch.Tensor:
+        """The condition code G's layers take: cond rows through conditioning augmentation (condition_code), times
+        the transitional weight at `lod` (default: self.lod)."""
+        check_cond(cond, self.cond_size, "generator")
+        code = self.condition_code(cond, noise)[0]
+        return code * condition_weight(self.cfg, self.lod if lod is None else lod)
 
     def condition_code(self, cond: torch.Tensor, noise: torch.Tensor | None = None):
         """cond rows -> (the code concatenated to z, mu, log sigma); mu and log sigma are None without conditioning
@@ -121,32 +140,45 @@ class Generator(nn.Module):
         return mu + log_sigma.exp() * noise, mu, log_sigma
 
     def embed(self, z: torch.Tensor, cond: torch.Tensor | None = None, lod: float | None = None,
-              noise: torch.Tensor | None = None) -> torch.Tensor:
-        """Latents (and condition rows) -> the first 4x4 feature map (after the dense layer, LReLU and PixelNorm).
+              noise: torch.Tensor | None = None, style: torch.Tensor | None = None) -> torch.Tensor:
+        """Latents (and condition rows, or their `style` when already computed) -> the first 4x4 feature map (after
+        the dense layer, LReLU and PixelNorm).
 
         Split from `synthesize` because this is where truncation and steering act: z itself is pixel-normalised,
         so scaling it does nothing. `lod` only sets the transitional condition weight (default: self.lod).
         """
-        check_cond(cond, self.cond_size, "generator")
         x = z
         if self.cond_size:
-            code = self.condition_code(cond, noise)[0]
-            weight = condition_weight(self.cfg, self.lod if lod is None else lod)
-            x = torch.cat([x, (code * weight).to(x.dtype)], dim=1)
+            if style is None:
+                style = self.style(cond, noise, lod)
+            x = torch.cat([x, style.to(x.dtype)], dim=1)
+        elif cond is not None or style is not None:
+            check_cond(cond if cond is not None else style, 0, "generator")
         x = pixel_norm(x)
         x = self.dense(x).view(x.shape[0], -1, 4, 4) + self.dense_bias.view(1, -1, 1, 1)
         return pixel_norm(self.act(x))
 
-    def synthesize(self, x: torch.Tensor, level: int, alpha: float = 1.0) -> torch.Tensor:
-        """First 4x4 feature map -> image at resolution_of(level), the top block faded in by alpha."""
-        x = pixel_norm(self.act(self.conv4(x)))
+    def synthesize(self, x: torch.Tensor, level: int, alpha: float = 1.0,
+                   style: torch.Tensor | None = None) -> torch.Tensor:
+        """First 4x4 feature map -> image at resolution_of(level), the top block faded in by alpha. A generator
+        with conditioned blocks needs the `style` its embedding was made with (G.style(cond))."""
+        if self.modulate is not None and style is None:
+            raise ValueError("this generator's blocks are conditioned: pass style=G.style(cond) to synthesize")
+        x = self.modulated(pixel_norm(self.act(self.conv4(x))), 0, style)
         prev = x
-        for block in self.blocks[:level]:
-            prev, x = x, block(x)
+        for i, block in enumerate(self.blocks[:level]):
+            prev, x = x, self.modulated(block(x), i + 1, style)
         img = self.to_rgb[level](x)
         if level > 0 and alpha < 1.0:
             img = torch.lerp(upsample2x(self.to_rgb[level - 1](prev)), img, alpha)
         return img
+
+    def modulated(self, x: torch.Tensor, level: int, style: torch.Tensor | None) -> torch.Tensor:
+        """x * (1 + scale) + shift per channel, from the style (FiLM); x itself without conditioned blocks."""
+        if self.modulate is None:
+            return x
+        scale, shift = self.modulate[level](style.to(x.dtype)).chunk(2, dim=1)
+        return x * (1 + scale[:, :, None, None]) + shift[:, :, None, None]
 
 
 class DiscriminatorBlock(nn.Module):

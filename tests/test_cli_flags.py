@@ -2,6 +2,7 @@
 field. The fields are read here from the dataclasses themselves: a new field without a flag fails."""
 
 import dataclasses
+import json
 import typing
 
 import pytest
@@ -80,7 +81,7 @@ def resumed_config(tmp_path, words: list[str]) -> TrainConfig:
     """The config `progan train --resume RUN WORDS` would train with (the resume path needs no dataset)."""
     run = tmp_path / "run"
     run.mkdir(exist_ok=True)
-    (run / "config.json").write_text(preset("tiny", 8).to_json())
+    (run / "config.json").write_text(json.dumps(preset("tiny", 8).to_dict()))
     return cli.train_config_from_args(cli.build_parser().parse_args(["train", "--resume", str(run), *words]))
 
 

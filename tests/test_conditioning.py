@@ -1,6 +1,7 @@
 """Class (AC-GAN) and text (conditioning augmentation, projection D, matching-aware negatives, GAN-INT) conditioning:
 the networks' conditional paths, the loss terms against hand computations, and a step's condition rows."""
 
+import dataclasses
 import math
 
 import pytest
@@ -12,7 +13,7 @@ from progan.layers import pixel_norm
 from progan.losses import discriminator_loss, generator_loss, gradient_penalty, kl_divergence, soft_cross_entropy
 from progan.lod import condition_weight
 from progan.networks import Discriminator, Generator
-from progan.conditioning.training import condition_table, pairs_differ, step_conditions
+from progan.conditioning.training import CaptionVariants, condition_table, pairs_differ, step_conditions
 
 BASE = dict(resolution=8, latent_size=8, fmap_base=32, fmap_max=8, mbstd_group=4)
 CLASSES = ModelConfig(**BASE, num_classes=3)
@@ -350,6 +351,64 @@ def test_step_conditions_are_deterministic_and_split_across_ranks():
         assert torch.equal(a, b), name
         assert torch.equal(torch.cat([getattr(r, name) for r in ranks]), a), name
     assert not torch.equal(one.fake, other.fake)
+
+
+def test_conditioned_blocks_start_as_identity_and_then_follow_the_condition():
+    torch.manual_seed(0)
+    plain = Generator(TEXT)
+    torch.manual_seed(0)
+    film = Generator(dataclasses.replace(TEXT, cond_blocks=True))
+    film.load_state_dict(plain.state_dict(), strict=False)
+    z, cond, noise = torch.randn(4, 8), unit_rows(4, 6), torch.randn(4, 4)
+    torch.testing.assert_close(film(z, 0.5, cond, noise), plain(z, 0.5, cond, noise))  # zero-initialised: identity
+    with torch.no_grad():
+        for layer in film.modulate:
+            layer.weight.normal_()
+    other = unit_rows(4, 6, seed=9)
+    x4 = film.embed(z, other)  # the same 4x4 input: only the blocks see a different condition
+    a = film.synthesize(x4, 1, 1.0, film.style(cond))
+    b = film.synthesize(x4, 1, 1.0, film.style(other))
+    assert not torch.allclose(a, b)
+    torch.testing.assert_close(film(z, 0.0, cond), film.synthesize(film.embed(z, cond), 1, 1.0, film.style(cond)))
+    with pytest.raises(ValueError, match="pass style=G.style"):
+        film.synthesize(x4, 1)
+    with pytest.raises(ConfigError, match="cond_blocks"):
+        ModelConfig(**BASE, cond_blocks=True).validate()
+    # Its gradients reach the blocks' condition layers.
+    film(z, 0.0, cond, noise).square().mean().backward()
+    assert all(layer.weight.grad.abs().sum() > 0 for layer in film.modulate[:2])
+
+
+def test_caption_variants_are_drawn_per_image_and_step():
+    table = condition_table(TEXT, embeddings=unit_rows(6, 6))
+    counts = torch.tensor([3, 1, 0, 2, 4, 1])  # image 2 has none: its own caption's row stands in
+    rows = unit_rows(int(counts.sum()), 6, seed=3)
+    variants = CaptionVariants(rows, torch.cumsum(counts, 0) - counts, counts)
+    cfg = train_cfg(TEXT, gan_int=0.0)
+    own = {i: rows[int(counts[:i].sum()):int(counts[:i + 1].sum())] for i in range(6)}
+    idx = torch.arange(6).repeat(4)
+    seen = {i: set() for i in range(6)}
+    for seed in range(20):
+        c = step_conditions(table, idx, torch.Generator().manual_seed(seed), cfg, variants=variants)
+        for i, row in zip(idx.tolist(), c.real):
+            if counts[i] == 0:
+                assert torch.equal(row, table[i])
+            else:
+                match = (own[i] - row).abs().amax(dim=1) == 0
+                assert match.any(), i
+                seen[i].add(int(match.nonzero()[0]))
+        assert all(((rows - w).abs().amax(dim=1) == 0).any() or (table - w).abs().amax(dim=1).min() == 0
+                   for w in c.wrong)  # a wrong caption is some image's variant (or caption) too
+    assert {i: len(v) for i, v in seen.items()} == {0: 3, 1: 1, 2: 0, 3: 2, 4: 4, 5: 1}  # every variant drawn
+    # Split across ranks, the draws are those of one process.
+    one = step_conditions(table, idx[:8], torch.Generator().manual_seed(5), cfg, variants=variants)
+    ranks = [step_conditions(table, idx[r * 4:(r + 1) * 4], torch.Generator().manual_seed(5), cfg, 2, r,
+                             variants=variants) for r in range(2)]
+    for name in ("real", "fake", "wrong"):
+        assert torch.equal(torch.cat([getattr(r, name) for r in ranks]), getattr(one, name)), name
+    # Without variants, the draws are exactly those of a run that never had them.
+    plain = step_conditions(table, idx, torch.Generator().manual_seed(5), cfg)
+    assert torch.equal(plain.real, table[idx])
 
 
 def test_projection_score_stays_float32_under_bf16_autocast():

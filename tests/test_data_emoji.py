@@ -49,7 +49,9 @@ def test_small_build_is_deterministic_and_colourful(tmp_path):
     assert all(isinstance(w, list) for w in manifest["keywords"]) and len(manifest["keywords"]) == 40
     description = ds.column("descriptions")[0]
     assert description.startswith("keycap: # (hash); keywords: ") and "octothorpe" in description
-    assert set(ds.columns) == {"descriptions", "keywords", "sequences", "groups", "subgroups", "variant_of"}
+    assert set(ds.columns) == {"descriptions", "keywords", "sequences", "groups", "subgroups", "variant_of",
+                              "caption_variants"}
+    assert ds.column("caption_variants")[0][:3] == ["keycap: #", "a keycap: #", "keycap: # emoji"]
 
 
 def test_background_and_font_errors(tmp_path):

@@ -13,7 +13,7 @@ from PIL import Image
 
 from progan.config import ConfigError
 from progan.data.dataset import DatasetError, PreparedDataset
-from progan.data.prepare import DatasetWriter, _shrink_npy, downsample_box, prepare_dataset
+from progan.data.prepare import DatasetWriter, _shrink_npy, downsample_box, prepare_dataset, write_subset
 
 BG = (10, 200, 30)
 
@@ -325,3 +325,41 @@ def test_int32_and_float_modes_scaled_by_range():
     assert np.asarray(to_rgb(wide))[..., 0].tolist() == [[0, 255], [128, 1]]
     unit = Image.fromarray(np.array([[0.0, 1.0], [0.5, 0.25]], np.float32), "F")  # [0, 1] floats
     assert np.asarray(to_rgb(unit))[..., 0].tolist() == [[0, 255], [128, 64]]
+
+
+class HashVectors:
+    """A stand-in sentence model: a fixed unit vector per text (the real encoder takes seconds to load)."""
+
+    def encode(self, texts, **_):
+        rows = [np.random.default_rng(int(hashlib.sha256(t.encode()).hexdigest()[:8], 16)).standard_normal(6)
+                for t in texts]
+        v = torch.tensor(np.array(rows), dtype=torch.float32)
+        return v / v.norm(dim=1, keepdim=True)
+
+
+def test_write_subset_copies_images_captions_labels_columns_and_vectors(tmp_path):
+    from progan.conditioning.encoder import TextEncoder
+
+    enc = TextEncoder(name="hash-encoder", folder="/nowhere", dimension=6, sha256="ab" * 32, model=HashVectors())
+    captions = ["a cat", "", "a dog", "a cat", "a bird"]
+    with DatasetWriter(tmp_path / "full", 8, len(captions)) as w:
+        for i, c in enumerate(captions):
+            w.add(rgb_noise(8, 8, i), caption=c, label=i % 2)
+        w.finish(source="test", background=BG, label_names=["even", "odd"], text_encoder=enc,
+                 columns={"groups": ["pets", None, "pets", "pets", "birds"], "keywords": [["k"], [], [], ["x"], []]})
+    full = PreparedDataset(tmp_path / "full")
+
+    m = write_subset(full, [4, 0, 1], tmp_path / "sub")
+    sub = PreparedDataset(tmp_path / "sub", verify=True)
+    assert sub.count == 3 and m["background"] == list(BG)
+    for res in (4, 8):
+        assert (sub.images(res, [0, 1, 2]) == full.images(res, [4, 0, 1])).all()
+    assert sub.captions == ["a bird", "a cat", ""]
+    assert sub.labels.tolist() == [0, 0, 1] and sub.label_names == ["even", "odd"]
+    assert sub.column("groups") == ["birds", "pets", None] and sub.column("keywords") == [[], ["k"], []]
+    assert torch.equal(sub.caption_embeddings, full.caption_embeddings[[4, 0, 1]])  # the very rows; zero stays zero
+    assert sub.text_encoder == full.text_encoder
+
+    with pytest.raises(DatasetError, match="must be in"):
+        write_subset(full, [5], tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()

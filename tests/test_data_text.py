@@ -15,6 +15,8 @@ from progan.data.dataset import CAPTION_EMBEDDINGS, DatasetError, PreparedDatase
 from progan.data.emoji import build_emoji_dataset, group_of, load_emoji_groups
 from progan.data.prepare import prepare_dataset
 from progan.conditioning.encoder import load_text_encoder
+from progan.conditioning.spec import export_conditioning
+from progan.config import ModelConfig
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +121,14 @@ def test_emoji_groups_descriptions_and_embeddings(tmp_path, enc):
     assert ds.column("sequences")[0] == "#\ufe0f\u20e3"
     assert m["text_encoder"]["encoded"] == "captions"
     assert torch.allclose(ds.caption_embeddings, enc.encode(ds.captions), atol=1e-5)
+    # Every image's caption variants, encoded image after image; the exported model reads prompts against them all.
+    texts = [t for variants in ds.column("caption_variants") for t in variants]
+    assert ds.variant_embeddings.shape == (len(texts), 384) and "octothorpe" in ds.column("caption_variants")[0]
+    assert torch.allclose(ds.variant_embeddings, enc.encode(texts), atol=1e-5)
+    meta, tensors = export_conditioning(ds, ModelConfig(text_size=384), with_variants=True)
+    assert set(meta["captions"]) == set(ds.captions) | set(texts) and len(meta["captions"]) == len(set(texts))
+    assert tensors["caption_vectors"].shape == (len(meta["captions"]), 384)
+    assert export_conditioning(ds, ModelConfig(text_size=384))[0]["captions"] == ds.captions
 
 
 def test_emoji_without_unicode_data(tmp_path, monkeypatch, enc):

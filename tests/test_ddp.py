@@ -45,7 +45,7 @@ def test_readme_torchrun_command_reaches_progan_intact():
     from progan.cli import build_parser
 
     readme = (HERE.parent / "README.md").read_text()
-    line = re.search(r"`(torchrun [^`]+)`", readme.replace("\n", " ")).group(1)
+    line = re.search(r"^(torchrun .+)$", readme, re.M).group(1)  # the line of the README's command block
     launch = get_args_parser().parse_args(shlex.split(line)[1:])
     assert launch.module and launch.training_script == "progan.cli"
     args = build_parser().parse_args(launch.training_script_args)

@@ -77,7 +77,7 @@ def test_per_resolution_phase_tables():
     assert kimg_to_reach(32, s) == 15 and lod_at(15, 32, s.stabilize_kimg, s.fade_kimg) == 0
     # the tables survive the JSON round trip of config.json
     cfg = TrainConfig(schedule=s)
-    again = TrainConfig.from_dict(json.loads(cfg.to_json()))
+    again = TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert again.schedule == s
 
 

@@ -67,30 +67,61 @@ def condition_table(cfg: ModelConfig, labels=None, num_labels: int = 0, embeddin
     return None
 
 
-def dataset_conditions(cfg: ModelConfig, dataset, device: torch.device
-                       ) -> tuple[torch.Tensor | None, Different | None]:
-    """(condition_table for `dataset` on `device`, which pairs are really different) for a run: (None, None) for an
-    unconditional model. For text, pairs are mismatched unless they name the same thing (progan.conditioning.captions:
-    variants of one thing, paraphrases, uncaptioned images)."""
-    table = condition_table(cfg, dataset.labels, dataset.num_classes, getattr(dataset, "caption_embeddings", None),
+@dataclass
+class CaptionVariants:
+    """Each image's other captions (its dataset's "caption_variants"), one drawn per image and step."""
+
+    rows: torch.Tensor   # [M, E] unit vectors, image after image
+    start: torch.Tensor  # [N] long: each image's first row
+    count: torch.Tensor  # [N] long: how many it has (0: its own caption's row stands in)
+
+    @classmethod
+    def of(cls, dataset, device: torch.device) -> "CaptionVariants | None":
+        texts, rows = dataset.column("caption_variants"), getattr(dataset, "variant_embeddings", None)
+        if texts is None or rows is None or not len(rows):
+            return None
+        count = torch.tensor([len(t) for t in texts], dtype=torch.long)
+        start = torch.cumsum(count, 0) - count
+        return cls(rows.float().to(device), start.to(device), count.to(device))
+
+    def pick(self, table: torch.Tensor, idx: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """[n, E]: for images idx [n], the variant that uniform numbers u [n] in [0, 1) choose."""
+        count = self.count[idx]
+        k = torch.minimum((u * count).long(), (count - 1).clamp_min(0))
+        rows = self.rows[(self.start[idx] + k).clamp_max(len(self.rows) - 1)]
+        return torch.where((count > 0)[:, None], rows, table[idx])
+
+
+def dataset_conditions(cfg: TrainConfig, dataset, device: torch.device
+                       ) -> tuple[torch.Tensor | None, Different | None, CaptionVariants | None]:
+    """(condition_table for `dataset` on `device`, which pairs are really different, the caption variants steps
+    draw from) for a run: (None, None, None) for an unconditional model. For text, pairs are mismatched unless they
+    name the same thing (progan.conditioning.captions: variants of one thing, paraphrases, uncaptioned images)."""
+    model = cfg.model
+    table = condition_table(model, dataset.labels, dataset.num_classes, getattr(dataset, "caption_embeddings", None),
                             source=str(dataset.path))
     if table is None:
-        return None, None
+        return None, None, None
     table = table.to(device)
-    different = None
-    if cfg.text_size and getattr(dataset, "captions", None) is not None:
+    different, variants = None, None
+    if model.text_size and getattr(dataset, "captions", None) is not None:
         kinds = caption_kinds(dataset.captions, dataset.column("variant_of")).to(device)
         different = lambda a, b: captions_differ(kinds, a, b, table)  # noqa: E731
-    return table, different
+        variants = CaptionVariants.of(dataset, device) if cfg.caption_variants else None
+    return table, different, variants
 
 
-def conditions_fingerprint(cfg: ModelConfig, dataset, table: torch.Tensor | None) -> dict:
+def conditions_fingerprint(cfg: ModelConfig, dataset, table: torch.Tensor | None,
+                           variants: CaptionVariants | None = None) -> dict:
     """What a run is conditioned on, for a resumed run to check it trains on the same: the class names or the text
-    encoder, and a hash of the condition table (every image's label or caption vector)."""
+    encoder, and a hash of the condition table (every image's label or caption vector, and caption variants)."""
     if table is None:
         return {"kind": "none"}
-    fingerprint = {"kind": "class" if cfg.num_classes else "text",
-                   "table_sha256": hashlib.sha256(table.cpu().contiguous().numpy().tobytes()).hexdigest()}
+    tables = [table] if variants is None else [table, variants.rows, variants.count]
+    digest = hashlib.sha256()
+    for t in tables:
+        digest.update(t.cpu().contiguous().numpy().tobytes())
+    fingerprint = {"kind": "class" if cfg.num_classes else "text", "table_sha256": digest.hexdigest()}
     if cfg.num_classes:
         fingerprint["label_names"] = list(dataset.label_names)
     else:
@@ -109,12 +140,15 @@ class StepConditions:
 
 
 def step_conditions(table: torch.Tensor, idx: torch.Tensor, gen: torch.Generator, cfg: TrainConfig,
-                    world_size: int = 1, rank: int = 0, different: Different | None = None) -> StepConditions:
+                    world_size: int = 1, rank: int = 0, different: Different | None = None,
+                    variants: CaptionVariants | None = None) -> StepConditions:
     """This rank's condition rows for one step.
 
     table: condition_table(...) on the step's device; idx: this rank's real images' dataset indices [n];
     gen: a generator on the table's device for this step's conditions alone (the order of draws is fixed per
-    config); different: which pairs count as mismatched for text (default: pairs whose rows differ).
+    config); different: which pairs count as mismatched for text (default: pairs whose rows differ); variants:
+    text: each image's row is then one of its caption variants, drawn anew each step (after every other draw, so
+    a run without variants draws exactly what it always did).
     """
     device, count = table.device, table.shape[0]
     n = idx.shape[0]
@@ -143,12 +177,18 @@ def step_conditions(table: torch.Tensor, idx: torch.Tensor, gen: torch.Generator
     captioned = table.abs().amax(dim=1) > 0
     diff &= captioned[idx][:, None] & captioned[candidates]  # an image without a caption has no wrong one
     first = diff.to(torch.uint8).argmax(dim=1)  # the first really different candidate (0 if none)
-    conds.wrong = table[candidates[torch.arange(n, device=device), first]]
+    wrong_idx = candidates[torch.arange(n, device=device), first]
+    conds.wrong = table[wrong_idx]
     conds.wrong_mask = diff.any(dim=1)
 
     if cfg.model.ca_size:
         conds.noise_d = torch.randn(total, cfg.model.ca_size, generator=gen, device=device)[mine]
         conds.noise_g = torch.randn(total, cfg.model.ca_size, generator=gen, device=device)[mine]
+    if variants is not None:
+        u = torch.rand(total, 4, generator=gen, device=device)[mine]
+        conds.real = variants.pick(table, idx, u[:, 0])
+        conds.fake = beta * variants.pick(table, g_idx, u[:, 1]) + (1 - beta) * variants.pick(table, other, u[:, 2])
+        conds.wrong = variants.pick(table, wrong_idx, u[:, 3])
     return conds
 
 

@@ -29,6 +29,7 @@ FORMAT = "progan-dataset/1"
 MANIFEST = "manifest.json"
 REPORT = "report.json"
 CAPTION_EMBEDDINGS = "caption_embeddings.npy"
+CAPTION_VARIANTS = "caption_variants.npy"  # the vectors of the "caption_variants" column's texts, image after image
 # The manifest's own fields; every other per-image list in it is a named column.
 MANIFEST_KEYS = {"format", "resolution", "count", "levels", "sha256", "captions", "labels", "label_names",
                  "text_encoder", "source", "crop", "background", "skipped", "columns"}
@@ -125,8 +126,12 @@ class PreparedDataset:
 
         self.text_encoder = m.get("text_encoder")  # {"name", "dimension", "sha256", "file", "encoded"} or None
         self.caption_embeddings = None  # float32 [N, D] or None
+        # Other ways to say each caption: the "caption_variants" column (a list of texts per image) and their
+        # vectors, float32 [M, D], M the total number of texts, image after image; or None.
+        self.variant_embeddings = None
         if self.text_encoder is not None:
             self.caption_embeddings = self._load_embeddings(manifest_path)
+            self.variant_embeddings = self._load_variants(manifest_path)
 
         self._arrays: dict[int, np.ndarray] = {}
         for res in resolutions_up_to(self.resolution):
@@ -140,6 +145,10 @@ class PreparedDataset:
             dim, name = int(info["dimension"]), str(info["file"])
         except (KeyError, TypeError, ValueError) as e:
             raise DatasetError(f"{manifest_path}: malformed text_encoder ({e})") from e
+        return self._load_vectors(manifest_path, name, (self.count, dim))
+
+    def _load_vectors(self, manifest_path: Path, name: str, shape: tuple[int, int]) -> torch.Tensor:
+        """A float32 array of unit (or zero) rows of this shape, named by the manifest."""
         if os.path.basename(name) != name:
             raise DatasetError(f"{manifest_path}: caption embedding file name {name!r} must be a plain file name")
         file = self.path / name
@@ -149,12 +158,21 @@ class PreparedDataset:
             arr = np.load(file, allow_pickle=False)
         except (ValueError, OSError, EOFError) as e:
             raise DatasetError(f"{file} is not a readable .npy array ({e})") from e
-        if arr.dtype != np.float32 or arr.shape != (self.count, dim):
-            raise DatasetError(f"{file}: expected float32 array of shape {(self.count, dim)}, got {arr.dtype} {arr.shape}")
+        if arr.dtype != np.float32 or arr.shape != shape:
+            raise DatasetError(f"{file}: expected float32 array of shape {shape}, got {arr.dtype} {arr.shape}")
         norms = np.linalg.norm(arr, axis=1)
         if not np.isfinite(arr).all() or not ((np.abs(norms - 1) < 1e-3) | (norms == 0)).all():
             raise DatasetError(f"{file}: rows must be unit vectors (or zero for images without a caption)")
         return torch.from_numpy(arr)
+
+    def _load_variants(self, manifest_path: Path) -> torch.Tensor | None:
+        name, variants = self.text_encoder.get("variants_file"), self.column("caption_variants")
+        if name is None:
+            return None
+        if variants is None or any(not isinstance(v, list) for v in variants):
+            raise DatasetError(f"{manifest_path}: {name} needs the caption_variants column, a list of texts per image")
+        rows = sum(len(v) for v in variants)
+        return self._load_vectors(manifest_path, name, (rows, int(self.text_encoder["dimension"])))
 
     def __len__(self) -> int:
         return self.count
@@ -171,7 +189,7 @@ class PreparedDataset:
         sums = self.manifest.get("sha256") or {}
         names = [name for _, name in sorted(self._files.items())]
         if self.text_encoder is not None:
-            names.append(self.text_encoder["file"])
+            names += [n for n in (self.text_encoder["file"], self.text_encoder.get("variants_file")) if n]
         for name in names:
             want = sums.get(name)
             if want is None:

@@ -110,6 +110,15 @@ class Emoji(NamedTuple):
     subgroup: str | None = None  # CLDR subgroup, e.g. "face-smiling"
     keywords: tuple[str, ...] = ()  # emojilib's, e.g. ("face", "smile", "happy", ...)
 
+    def caption_variants(self) -> list[str]:
+        """Ways a person might name this emoji: its name, two phrasings of it, its other names and keywords, its
+        subgroup and group. Drawn one per training step, they teach a text model the encoder's neighbourhood of
+        the name ("puppy" near "dog face"), and the words many emoji share give one prompt many images."""
+        texts = [self.name, f"a {self.name}", f"{self.name} emoji", *self.aliases, *self.keywords]
+        if self.group is not None:
+            texts += [self.subgroup.replace("-", " "), self.group.lower()]
+        return list(dict.fromkeys(t for t in texts if t))
+
     def description(self) -> str:
         """'grinning face (grinning); keywords: face, smile, happy; face smiling, smileys & emotion'."""
         text = self.name + (f" ({', '.join(self.aliases)})" if self.aliases else "")
@@ -278,7 +287,7 @@ def draws_one_glyph(font: ImageFont.FreeTypeFont, seq: str) -> bool:
     A sequence the font does not combine lays out as several glyphs (about twice as wide or more);
     a code point it lacks becomes an empty .notdef box (zero-height ink).
     """
-    left, top, right, bottom = font.getbbox(seq)
+    _, top, _, bottom = font.getbbox(seq)
     return bottom > top and font.getlength(seq) < 1.5 * font.getlength("\U0001f600")
 
 
@@ -404,6 +413,7 @@ def build_emoji_dataset(
             "sequences": [e.seq for e in kept],
             # Skin-tone variants are one drawing recoloured: a caption of one is no mismatch for another.
             "variant_of": [base_name(e.name) for e in kept],
+            "caption_variants": [e.caption_variants() for e in kept],
         }
         if groups is not None:
             columns["groups"] = [e.group for e in kept]

@@ -23,11 +23,13 @@ from pathlib import Path, PurePosixPath
 from typing import Callable
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from progan.config import check_resolution, resolutions_up_to
 from progan.data.dataset import (
     CAPTION_EMBEDDINGS,
+    CAPTION_VARIANTS,
     FORMAT,
     MANIFEST,
     MANIFEST_KEYS,
@@ -258,7 +260,9 @@ class DatasetWriter:
         if has_captions:
             encoder_info, embedding_note = self._embed(captions, columns, text_encoder, encode)
             if encoder_info is not None:
-                sums[CAPTION_EMBEDDINGS] = sha256_file(self.tmp / CAPTION_EMBEDDINGS)
+                for name in (CAPTION_EMBEDDINGS, encoder_info.get("variants_file")):
+                    if name:
+                        sums[name] = sha256_file(self.tmp / name)
         labels = None
         if label_names is not None:
             labels = [int(y) for y in self.labels]
@@ -313,11 +317,12 @@ class DatasetWriter:
         vectors = np.zeros((self.count, encoder.dimension), np.float32)
         todo = [i for i in range(self.count) if has[i]]
         vectors[todo] = encoder.encode([texts[i] for i in todo]).numpy()
-        with open(self.tmp / CAPTION_EMBEDDINGS, "wb") as f:
-            np.save(f, vectors, allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        return {**encoder.info(), "file": CAPTION_EMBEDDINGS, "encoded": encode}, f"{note} ({encode})"
+        _save_npy(self.tmp / CAPTION_EMBEDDINGS, vectors)
+        info = {**encoder.info(), "file": CAPTION_EMBEDDINGS, "encoded": encode}
+        if "caption_variants" in columns:
+            _save_npy(self.tmp / CAPTION_VARIANTS, encode_variants(encoder, columns["caption_variants"]))
+            info["variants_file"] = CAPTION_VARIANTS
+        return info, f"{note} ({encode})"
 
     def _move_into_place(self) -> None:
         target = self.out_dir
@@ -333,6 +338,85 @@ class DatasetWriter:
         _fsync_path(target.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def encode_variants(encoder, variants: list[list[str]]) -> np.ndarray:
+    """float32 [M, D]: the vectors of every image's caption variants, image after image (each distinct text encoded
+    once: many images share a keyword or a group name)."""
+    for i, texts in enumerate(variants):
+        if not isinstance(texts, list) or not all(isinstance(t, str) and t for t in texts):
+            raise ValueError(f"caption_variants of image {i} must be a list of non-empty strings, got {texts!r}")
+    distinct = sorted({t for texts in variants for t in texts})
+    vectors = encoder.encode(distinct).numpy() if distinct else np.zeros((0, encoder.dimension), np.float32)
+    row = {t: i for i, t in enumerate(distinct)}
+    flat = [row[t] for texts in variants for t in texts]
+    return np.ascontiguousarray(vectors[flat], dtype=np.float32).reshape(len(flat), encoder.dimension)
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as f:
+        np.save(f, array, allow_pickle=False)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+class _CopiedVectors:
+    """Stands in for a sentence-transformers model in DatasetWriter.finish: hands back the source dataset's vectors
+    of exactly the texts it is asked for, in order, instead of encoding them again (the rows stay bit for bit the
+    same, and no encoder needs to be installed)."""
+
+    def __init__(self, texts: list[str], vectors: np.ndarray):
+        self.texts, self.vectors = texts, vectors
+
+    def encode(self, texts, **_):
+        if list(texts) != self.texts:
+            raise RuntimeError("write_subset: the writer asked for other texts than the subset's captions")
+        return torch.from_numpy(self.vectors)
+
+
+def write_subset(dataset, indices, out_dir, *, overwrite: bool = False) -> dict:
+    """A new prepared dataset of `dataset`'s images `indices`, in that order: images, captions, labels, the named
+    columns and the caption vectors (copied row for row, under the same encoder record). Returns its manifest.
+
+    A held-out split: train on write_subset(ds, kept, "data/x-train") and the held-out images are not in it.
+    """
+    from progan.conditioning.encoder import TextEncoder
+
+    idx = [int(i) for i in np.asarray(indices, dtype=np.int64).reshape(-1)]
+    if not idx:
+        raise DatasetError("a subset needs at least one image")
+    if min(idx) < 0 or max(idx) >= dataset.count:
+        raise DatasetError(f"subset indices must be in [0, {dataset.count}), got {min(idx)}..{max(idx)}")
+    m, res = dataset.manifest, dataset.resolution
+    captions = dataset.captions
+    labels = dataset.labels.tolist() if dataset.labels is not None else None
+    encoder = None
+    if dataset.text_encoder is not None:
+        info = dataset.text_encoder
+        encoded = info.get("encoded", "captions")
+        # The writer encodes the images with a caption, from the captions or from the column the source encoded.
+        with_caption = [i for i in idx if captions[i]]
+        texts = captions if encoded == "captions" else [t or "" for t in dataset.column(encoded)]
+        vectors = dataset.caption_embeddings.numpy()[with_caption]
+        model = _CopiedVectors([texts[i] for i in with_caption], vectors)
+        encoder = TextEncoder(name=info["name"], folder=str(info.get("folder", "")), dimension=int(info["dimension"]),
+                              sha256=info["sha256"], model=model)
+    step = max(1, CHUNK_BYTES // (3 * res * res))
+    with DatasetWriter(out_dir, res, len(idx), overwrite=overwrite) as writer:
+        for start in range(0, len(idx), step):
+            part = idx[start : start + step]
+            for i, image in zip(part, dataset.images(res, part).permute(0, 2, 3, 1).numpy()):
+                writer.add(image, caption=captions[i] if captions is not None else None,
+                           label=labels[i] if labels is not None else None)
+        return writer.finish(
+            source=f"{len(idx)} of the {dataset.count} images of {dataset.path} ({m.get('source', '')})",
+            crop=m.get("crop", "center"),
+            background=m.get("background", (255, 255, 255)),
+            label_names=dataset.label_names if labels is not None else None,
+            columns={name: [values[i] for i in idx] for name, values in dataset.columns.items()},
+            text_encoder=encoder,
+            encode=dataset.text_encoder.get("encoded", "captions") if encoder is not None else "captions",
+        )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -88,11 +88,12 @@ class FrameRenderer:
             def chunk(t: torch.Tensor) -> torch.Tensor:
                 return torch.cat([t[rows], t[rows][pad]]).to(self.device)
 
-            x4 = self.net.embed(chunk(z), None if cond is None else chunk(cond).float())
+            style = None if cond is None else self.net.style(chunk(cond).float())
+            x4 = self.net.embed(chunk(z), style=style)
             p = chunk(psi).to(x4.dtype)
             if bool((p != 1).any()):
                 x4 = truncate(x4, self.x4_mean if mean is None else chunk(mean).to(x4.dtype), p)
-            out.append(frames_to_uint8(self.net.synthesize(x4, self.level, self.alpha)[:n]))
+            out.append(frames_to_uint8(self.net.synthesize(x4, self.level, self.alpha, style)[:n]))
         return np.concatenate(out)
 
     def slider_offset(self, values: torch.Tensor) -> torch.Tensor:

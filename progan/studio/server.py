@@ -494,7 +494,7 @@ def studio_url(host: str, port: int, token: str | None) -> str:
 def run_studio(model_path, host: str = "127.0.0.1", port: int = 8000, device: str = "cpu", token: str | None = None,
                open_browser: bool = False, threads: int | None = None, jpeg_quality: int = 80,
                max_clients: int = 32, text_encoder: str | os.PathLike | None = None, pattern: Pattern = Pattern(),
-               taste: dict | None = None) -> None:
+               taste: dict | None = None, seed: int | None = None) -> None:
     """`progan studio`: load the model, print the URL and serve until interrupted (`text_encoder`: see Engine).
 
     A host other than loopback needs an access token; one is made up when not given and printed in the URL.
@@ -511,7 +511,7 @@ def run_studio(model_path, host: str = "127.0.0.1", port: int = 8000, device: st
     G = load_generator(model_path, device)
     torch.set_num_threads(threads)
     studio = Studio(G, token=token, loopback=loopback, jpeg_quality=jpeg_quality, max_clients=max_clients,
-                    text_encoder=text_encoder, pattern=pattern, taste=taste)
+                    text_encoder=text_encoder, pattern=pattern, taste=taste, seed=seed)
     sock = bind_socket(host, port)
     port = sock.getsockname()[1]
     url = studio_url(host, port, token)

@@ -74,7 +74,7 @@ class Preferences:
     def profile(self, model: dict) -> dict:
         """The taste as JSON-ready data; `model` (profile_model) says which model's coordinates these are."""
         return {"format": PROFILE_FORMAT, "model": model, "likes": self.likes, "dislikes": self.dislikes,
-                "point": [round(float(v), 6) for v in self.point]}
+                "point": [float(v) for v in self.point]}  # exact: a loaded taste steers the same frames
 
     def load_profile(self, data, model: dict) -> None:
         """Take a taste from profile() data, or TasteError saying why it does not fit (and change nothing)."""

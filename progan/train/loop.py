@@ -216,9 +216,9 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, device: s
     if dataset.resolution < cfg.model.resolution:
         raise ConfigError(f"dataset {cfg.data} is {dataset.resolution}x{dataset.resolution}, smaller than the "
                           f"training resolution {cfg.model.resolution}; prepare it at a higher resolution")
-    table, different = dataset_conditions(cfg.model, dataset, ranks.device)  # refuses a dataset that does not fit
+    table, different, variants = dataset_conditions(cfg, dataset, ranks.device)  # refuses a dataset that does not fit
     changes, notes = prepare_run_dir(run_dir, cfg, resume)  # every rank checks: every rank refuses alike
-    conditions = conditions_fingerprint(cfg.model, dataset, table)
+    conditions = conditions_fingerprint(cfg.model, dataset, table, variants)
     check_same_conditions(run_dir, conditions, resume)
     barrier(ranks)
 
@@ -244,7 +244,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, device: s
                          generator=generator(cfg.seed, "grid"))
     # A conditional grid's cell i asks for the condition of reals.png's cell i
     grid_cond = None if table is None else table[grid_indices(len(table), cfg.grid_size**2)].cpu()
-    export = Export(run_dir, cfg, *export_conditioning(dataset, cfg.model))
+    export = Export(run_dir, cfg, *export_conditioning(dataset, cfg.model, with_variants=variants is not None))
     deadline = time.monotonic() + cfg.minutes * 60 if cfg.minutes else None
     run = state.progress
     tick = Tick(run.cur_nimg)
@@ -270,7 +270,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, device: s
             if table is not None:  # the reals' images again (a pure function), and the conditions' own stream
                 idx = rank_batch_indices(run.cur_nimg, local_batch, ranks.rank, dataset.count, cfg.seed)
                 gen = generator(cfg.seed, run.cur_nimg, "conditions", device=ranks.device)
-                conds = step_conditions(table, idx, gen, cfg, ranks.world_size, ranks.rank, different)
+                conds = step_conditions(table, idx, gen, cfg, ranks.world_size, ranks.rank, different, variants)
             stats = train_step(state, phase, reals, cfg, ranks, conds)
             prev_nimg, run.cur_nimg = run.cur_nimg, run.cur_nimg + phase.batch
             run.lod = state.G_ema.lod = phase.lod

@@ -2,6 +2,8 @@
 // The wire format (message types, their fields, the binary frame header) is progan/studio/protocol.py.
 // Flow control: the server sends a frame only against a credit; we return one credit per frame once it has been
 // drawn (or skipped for a newer one), so a slow or hidden tab pauses the stream instead of queueing it.
+// The pattern's layout (mirror, kaleidoscope, tile) is composed here, at the canvas's size in device pixels, with
+// the geometry of progan/studio/patterns.py's source_coords (the offline render's).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -22,6 +24,10 @@ const arrivals = [];             // frame arrival times over the last second, fo
 const coalesced = new Map();     // key -> control, sent once per animation frame (sliders)
 let lastSeq = 0;
 let asked = null;                // what this page last asked the stream to show, resent after a reconnect
+let current = null;              // the frame on screen, kept to compose again on a resize or a new layout
+let recorder = null;             // MediaRecorder while recording
+let tasteLoad = null;            // id of a load_taste control not yet acknowledged
+const TILES = 4;                 // patterns.TILES: copies of the frame across the shorter side of a tiled wall
 
 function status(text) { $("status").textContent = text; }
 
@@ -63,12 +69,24 @@ function onText(msg) {
     status(msg.message);
     if (msg.errors !== undefined) document.body.dataset.errors = msg.errors;
     if (["prompt", "classes", "label", "prompt_seconds"].includes(msg.about)) note(msg.message, true);
+    if (["save_taste", "load_taste"].includes(msg.about)) { tasteLoad = null; noteIn("taste-note", msg.message, true); }
+    if (msg.about === "pattern") noteIn("show-note", msg.message, true);
     setTimeout(() => { if ($("status").textContent === msg.message) status(""); }, 4000);
   } else if (msg.type === "notice") {
     note(msg.message, true);
   } else if (msg.type === "condition") {
     showCondition(msg);
+  } else if (msg.type === "taste") {
+    const text = JSON.stringify(msg.profile, null, 1);
+    saveBlob(new Blob([text], { type: "application/json" }), "progan-taste.json");
+    noteIn("taste-note", `saved progan-taste.json (${msg.profile.likes} likes, ${msg.profile.dislikes} dislikes)`);
   }
+}
+
+function noteIn(id, text, bad) {
+  const el = $(id);
+  el.textContent = text;
+  el.classList.toggle("bad", !!bad);
 }
 
 // Under the prompt box: how a prompt was read, or why it could not be.
@@ -127,13 +145,10 @@ function queueDraw() {
 function draw() {
   drawQueued = false;
   if (pending) {
-    if (canvas.width !== pending.width || canvas.height !== pending.height) {
-      canvas.width = pending.width;
-      canvas.height = pending.height;
-    }
-    ctx.drawImage(pending, 0, 0);
-    pending.close();
+    if (current) current.close();
+    current = pending;
     pending = null;
+    compose();
     showHeader(pendingHeader);
   }
   for (const [type, fields] of coalesced.values()) control(type, fields);
@@ -150,6 +165,13 @@ function showHeader(h) {
   $("likes").textContent = h.likes;
   $("dislikes").textContent = h.dislikes;
   document.body.dataset.frames = h.seq;
+  document.body.dataset.pattern = h.pattern;
+  document.body.dataset.phase = h.phase;
+  document.body.dataset.showSeed = h.show_seed;
+  if (tasteLoad !== null && h.ack !== null && h.ack >= tasteLoad) {
+    tasteLoad = null;
+    noteIn("taste-note", `taste loaded: ${h.likes} likes, ${h.dislikes} dislikes`);
+  }
   setPressed($("freeze"), h.frozen);
   if (h.morph !== null && h.morph !== undefined) $("morph").value = h.morph;
 }
@@ -157,10 +179,14 @@ function showHeader(h) {
 function setPressed(button, on) { button.setAttribute("aria-pressed", on ? "true" : "false"); }
 
 function download(blob, header) {
+  saveBlob(blob, header.seed !== null && header.grid === 1 ? `progan-seed${header.seed}.png`
+                                                           : `progan-frame${header.seq}.png`);
+}
+
+function saveBlob(blob, name) {
   const a = document.createElement("a");
   a.href = URL.createObjectURL(blob);
-  a.download = header.seed !== null && header.grid === 1 ? `progan-seed${header.seed}.png`
-                                                          : `progan-frame${header.seq}.png`;
+  a.download = name;
   document.body.appendChild(a);
   a.click();
   a.remove();
@@ -187,7 +213,178 @@ function showInfo(msg) {
     const dd = document.createElement("dd"); dd.textContent = v;
     dl.append(dt, dd);
   }
-  if (first) { buildSliders(msg); buildCondition(msg.conditioning, msg.text_encoder); }
+  if (first) { buildSliders(msg); buildCondition(msg.conditioning, msg.text_encoder); showPattern(msg.pattern); }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Patterns: the motion is the server's (a control), the layout the page's own.
+
+function showPattern(p) {
+  $("motion").value = p.motion;
+  $("layout").value = p.layout;
+  $("coupling").value = p.coupling;
+  $("coupling-out").textContent = Number(p.coupling).toFixed(2);
+  $("period").value = p.period;
+  if (p.motion === "field" && $("grid").value === "1") setGrid(4);  // a field needs neighbours to flow across
+  patternRows();
+  compose();
+}
+
+function patternRows() {
+  $("coupling-row").hidden = $("motion").value !== "field";
+  $("period-row").hidden = $("motion").value !== "loop";
+  document.body.dataset.layout = $("layout").value;
+}
+
+function setGrid(n) {
+  $("grid").value = String(n);
+  control("grid", { value: n });
+}
+
+function fitCanvas() {
+  const dpr = window.devicePixelRatio || 1;
+  const w = Math.max(1, Math.round(canvas.clientWidth * dpr));
+  const h = Math.max(1, Math.round(canvas.clientHeight * dpr));
+  if (canvas.width === w && canvas.height === h) return false;
+  canvas.width = w;
+  canvas.height = h;
+  return true;
+}
+
+// Draw `current` on the canvas in the chosen layout; each piece is the frame placed by a transform and clipped,
+// which is patterns.source_coords read forwards.
+function compose() {
+  if (!current) return;
+  const W = canvas.width, H = canvas.height, f = current, layout = $("layout").value;
+  ctx.setTransform(1, 0, 0, 1, 0, 0);
+  ctx.fillStyle = "#000";
+  ctx.fillRect(0, 0, W, H);
+  ctx.imageSmoothingEnabled = $("smooth").checked;
+  ctx.imageSmoothingQuality = "high";
+  const piece = (place, clip, x, y, s) => {
+    ctx.save();
+    place();
+    if (clip) { ctx.beginPath(); clip(); ctx.clip(); }
+    ctx.drawImage(f, x, y, s, s);
+    ctx.restore();
+  };
+  if (layout === "mirror" || layout === "kaleidoscope") {
+    const s = Math.max(W, H), x0 = (W - s) / 2, y0 = (H - s) / 2;
+    for (const fx of [false, true]) {
+      for (const fy of layout === "kaleidoscope" ? [false, true] : [false]) {
+        piece(() => { ctx.translate(fx ? W : 0, fy ? H : 0); ctx.scale(fx ? -1 : 1, fy ? -1 : 1); },
+              () => ctx.rect(0, 0, W / 2, layout === "kaleidoscope" ? H / 2 : H), x0, y0, s);
+      }
+    }
+  } else if (layout === "kaleidoscope6") {
+    const s = Math.hypot(W, H), wedge = Math.PI / 6, eps = 0.004;  // eps: wedges overlap a hair, no seams
+    const clip = () => { ctx.moveTo(0, 0); ctx.arc(0, 0, s, -eps, wedge + eps); ctx.closePath(); };
+    for (let k = 0; k < 6; k++) {
+      piece(() => { ctx.translate(W / 2, H / 2); ctx.rotate(k * 2 * wedge); }, clip, -s / 2, -s / 2, s);
+      piece(() => { ctx.translate(W / 2, H / 2); ctx.rotate((k + 1) * 2 * wedge); ctx.scale(1, -1); },
+            clip, -s / 2, -s / 2, s);
+    }
+  } else if (layout === "tile") {
+    const T = Math.min(W, H) / TILES;
+    const span = (n) => [Math.floor(-n / 2 / T + 0.5), Math.ceil(n / 2 / T + 0.5)];
+    const [i0, i1] = span(W), [j0, j1] = span(H);
+    for (let i = i0; i <= i1; i++) {
+      for (let j = j0; j <= j1; j++) {
+        const mx = Math.abs(i) % 2 === 1, my = Math.abs(j) % 2 === 1;  // every other copy mirrored: edges meet
+        piece(() => {
+          ctx.translate(W / 2 + (i - 0.5) * T + (mx ? T : 0), H / 2 + (j - 0.5) * T + (my ? T : 0));
+          ctx.scale(mx ? -1 : 1, my ? -1 : 1);
+        }, null, 0, 0, T);
+      }
+    }
+  } else {
+    const s = Math.min(W, H);
+    piece(() => {}, null, (W - s) / 2, (H - s) / 2, s);
+  }
+}
+
+// Where canvas pixel (x, y) samples the frame, (u, v) in [0, 1] (patterns.source_coords for one point), or null
+// off the frame.
+function sourceUV(x, y) {
+  const W = canvas.width, H = canvas.height, layout = $("layout").value;
+  const px = x - W / 2, py = y - H / 2;
+  const clamp = (t) => Math.min(1, Math.max(0, t));
+  if (layout === "mirror" || layout === "kaleidoscope") {
+    const s = Math.max(W, H);
+    return [clamp(0.5 - Math.abs(px / s)), clamp(layout === "kaleidoscope" ? 0.5 - Math.abs(py / s) : 0.5 + py / s)];
+  }
+  if (layout === "kaleidoscope6") {
+    const s = Math.hypot(W, H), r = Math.hypot(px, py) / s, third = Math.PI / 3;
+    let a = ((Math.atan2(py, px) % third) + third) % third;
+    a = Math.min(a, third - a);
+    return [clamp(0.5 + r * Math.cos(a)), clamp(0.5 + r * Math.sin(a))];
+  }
+  if (layout === "tile") {
+    const T = Math.min(W, H) / TILES;
+    const tri = (t) => { t = ((t % 2) + 2) % 2; return t <= 1 ? t : 2 - t; };
+    return [tri(px / T + 0.5), tri(py / T + 0.5)];
+  }
+  const s = Math.min(W, H), u = px / s + 0.5, v = py / s + 0.5;
+  return u < 0 || u > 1 || v < 0 || v > 1 ? null : [u, v];
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Wall mode and recording
+
+function toggleWall() {
+  const on = !document.body.classList.contains("wall");
+  document.body.classList.toggle("wall", on);
+  if (on) {
+    if (document.activeElement) document.activeElement.blur();  // keys must reach the page, not a hidden control
+    if (document.documentElement.requestFullscreen) document.documentElement.requestFullscreen().catch(() => {});
+    $("wall-hint").hidden = false;
+    setTimeout(() => { $("wall-hint").hidden = true; }, 3000);
+  } else {
+    $("wall-hint").hidden = true;
+    if (document.fullscreenElement) document.exitFullscreen().catch(() => {});
+  }
+}
+
+function toggleRecord() {
+  if (recorder) { recorder.stop(); return; }
+  const types = ["video/webm;codecs=vp9", "video/webm;codecs=vp8", "video/webm"];
+  const type = typeof MediaRecorder === "undefined" ? null : types.find((t) => MediaRecorder.isTypeSupported(t));
+  if (!type || !canvas.captureStream) {
+    noteIn("show-note", "this browser cannot record the canvas (no MediaRecorder for WebM)", true);
+    return;
+  }
+  const stream = canvas.captureStream(60);
+  const chunks = [];
+  const name = `progan-${$("motion").value}-${$("layout").value}-${Date.now()}.webm`;
+  recorder = new MediaRecorder(stream, { mimeType: type, videoBitsPerSecond: 8e6 });
+  recorder.ondataavailable = (e) => { if (e.data.size) chunks.push(e.data); };
+  recorder.onstop = () => {
+    for (const track of stream.getTracks()) track.stop();
+    recorder = null;
+    setPressed($("record"), false);
+    $("record").textContent = "Record";
+    const blob = new Blob(chunks, { type: "video/webm" });
+    saveBlob(blob, name);
+    noteIn("show-note", `saved ${name} (${(blob.size / 1024).toFixed(0)} KiB)`);
+  };
+  recorder.onerror = (e) => noteIn("show-note", `recording failed: ${e.error ? e.error.message : "unknown error"}`, true);
+  recorder.start(250);
+  setPressed($("record"), true);
+  $("record").textContent = "Stop";
+  noteIn("show-note", "recording what is on screen\u2026");
+}
+
+async function loadTaste(file) {
+  if (file.size > 4096) { noteIn("taste-note", `${file.name} is too large for a taste profile`, true); return; }
+  let profile;
+  try {
+    profile = JSON.parse(await file.text());
+  } catch (e) {
+    noteIn("taste-note", `${file.name} is not a taste profile: ${e.message}`, true);
+    return;
+  }
+  tasteLoad = control("load_taste", { profile });
+  noteIn("taste-note", `loading ${file.name}\u2026`);
 }
 
 // The prompt box (text models), the class picker and blend (class models); disabled with the reason otherwise.
@@ -270,6 +467,10 @@ function resendState() {
     if (Number(input.value) !== 0) control("slider", { index: Number(input.dataset.index), value: Number(input.value) });
   }
   if (asked) control(...asked);
+  if (info !== null) {  // a reconnect (on the first connect the server's pattern is the page's)
+    control("pattern", { motion: $("motion").value, coupling: Number($("coupling").value),
+                         period: Number($("period").value) });
+  }
 }
 
 function bindRange(id, digits) {
@@ -302,6 +503,32 @@ function setup() {
   $("go").addEventListener("click", jump);
   $("seed").addEventListener("keydown", (e) => { if (e.key === "Enter") jump(); });
   $("grid").addEventListener("change", () => control("grid", { value: Number($("grid").value) }));
+  $("motion").addEventListener("change", () => {
+    control("pattern", { motion: $("motion").value });
+    if ($("motion").value === "field" && $("grid").value === "1") setGrid(4);
+    patternRows();
+  });
+  $("layout").addEventListener("change", () => { patternRows(); compose(); });
+  $("smooth").addEventListener("change", compose);
+  $("coupling").addEventListener("input", () => {
+    $("coupling-out").textContent = Number($("coupling").value).toFixed(2);
+    controlSoon("coupling", "pattern", { coupling: Number($("coupling").value) });
+  });
+  $("period").addEventListener("change", () => {
+    const v = Number($("period").value);
+    if (Number.isFinite(v)) control("pattern", { period: v });
+  });
+  $("wall").addEventListener("click", toggleWall);
+  $("record").addEventListener("click", toggleRecord);
+  $("save-taste").addEventListener("click", () => control("save_taste"));
+  $("load-taste").addEventListener("click", () => $("taste-file").click());
+  $("taste-file").addEventListener("change", () => {
+    const file = $("taste-file").files[0];
+    $("taste-file").value = "";
+    if (file) loadTaste(file);
+  });
+  new ResizeObserver(() => { if (fitCanvas()) compose(); }).observe(canvas);
+  patternRows();
   $("shuffle").addEventListener("click", () => control("shuffle"));
   $("label").addEventListener("change", () => {
     asked = ["label", { value: Number($("label").value) }];
@@ -332,13 +559,18 @@ function setup() {
     const grid = Number($("grid").value);
     if (grid === 1) return;
     const r = canvas.getBoundingClientRect();
-    const col = Math.min(grid - 1, Math.floor((e.clientX - r.left) / r.width * grid));
-    const row = Math.min(grid - 1, Math.floor((e.clientY - r.top) / r.height * grid));
+    const uv = sourceUV((e.clientX - r.left) / r.width * canvas.width, (e.clientY - r.top) / r.height * canvas.height);
+    if (!uv) return;
+    const col = Math.min(grid - 1, Math.floor(uv[0] * grid));
+    const row = Math.min(grid - 1, Math.floor(uv[1] * grid));
     control(e.shiftKey ? "dislike" : "like", { frame: lastSeq, cell: row * grid + col });
   });
   document.addEventListener("keydown", (e) => {
+    if (e.key === "Escape" && document.body.classList.contains("wall")) { toggleWall(); return; }
     if (e.target instanceof HTMLInputElement || e.target instanceof HTMLSelectElement || e.ctrlKey || e.metaKey) return;
     if (e.key === " ") { e.preventDefault(); toggleFreeze(); }
+    else if (e.key === "f") toggleWall();
+    else if (e.key === "r") toggleRecord();
     else if (e.key === "l") control("like", { frame: lastSeq });
     else if (e.key === "d") control("dislike", { frame: lastSeq });
     else if (e.key === "s") control("save");
