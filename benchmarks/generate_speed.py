@@ -1,7 +1,7 @@
 """Generator speed per resolution: latency of one image and throughput of a big batch, optimised against plain.
 
-    python benchmarks/generate_speed.py                          # the paper's G up to 32x32 and the demo model
-    python benchmarks/generate_speed.py --models paper:64 --repeats 5 --out /tmp/gen.json
+    python -m benchmarks.generate_speed                          # the paper's G up to 32x32 and the demo model
+    python -m benchmarks.generate_speed --models paper:64 --repeats 5 --out /tmp/gen.json
 
 Models are preset:resolution pairs with freshly initialised weights (speed does not depend on training). At every
 level of detail up to the model's resolution, G(z) runs under inference_mode in two modes, interleaved call by call:
@@ -22,14 +22,11 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from progan.config import preset  # noqa: E402
-from progan.fileio import atomic_write_json  # noqa: E402
-from progan.networks import Generator  # noqa: E402
-from reference import to_reference  # noqa: E402
-from train_speed import RESULTS, machine_info  # noqa: E402
+from benchmarks.reference import to_reference
+from benchmarks.train_speed import RESULTS, command_line, machine_info
+from progan.fileio import atomic_write_json
+from progan.networks import Generator
+from progan.presets import preset
 
 
 @torch.inference_mode()
@@ -102,7 +99,7 @@ def main(argv=None) -> int:
           f"{machine['omp_wait_policy']}, load average {machine['loadavg_at_start'][0]:.2f}", flush=True)
     rows = [row for name, res in models for row in bench_model(name, res, args.repeats, args.big_batch)]
     print_table(rows)
-    atomic_write_json(args.out, {"command": " ".join(["python", *sys.argv]), "machine": machine,
+    atomic_write_json(args.out, {"command": command_line(), "machine": machine,
                                  "loadavg_at_end": os.getloadavg(), "rows": rows})
     print(f"wrote {args.out}")
     return 0

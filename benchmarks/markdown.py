@@ -1,10 +1,12 @@
-"""The tables of benchmarks/README.md and the README's Performance section, from the JSON results.
+"""The speed tables of benchmarks/README.md and docs/speed.md, from the JSON results of train_speed and
+generate_speed.
 
-    python benchmarks/markdown.py benchmarks/results/train_speed-paper.json benchmarks/results/generate_speed.json
+    python -m benchmarks.markdown benchmarks/results/train_speed-paper.json benchmarks/results/generate_speed.json
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import sys
@@ -54,12 +56,14 @@ def generate_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main(paths: list[str]) -> int:
-    for path in paths:
-        result = json.loads(Path(path).read_text())
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("results", nargs="+", type=Path, help="JSON written by train_speed or generate_speed")
+    for path in p.parse_args(argv).results:
+        result = json.loads(path.read_text())
         print((train_tables if "step_multipliers" in result else generate_table)(result), end="\n\n")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())

@@ -1,10 +1,10 @@
 """Peak memory of one SWD comparison (two image sets, the paper's 128 patches and 4 x 128 directions per level),
 per image count and resolution, each case in a fresh process (its peak resident set size, ru_maxrss).
 
-    python benchmarks/metrics_memory.py                                  # 500 and 2000 images at 32 and 128 px
-    python benchmarks/metrics_memory.py --images 1000 --resolutions 64 --max-mb 64
+    python -m benchmarks.metrics_memory                                  # 500 and 2000 images at 32 and 128 px
+    python -m benchmarks.metrics_memory --images 1000 --resolutions 64 --max-mb 64
     git archive 932f7ae progan | tar -x -C /tmp/before                   # the code before streaming ...
-    python benchmarks/metrics_memory.py --source /tmp/before             # ... measured the same way
+    python -m benchmarks.metrics_memory --source /tmp/before             # ... measured the same way
 
 Images are made batch by batch as the metric reads them (synthetic, seeded), never held whole, so what is measured
 is the metric's own memory. "baseline" is a process that imports torch and progan and makes one batch: the cost of
@@ -25,11 +25,10 @@ HERE = Path(__file__).resolve().parent
 
 CHILD = r"""
 import json, resource, sys, time
-sys.path.insert(0, sys.argv[1])      # the progan tree to measure
-sys.path.insert(1, sys.argv[2])      # benchmarks/, for the synthetic images
-from progan.metrics import swd as S  # first: metrics_speed puts this checkout at the front of sys.path
-from metrics_speed import synthetic_images
-images, res, max_mb, batch = (int(x) for x in sys.argv[3:7])
+# run in the measured tree (its progan/ comes first); benchmarks/ comes from PYTHONPATH unless that tree has one
+from progan.metrics import swd as S
+from benchmarks.metrics_speed import synthetic_images
+images, res, max_mb, batch = (int(x) for x in sys.argv[1:5])
 
 def batches(seed):
     for start in range(0, images, batch):
@@ -53,8 +52,10 @@ print(json.dumps({"swd_py": S.__file__, "seconds": time.perf_counter() - t0, "sw
 
 
 def run_case(source: Path, images: int, res: int, max_mb: int, batch: int) -> dict:
-    out = subprocess.run([sys.executable, "-c", CHILD, str(source), str(HERE), str(images), str(res), str(max_mb),
-                          str(batch)], capture_output=True, text=True, check=False)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE.parent),
+                                                                     os.environ.get("PYTHONPATH")]))}
+    out = subprocess.run([sys.executable, "-c", CHILD, str(images), str(res), str(max_mb), str(batch)],
+                         capture_output=True, text=True, check=False, cwd=source, env=env)
     if out.returncode != 0:
         raise SystemExit(f"case {images} images at {res} px failed:\n{out.stderr}")
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -1,7 +1,7 @@
 """Sanity table: SWD and MS-SSIM of an untrained generator (same architecture, fresh init) against a trained one,
 with the real-vs-real noise floor.
 
-    python benchmarks/metrics_sanity.py runs/demo --num-images 2048
+    python -m benchmarks.metrics_sanity runs/demo --num-images 2048
 """
 
 import argparse

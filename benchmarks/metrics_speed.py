@@ -1,7 +1,7 @@
 """How long SWD and MS-SSIM take on this machine, at the paper's settings.
 
-    python benchmarks/metrics_speed.py                       # 10k images at 32 and 128 px
-    python benchmarks/metrics_speed.py --num-images 2000 --resolutions 16,64 --out /tmp/speed.json
+    python -m benchmarks.metrics_speed                       # 10k images at 32 and 128 px
+    python -m benchmarks.metrics_speed --num-images 2000 --resolutions 16,64 --out /tmp/speed.json
 
 SWD: descriptors of two image sets (128 patches per image per level) + 4 x 128 projections per
 level, i.e. one generated-vs-real comparison. MS-SSIM: num_images // 2 consecutive pairs.
@@ -22,11 +22,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from progan.fileio import atomic_write_json  # noqa: E402
-from progan.metrics.msssim import pairwise_msssim  # noqa: E402
-from progan.metrics.swd import descriptors, swd_from_descriptors  # noqa: E402
+from progan.fileio import atomic_write_json
+from progan.metrics.msssim import pairwise_msssim
+from progan.metrics.swd import descriptors, swd_from_descriptors
 
 
 def synthetic_images(n: int, res: int, seed: int, chunk: int = 1000) -> torch.Tensor:
@@ -75,7 +73,7 @@ def main(argv=None) -> int:
     p.add_argument("--resolutions", default="32,128", help="comma-separated, powers of two >= 16")
     p.add_argument("--metrics", default="swd,msssim")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--out", type=Path, default=Path(__file__).with_suffix(".json"))
+    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "metrics_speed.json")
     args = p.parse_args(argv)
     resolutions = [int(r) for r in args.resolutions.split(",")]
     metrics = [m.strip() for m in args.metrics.split(",")]

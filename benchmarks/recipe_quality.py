@@ -1,9 +1,10 @@
 """What a training recipe buys in a fixed CPU wall time: images shown, resolution reached, SWD, MS-SSIM, the grid;
-and, for a text-conditional run, whether the images follow their captions (issues 11 and 12).
+and, for a text-conditional run, whether the images follow their captions (docs/demo-recipe.md,
+docs/text-conditioning.md).
 
-    python benchmarks/recipe_quality.py --recipe demo --minutes 20 --seed 1 --data data/emoji32
-    python benchmarks/recipe_quality.py --recipe demo --condition text --minutes 20 --seed 1 --data data/emoji32
-    python benchmarks/recipe_quality.py --table benchmarks/results     # the markdown table of every result there
+    python -m benchmarks.recipe_quality --recipe demo --minutes 20 --seed 1 --data data/emoji32
+    python -m benchmarks.recipe_quality --recipe demo --condition text --minutes 20 --seed 1 --data data/emoji32
+    python -m benchmarks.recipe_quality --table benchmarks/results     # the markdown table of every result there
 
 A recipe is a preset plus `progan train` flags (RECIPES below); the run goes through the CLI's own argument
 parsing and progan.train.loop.train with cfg.minutes, so it is exactly what a user's command would train.
@@ -28,7 +29,6 @@ with the text extra installed it stores the caption embeddings a text run needs)
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import re
@@ -44,18 +44,21 @@ import torch.nn.functional as F
 from progan import cli
 from progan.data.dataset import PreparedDataset, to_float
 from progan.fileio import atomic_write_bytes, atomic_write_json
-from progan.generate import class_rows, grid_image, latents_from_seeds, render
+from progan.conditioning.rows import one_hot_rows
+from progan.generate import grid_image, latents_from_seeds, render
+from progan.seeds import unit_hash
 
 # name -> (condition when --condition is not given, `progan train` flags). The data is always --data.
 RECIPES = {
     "demo": ("none", ["--preset", "demo", "--resolution", "32", "--mirror"]),
-    # transitional conditioning (issue 11): the condition fades in over the 8x8 -> 16x16 fade-ins
+    # transitional conditioning: the condition fades in over the 8x8 -> 16x16 fade-ins
     "demo-cond-fade": ("text", ["--preset", "demo", "--resolution", "32", "--mirror", "--cond-fade", "8:16"]),
-    # the demo preset until session 5 (issue 12), spelled out: the "old" side of the old-against-new comparison
+    # the demo preset until 2026-12-02 (batch 32 from 16x16, G_ema 0.99), spelled out: the "old" side of the
+    # batch-16 comparison (docs/demo-recipe.md)
     "demo-v1": ("none", ["--preset", "demo", "--resolution", "32", "--mirror", "--latent-size", "64",
                          "--fmap-base", "512", "--fmap-max", "64", "--stabilize-kimg", "20", "--fade-kimg", "20",
                          "--batch", "4:64,16:32", "--lr", "0.002", "--ema-beta", "0.99"]),
-    # the demo preset of sessions 5-8 (issue 12), spelled out: the "old" side of session 9's comparison
+    # the demo preset of 2026-12-02 to 12-04 (fmap_base 512), spelled out: the "old" side of the widths comparison
     "demo-v2": ("none", ["--preset", "demo", "--resolution", "32", "--mirror", "--latent-size", "64",
                          "--fmap-base", "512", "--fmap-max", "64", "--stabilize-kimg", "20", "--fade-kimg", "20",
                          "--batch", "4:64,16:16", "--lr", "0.002", "--ema-beta", "0.995"]),
@@ -69,7 +72,6 @@ FAKES_PER_CAPTION = 2
 HELD_OUT_SHARE = 0.2
 # Label smoothing 0.1 caps a four-group classifier near 0.93: 0.8 is "clearly one group".
 CONFIDENT = 0.8
-SKIN_TONE = re.compile(r"[:,]?\s*(?:medium-light|medium-dark|light|medium|dark) skin tone")
 
 
 class LoadSampler:
@@ -133,7 +135,7 @@ def conditions_of(G, dataset: PreparedDataset, idx: torch.Tensor) -> torch.Tenso
     if G.cfg.text_size:
         return dataset.caption_embeddings[idx].float()
     if G.num_classes:
-        return class_rows(dataset.labels[idx], G.num_classes)
+        return one_hot_rows(dataset.labels[idx], G.num_classes)
     return None
 
 
@@ -158,7 +160,7 @@ def quality(G, dataset: PreparedDataset, cache: Path, truncation: float = 1.0) -
     fakes = make_fakes(G, dataset, EVAL_IMAGES, EVAL_SEED, truncation)
     conditions = None
     if G.num_classes:  # the fakes follow the dataset's own mix of classes, as the reals do
-        from progan.train.conditions import condition_table
+        from progan.conditioning.training import condition_table
         conditions = condition_table(G.cfg, dataset.labels, dataset.num_classes, None, source=str(dataset.path))
     results = evaluate(G, dataset, ["swd", "msssim"], EVAL_IMAGES, EVAL_SEED, device="cpu",
                        snapshot_kimg=G.meta["kimg"], cache_dir=cache, fakes=fakes, conditions=conditions)
@@ -172,14 +174,14 @@ def quality(G, dataset: PreparedDataset, cache: Path, truncation: float = 1.0) -
 # --- conditional fidelity ---------------------------------------------------------------------------------------
 
 def caption_split(dataset: PreparedDataset, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(train, held-out) image indices: captioned images with a group, split by caption key (skin tones removed)."""
+    """(train, held-out) image indices: captioned images with a group, split by what they show (the variants of
+    one emoji, its skin tones, fall on the same side)."""
     train, held = [], []
-    for i, (caption, group) in enumerate(zip(dataset.captions, dataset.groups)):
+    variant_of = dataset.column("variant_of") or dataset.captions
+    for i, (caption, group) in enumerate(zip(dataset.captions, dataset.column("groups"))):
         if not caption or not group:
             continue
-        key = SKIN_TONE.sub("", caption).strip()
-        h = int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:8], "little") / 2**64
-        (held if h < HELD_OUT_SHARE else train).append(i)
+        (held if unit_hash(seed, "held-out", variant_of[i] or caption) < HELD_OUT_SHARE else train).append(i)
     return torch.tensor(train), torch.tensor(held)
 
 
@@ -229,8 +231,8 @@ def fidelity(G, dataset: PreparedDataset, seed: int, steps_wanted: int, seconds:
     classifier for every model at one resolution, whatever the machine's load; `seconds` caps it), then score reals
     and fakes."""
     res = int(G.output_resolution)
-    names = sorted({g for g in dataset.groups if g})
-    labels = torch.tensor([names.index(g) if g else -1 for g in dataset.groups])
+    names = sorted({g for g in dataset.column("groups") if g})
+    labels = torch.tensor([names.index(g) if g else -1 for g in dataset.column("groups")])
     train_idx, held_idx = caption_split(dataset, seed)
     x_train, y_train = dataset.images(res, train_idx), labels[train_idx]
     x_held, y_held = dataset.images(res, held_idx), labels[held_idx]
@@ -319,7 +321,7 @@ def grids(G, dataset: PreparedDataset, folder: Path, repo_root: Path, truncation
         rows = text_rows(dataset)
         cond = dataset.caption_embeddings[rows[torch.linspace(0, len(rows) - 1, len(z)).long()]].float()
     if G.num_classes:  # a row of 8 per class
-        images = torch.cat([render(G, z[:8], truncation, cond=class_rows(torch.full((8,), c), G.num_classes))
+        images = torch.cat([render(G, z[:8], truncation, cond=one_hot_rows(torch.full((8,), c), G.num_classes))
                             for c in range(G.num_classes)])
     else:
         images = render(G, z, truncation, cond=cond)
@@ -327,8 +329,8 @@ def grids(G, dataset: PreparedDataset, folder: Path, repo_root: Path, truncation
     out = {"final": os.path.relpath(folder / "final.png", repo_root), "prompts": {}}
     if not G.cfg.text_size:
         return out
-    from progan.condition import prompt_reading
-    from progan.text import load_text_encoder
+    from progan.conditioning.rows import prompt_reading
+    from progan.conditioning.encoder import load_text_encoder
     encoder = load_text_encoder(G.meta["conditioning"]["encoder"]["name"])
     zp = latents_from_seeds(PROMPT_SEEDS, G.latent_size)
     for prompt in PROMPTS:
@@ -348,8 +350,14 @@ def data_of(result: dict) -> str:
     trained on where it differs (`--eval-only --data` on another dataset)."""
     found = re.search(r"--data (\S+)", result["train"]["command"])
     trained_on = found.group(1) if found else "-"
-    measured_on = result.get("data", trained_on)  # results from before session 11 lack "data": their own
+    measured_on = result.get("data", trained_on)  # results from before 2026-12-04 lack "data": their own
     return measured_on if measured_on == trained_on else f"{measured_on} (trained on {trained_on})"
+
+
+def grid_link(path: str) -> str:
+    """A link to a run's final grid from benchmarks/, or '-' where the image is not here: result images are not
+    committed (a few are kept under docs/images/), and the run's own command writes them again."""
+    return f"[grid]({os.path.relpath(path, 'benchmarks')})" if Path(path).is_file() else "-"
 
 
 def table(folder: Path) -> str:
@@ -374,7 +382,7 @@ def table(folder: Path) -> str:
             num(f.get("balanced_acc_fake_held_out_captions"), 3), num(f.get("balanced_acc_real_held_out"), 3),
             num(f.get("balanced_chance"), 3),
             num(f.get("confident_share_fake"), 3), num(f.get("confident_share_real_held_out"), 3),
-            f"{r['load_average']['mean']:.1f}", f"[grid]({os.path.relpath(r['grids']['final'], 'benchmarks')})",
+            f"{r['load_average']['mean']:.1f}", grid_link(r['grids']['final']),
         ]) + " |")
     head = ("| recipe | flags | data | condition | seed | min | kimg | res | SWD avg | SWD 16 px / 32 px "
             "| SWD real-vs-real | MS-SSIM | MS-SSIM reals "
@@ -449,7 +457,7 @@ def main() -> int:
               "cpu_threads": torch.get_num_threads(), "cpus": os.cpu_count(), "torch": torch.__version__}
     result["truncation"] = args.truncation
     result["quality"] = quality(G, dataset, args.runs / "cache", args.truncation)
-    if (not args.no_fidelity and dataset.groups is not None and dataset.captions is not None
+    if (not args.no_fidelity and dataset.column("groups") is not None and dataset.captions is not None
             and (dataset.caption_embeddings is not None or not G.cfg.text_size)):
         result["fidelity"] = fidelity(G, dataset, args.seed, args.classifier_steps, args.classifier_seconds)
     result["grids"] = grids(G, dataset, args.out / "recipe_quality" / result_tag, Path.cwd(), args.truncation)

@@ -5,7 +5,7 @@ in one process, v2-1gpu in one, v2-2gpu in two and v2-4gpu in four (torchrun, gl
 checkpoint and resumed with a smaller batch at the resolutions not reached yet, then generate and eval on the 1024
 export; and the paper preset launched on 8 processes, which must be refused naming what would work.
 
-    .venv/bin/python benchmarks/rehearsal.py [--only paper-1process,...] [--spelled-out] [--json out.json]
+    .venv/bin/python -m benchmarks.rehearsal [--only paper-1process,...] [--spelled-out] [--json out.json]
 
 --no-kill runs each straight through, --same-batch resumes without a batch change, --resolution sets the final
 resolution (default 1024), and --spelled-out gives the preset tables as --batch/--lr/--mbstd-group and one phase length for every resolution:
@@ -24,10 +24,8 @@ import time
 import traceback
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-from rehearsal_worker import (PAPER, TINY, V2, Plan, at, check, error_line, make_dataset, refusal,  # noqa: E402
-                              rehearse, table_arg)
+from tests.rehearsal_worker import (PAPER, TINY, V2, Plan, at, check, error_line, make_dataset, refusal, rehearse,
+                                    table_arg)
 
 
 def plans(resolution: int, kill: bool, change: bool, spelled_out: bool) -> dict[str, Plan]:

@@ -1,9 +1,9 @@
 """Memory of one training step per resolution at the paper's widths, fp32 and bf16, per image: which batch fits a card.
 
-    python benchmarks/step_memory.py                        # 4..256, fp32 and bf16: about 45 minutes on 2 busy cores
-    python benchmarks/step_memory.py --max-resolution 32    # a few minutes
+    python -m benchmarks.step_memory                        # 4..256, fp32 and bf16: about 45 minutes on 2 busy cores
+    python -m benchmarks.step_memory --max-resolution 32    # a few minutes
 
-Each measurement is one process that builds the paper's networks for 1024x1024 (`progan.config.paper()`: fmap_base
+Each measurement is one process that builds the paper's networks for 1024x1024 (`progan.presets.paper()`: fmap_base
 8192, fmap_max 512, latent 512, mbstd group 16) and runs one `train_step` from the loop (D step with the gradient
 penalty, G step, EMA; the first step after an optimizer reset, so Adam's moments are made in it) at one resolution,
 fading in (alpha 0.5: the new block and the old to_rgb/from_rgb both run, the most a resolution needs), at batch 2 and
@@ -49,8 +49,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from progan.config import paper
 from progan.fileio import atomic_write_json
+from progan.presets import paper
 from progan.runtime import keep_freed_memory
 from progan.schedule import Phase
 from progan.train.distributed import init_from_env
@@ -144,11 +144,12 @@ def measure(res: int, precision: str, batch: int) -> dict:
 
 
 def run_one(res: int, precision: str, batch: int, threads: int | None) -> dict:
-    cmd = [sys.executable, __file__, "--one", str(res), precision, str(batch)]
+    cmd = [sys.executable, "-m", "benchmarks.step_memory", "--one", str(res), precision, str(batch)]
     if threads:
         cmd += ["--threads", str(threads)]
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env,
+                         cwd=Path(__file__).resolve().parent.parent)  # the repository root, where benchmarks/ is
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

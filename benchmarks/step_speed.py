@@ -1,17 +1,16 @@
 """One training step's time for a preset at its resolutions, at other widths, and across processes.
 
-    python benchmarks/step_speed.py --preset demo                             # 16x16 and 32x32 at the preset's widths
-    python benchmarks/step_speed.py --preset demo --fmap-base 512 256 1024    # a table row per width
-    OMP_NUM_THREADS=1 torchrun --nproc_per_node 2 benchmarks/step_speed.py --preset demo   # the same split over 2 ranks
+    python -m benchmarks.step_speed --preset demo                             # 16x16 and 32x32 at the preset's widths
+    python -m benchmarks.step_speed --preset demo --fmap-base 512 256 1024    # a table row per width
+    OMP_NUM_THREADS=1 torchrun --nproc_per_node 2 -m benchmarks.step_speed --preset demo   # the same split over 2 ranks
 
 Each row is `train_step` of the loop (D step with the gradient penalty, G step, EMA; gradients averaged over the
 ranks under torchrun) on random reals at the stable phase of one resolution and the preset's global batch there,
 the median of --steps timed steps after three untimed ones. A wider or narrower network is the preset with another
 fmap_base (channels min(fmap_base / 2^stage, fmap_max), at least --fmap-min). Under torchrun every rank takes its
 share of the batch, as in training, and rank 0 prints. This is the measurement behind the demo preset's widths
-(issue 12, session 9): what a narrower network buys in images per second where the demo spends its time, and
-whether two single-thread processes beat one two-thread process on a 2-core CPU (they do not:
-`benchmarks/README.md`).
+(docs/demo-recipe.md): what a narrower network buys in images per second where the demo spends its time, and
+whether two single-thread processes beat one two-thread process on a 2-core CPU (they do not: docs/speed.md).
 """
 
 from __future__ import annotations
@@ -19,18 +18,14 @@ from __future__ import annotations
 import argparse
 import itertools
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from progan.config import preset  # noqa: E402
-from progan.schedule import kimg_to_reach, phase_at  # noqa: E402
-from progan.train.distributed import init_from_env, shutdown  # noqa: E402
-from progan.train.loop import build_state, train_step  # noqa: E402
+from progan.presets import preset
+from progan.schedule import kimg_to_reach, phase_at
+from progan.train.distributed import init_from_env, shutdown
+from progan.train.loop import build_state, train_step
 
 
 def stable_phase(cfg, resolution: int):

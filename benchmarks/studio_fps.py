@@ -13,9 +13,9 @@ between PROMPTS; it times, from sending the prompt: the first frame whose bytes 
 it (what the viewer sees turn), and the frame that ends the morph. Credits go back on a 60 Hz clock, as the page
 returns them on animation frames. The text encoder is loaded before timing (the studio does it at start-up).
 
-    python benchmarks/studio_fps.py --out studio_fps.json
-    python benchmarks/studio_fps.py --model runs/demo --clients 1 4
-    python benchmarks/studio_fps.py --prompts --trials 30 [--model /tmp/emorun/model]
+    python -m benchmarks.studio_fps --out studio_fps.json
+    python -m benchmarks.studio_fps --model runs/demo --clients 1 4
+    python -m benchmarks.studio_fps --prompts --trials 30 [--model /tmp/emorun/model]
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def serve(model: str | None, resolution: int, threads: int, device: str, ready, 
     from progan.model_io import load_generator
     from progan.networks import Generator
     from progan.studio.server import BackgroundServer, Studio
-    from progan.text import load_text_encoder
+    from progan.conditioning.encoder import load_text_encoder
 
     torch.set_num_threads(threads)
     encoder = None

@@ -1,6 +1,7 @@
 """Screenshot of `progan studio MODEL` in Debian's headless chromium after a like and a slider move.
 
-    python benchmarks/studio_screenshot.py runs/demo --out out/studio_demo.png
+    python -m benchmarks.studio_screenshot runs/demo --out out/studio_demo.png
+    python -m benchmarks.studio_screenshot runs/demo --grid 4 --out docs/images/studio.png   # the README's
 """
 
 import argparse
@@ -20,6 +21,8 @@ def main() -> None:
     parser.add_argument("model")
     parser.add_argument("--out", default="out/studio_demo.png")
     parser.add_argument("--seconds", type=float, default=5.0, help="how long to watch before the screenshot")
+    parser.add_argument("--grid", type=int, choices=(1, 2, 3, 4, 6, 8), default=1,
+                        help="the stream as an N x N grid of samples (default 1: one sample)")
     args = parser.parse_args()
     with BackgroundServer(Studio(load_generator(args.model), seed=0)) as server, \
             sync_api.sync_playwright() as p:
@@ -27,6 +30,8 @@ def main() -> None:
         page = browser.new_page(viewport={"width": 1200, "height": 800})
         page.goto(server.url)
         page.wait_for_function("() => Number(document.body.dataset.frames || 0) > 5", timeout=30000)
+        if args.grid != 1:
+            page.select_option("#grid", str(args.grid))
         page.click("#like")
         time.sleep(args.seconds)
         frames = page.evaluate("document.body.dataset.frames")

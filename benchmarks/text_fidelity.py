@@ -1,0 +1,513 @@
+"""What a user of a text model gets: do prompts it never trained on turn its images toward the right thing?
+
+    python -m benchmarks.text_fidelity --train --minutes 20 --seed 1            # a text and an unconditional model
+    python -m benchmarks.text_fidelity --eval-only runs/text_fidelity/demo-text-s1-20min \\
+        --baseline runs/text_fidelity/uncond-s1-20min                           # evaluate existing runs again
+    python -m benchmarks.text_fidelity --table                                  # markdown tables of every result
+
+The data is the built-in emoji (--data, default data/emoji32: built when missing). A fixed split (SPLIT_SEED, in
+each Unicode group about HELD_OUT_SHARE of its images, all skin-tone variants of one emoji on the same side, ranked
+by progan.seeds.unit_hash) holds emoji out of the GAN: both models train on a subset dataset written without them
+(progan.data.prepare.write_subset: DIR-fidelity-train beside --data), so the held-out names are prompts the text
+model never saw. `--train` trains the text model (the text demo's recipe, scripts/demo.sh with CONDITION=text, plus
+--flags) and the unconditional one (the same networks, no condition; reused when its folder exists) for --minutes
+each through `progan train`'s own argument parsing (benchmarks.recipe_quality.train_recipe), then evaluates.
+
+Prompts, SEEDS samples each, latents and draws fixed per (prompt, seed):
+- held-out names: the name of each held-out emoji (its variants' shared name, `variant_of`);
+- everyday phrasings: PHRASINGS below, several per group, none a CLDR name or an emojilib keyword (checked
+  against the dataset's captions and "keywords" column before a run, and in tests/test_text_fidelity.py).
+A prompt is read as the model reads it (progan.conditioning.rows.prompt_reading): "cond" conditions every seed on
+the reading's condition (the weighted mean of its captions' vectors: what `progan generate --prompt` does); "draw"
+lets each seed draw one caption of the reading with probability its weight.
+
+The judge: benchmarks.recipe_quality's GroupClassifier, trained on the real images outside the held-out split
+(at the model's output resolution, a fixed seed and step count), predicts the Unicode group of
+- the text model's samples (target: the prompt's group), for both prompt sets and both readings;
+- the held-out real images: the ceiling;
+- the unconditional model's samples, scored against the same targets with the same latents: what a model that
+  ignores the words gets (chance in practice).
+Also: within-prompt diversity, the mean MS-SSIM over all pairs of one phrasing's SEEDS samples (lower: more
+diverse), beside the same over SEEDS real images of one group; and SWD of each model against the data it trained
+on (benchmarks.recipe_quality.quality, EVAL_IMAGES images).
+
+Results: benchmarks/results/text_fidelity-RUN.json (--out); grids in the text run's folder (not committed).
+The table (--table [DIR]), one row per result:
+    run, seed, min, kimg, res       the text run, its seed, training minutes, images shown, output resolution
+    names cond / draw               balanced accuracy (mean over groups of the share put in the prompt's group) on
+                                    the held-out names, reading's condition / a caption drawn per seed
+    phrasings cond / draw           the same on the everyday phrasings
+    real held-out                   the classifier on the held-out real images: the ceiling
+    uncond names / phrasings        the unconditional model's samples against the same targets
+    names / ceiling, phr. / ceiling balanced accuracy (cond) over the ceiling's (the goal: >= 0.8)
+    groups > chance                 groups whose accuracy (cond) is above 1 / groups, names / phrasings (of 9)
+    groups > uncond                 groups whose accuracy (cond) is above the unconditional model's on that group
+    MS-SSIM prompt cond / draw      within-prompt diversity of the phrasings' samples
+    MS-SSIM group (data)            the same for SEEDS real images of one group (the goal: within 20%)
+    SWD, SWD uncond, SWD ratio      x1e3 against each model's training data; text over unconditional (goal <= 1.3)
+    load                            mean 1-minute load average while the models trained
+A second table gives every group's accuracy per run, prompt set and reading.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from benchmarks.recipe_quality import (
+    EVAL_IMAGES,
+    GroupClassifier,
+    LoadSampler,
+    ensure_dataset,
+    probabilities,
+    quality,
+    save_small_png,
+    train_recipe,
+)
+from progan.data.dataset import PreparedDataset, to_float
+from progan.data.prepare import write_subset
+from progan.fileio import atomic_write_json
+from progan.generate import render
+from progan.metrics.msssim import ms_ssim
+from progan.seeds import generator, unit_hash
+
+SPLIT_SEED = 0
+HELD_OUT_SHARE = 0.1
+SEEDS = 8  # samples per prompt
+GROUPS = ["Smileys & Emotion", "People & Body", "Animals & Nature", "Food & Drink", "Travel & Places", "Activities",
+          "Objects", "Symbols", "Flags"]
+# The text demo's recipe (scripts/demo.sh, CONDITION=text): recipe_quality's "demo" recipe plus these flags. The
+# unconditional model gets the same networks.
+RECIPE = "demo"
+TEXT_FLAGS = ["--cond-fade", "8:16", "--fmap-base", "512"]
+UNCOND_FLAGS = ["--fmap-base", "512"]
+# How a person asks, several per group. None may be a CLDR name or an emojilib keyword, even without its article
+# ("a pirate flag" would be the name "pirate flag").
+PHRASINGS = {
+    "Smileys & Emotion": ["a happy face", "a face falling asleep", "a face in tears", "an angry red face",
+                          "a laughing smiley", "a big red love heart"],
+    "People & Body": ["a hand waving hello", "a hand giving a thumbs up", "a person running fast",
+                      "a lady dancing in a red dress", "a man with a beard", "hands clapping together"],
+    "Animals & Nature": ["a happy dog", "a cute little kitten", "a cheeky monkey", "a pink flower in bloom",
+                         "a tall green tree", "a snake on the ground"],
+    "Food & Drink": ["a cake with candles", "a slice of pizza", "a juicy apple", "a cup of hot coffee",
+                     "a bowl of noodles", "a glass of wine"],
+    "Travel & Places": ["a fast red car", "an airplane in the sky", "a big city at night", "a small house",
+                        "a train on the tracks", "a rain cloud"],
+    "Activities": ["a ball for playing football", "a present wrapped with a bow", "fireworks in the night sky",
+                   "a trophy for the winner", "a game of bowling", "a decorated tree for christmas"],
+    "Objects": ["a phone to call someone", "a pair of glasses", "a book to read", "a pair of scissors",
+                "a glowing light bulb", "a guitar to play music"],
+    "Symbols": ["a sign saying do not enter", "a recycling sign", "the number one", "an arrow pointing right",
+                "a big red cross mark", "a warning sign"],
+    "Flags": ["the flag of a country", "the flag of Japan", "the American flag", "a black pirate flag",
+              "a rainbow pride flag", "a checkered racing flag"],
+}
+CLASSIFIER_STEPS = 400  # batches of 128, as recipe_quality's
+CLASSIFIER_SECONDS = 300.0
+DATA_BLOCKS = 8  # blocks of SEEDS real images per group for the data's within-group MS-SSIM
+
+
+# --- the split and the subset the GAN trains on ------------------------------------------------------------------
+
+def held_out_split(groups: list, keys: list, share: float = HELD_OUT_SHARE, seed: int = SPLIT_SEED) -> list[int]:
+    """Sorted indices of the held-out images. An emoji is the images of one key (variant_of: a skin-tone variant's
+    key is the emoji it recolours), held out or kept whole. In each group, emoji are taken in the order of
+    unit_hash(seed, key) while taking one brings the group's held-out images closer to `share` of its images.
+    Images without a group are never held out."""
+    emoji: dict[str, list[int]] = {}
+    group_of: dict[str, str] = {}
+    for i, (group, key) in enumerate(zip(groups, keys)):
+        if group:
+            emoji.setdefault(key, []).append(i)
+            group_of.setdefault(key, group)
+    held = []
+    for group in sorted(set(group_of.values())):
+        members = sorted((k for k in emoji if group_of[k] == group), key=lambda k: unit_hash(seed, "held-out", k))
+        want = share * sum(len(emoji[k]) for k in members)
+        taken = 0
+        for key in members:
+            if taken + len(emoji[key]) / 2 <= want:
+                held += emoji[key]
+                taken += len(emoji[key])
+    return sorted(held)
+
+
+def ensure_subset(full: PreparedDataset, held: list[int], path: Path) -> PreparedDataset:
+    """The GAN's training data: `full` without the held-out images (written once; checked when it exists)."""
+    held_set = set(held)
+    keep = [i for i in range(full.count) if i not in held_set]
+    if not (path / "manifest.json").is_file():
+        print(f"writing the training subset {path} ({len(keep)} of {full.count} images)", flush=True)
+        write_subset(full, keep, path)
+    subset = PreparedDataset(path)
+    if subset.captions != [full.captions[i] for i in keep]:
+        sys.exit(f"{path} is not {full.path} without the held-out split (other captions): remove it to rewrite it")
+    return subset
+
+
+def key_column(dataset: PreparedDataset) -> list:
+    return dataset.column("variant_of") or dataset.captions
+
+
+# --- prompts ------------------------------------------------------------------------------------------------------
+
+def normalise(text: str) -> str:
+    """How two phrasings are compared: case, underscores, spacing and a leading article do not count."""
+    words = text.casefold().replace("_", " ").split()
+    if words and words[0] in ("a", "an", "the"):
+        words = words[1:]
+    return " ".join(words)
+
+
+def phrasing_collisions(captions: list, keywords: list) -> list[str]:
+    """The phrasings that are a caption or a keyword (after normalise)."""
+    taken = {normalise(c) for c in captions if c}
+    taken |= {normalise(w) for words in keywords if words for w in words}
+    return [p for phrasings in PHRASINGS.values() for p in phrasings if normalise(p) in taken]
+
+
+def held_out_names(full: PreparedDataset, held: list[int]) -> dict[str, str]:
+    """prompt -> group: the name of each held-out emoji."""
+    keys, groups = key_column(full), full.column("groups")
+    return {keys[i]: groups[i] for i in held if groups[i] in GROUPS}
+
+
+def check_unseen(G, full: PreparedDataset, held: list[int]) -> None:
+    """Refuse a text model that trained on held-out emoji: their names would not be new to it."""
+    seen = set(G.meta["conditioning"]["captions"]) & {full.captions[i] for i in held}
+    if seen:
+        raise SystemExit(f"the text model trained on {len(seen)} of the held-out emoji (e.g. {sorted(seen)[0]!r}): "
+                         "train it on the subset without them (python -m benchmarks.text_fidelity --train)")
+
+
+def latents(G, prompt: str, seeds: int) -> torch.Tensor:
+    return torch.stack([torch.randn(G.latent_size, generator=generator(s, "text-fidelity", prompt))
+                        for s in range(seeds)])
+
+
+def draws(reading, prompt: str, seeds: int) -> torch.Tensor:
+    """Per seed, the index (into the model's caption vectors) of one caption of the reading, drawn by weight."""
+    picks = [int(torch.multinomial(reading.weights, 1, generator=generator(s, "text-fidelity-draw", prompt)))
+             for s in range(seeds)]
+    return reading.indices[picks]
+
+
+def prompt_samples(G, prompts: list[str], readings: dict | None, draw: bool = False,
+                   seeds: int = SEEDS) -> torch.Tensor:
+    """uint8 [len(prompts) * seeds, 3, r, r], each prompt's seeds together. readings: prompt -> PromptReading for a
+    text model, None for an unconditional one (the same latents, no condition)."""
+    z = torch.cat([latents(G, p, seeds) for p in prompts])
+    cond = None
+    if readings is not None:
+        vectors = G.meta["conditioning"]["caption_vectors"]
+        cond = torch.cat([vectors[draws(readings[p], p, seeds)] if draw else
+                          readings[p].condition.view(1, -1).expand(seeds, -1) for p in prompts]).float()
+    return render(G, z, cond=cond)
+
+
+# --- the judge ----------------------------------------------------------------------------------------------------
+
+def train_classifier(images: torch.Tensor, labels: torch.Tensor, classes: int, seed: int = SPLIT_SEED,
+                     steps: int = CLASSIFIER_STEPS, seconds: float = CLASSIFIER_SECONDS
+                     ) -> tuple[GroupClassifier, dict]:
+    """recipe_quality's group classifier and its training (AdamW, weight decay, label smoothing, flips and small
+    shifts, so that it does not memorise the training emoji), on uint8 images [N, 3, r, r]; (net, steps and
+    seconds taken). A fixed step count: the same judge whatever the machine's load (`seconds` only caps it)."""
+    torch.manual_seed(seed)  # a benchmark script: the classifier's initial weights
+    gen = torch.Generator().manual_seed(seed)
+    net = GroupClassifier(classes)
+    opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=0.05)
+    shift = max(1, images.shape[-1] // 16)
+    start, done = time.perf_counter(), 0
+    while done < steps and time.perf_counter() - start < seconds:
+        net.train()
+        idx = torch.randint(len(images), (128,), generator=gen)
+        x = to_float(images[idx])
+        x = torch.where(torch.rand(len(x), 1, 1, 1, generator=gen) < 0.5, x.flip(3), x)  # G saw mirrored reals
+        x = torch.roll(x, torch.randint(-shift, shift + 1, (2,), generator=gen).tolist(), (2, 3))
+        loss = F.cross_entropy(net(x), labels[idx], label_smoothing=0.1)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        done += 1
+    return net, {"classifier_steps": done, "classifier_seconds": round(time.perf_counter() - start, 1)}
+
+
+def per_group(pred: torch.Tensor, truth: torch.Tensor, names: list[str] = GROUPS) -> dict:
+    """Accuracy per group (the share of its images predicted as it; None for a group without images) and balanced
+    accuracy, their mean over the groups present."""
+    groups = {name: (round(float((pred[truth == c] == c).float().mean()), 4) if (truth == c).any() else None)
+              for c, name in enumerate(names)}
+    present = [v for v in groups.values() if v is not None]
+    return {"balanced": round(sum(present) / len(present), 4), "groups": groups, "images": len(truth)}
+
+
+def judged(net, images: torch.Tensor, targets: list[str], seeds: int = SEEDS) -> dict:
+    """per_group of the classifier's predictions; targets: the group of each prompt (seeds images each)."""
+    truth = torch.tensor([GROUPS.index(g) for g in targets]).repeat_interleave(seeds)
+    return per_group(probabilities(net, images).argmax(1), truth)
+
+
+# --- diversity ----------------------------------------------------------------------------------------------------
+
+def within_block_msssim(images: torch.Tensor, block: int) -> float:
+    """Mean over consecutive blocks of `block` images of the mean MS-SSIM over all pairs in the block."""
+    i, j = torch.triu_indices(block, block, 1)
+    values = [ms_ssim(b[i], b[j]).mean() for b in images.float().split(block) if len(b) == block]
+    return round(float(torch.stack(values).mean()), 4)
+
+
+def data_msssim(dataset: PreparedDataset, res: int, exclude: list[int], seed: int = SPLIT_SEED,
+                block: int = SEEDS) -> float:
+    """within_block_msssim of DATA_BLOCKS blocks of `block` distinct real images per group, averaged over groups."""
+    groups, skip = dataset.column("groups"), set(exclude)
+    values = []
+    for group in GROUPS:
+        members = torch.tensor([i for i, g in enumerate(groups) if g == group and i not in skip])
+        if len(members) < block:
+            continue
+        gen = generator(seed, "text-fidelity", "data-blocks", group)
+        idx = torch.cat([members[torch.randperm(len(members), generator=gen)[:block]] for _ in range(DATA_BLOCKS)])
+        values.append(within_block_msssim(dataset.images(res, idx), block))
+    return round(sum(values) / len(values), 4) if values else None
+
+
+# --- a whole evaluation ---------------------------------------------------------------------------------------
+
+def evaluate(G, U, full: PreparedDataset, held: list[int], encoder=None, steps: int = CLASSIFIER_STEPS,
+             seconds: float = CLASSIFIER_SECONDS, grids: Path | None = None) -> dict:
+    """Fidelity and diversity of text model G beside unconditional model U (or None); `held` the held-out split of
+    the full dataset `full`. encoder: the loaded text encoder (default: G's, found by its record)."""
+    from progan.conditioning.rows import prompt_reading
+
+    check_unseen(G, full, held)
+    if encoder is None:
+        from progan.conditioning.encoder import encoder_for
+        encoder = encoder_for(G.meta["conditioning"]["encoder"])
+    if grids is not None:
+        grids.mkdir(parents=True, exist_ok=True)
+    groups = full.column("groups")
+    names = held_out_names(full, held)
+    phrasings = {p: g for g, ps in PHRASINGS.items() for p in ps}
+    sets = {"names": names, "phrasings": phrasings}
+    readings = {p: prompt_reading(G, p, encoder) for s in sets.values() for p in s}
+
+    held_set = set(held)
+    train_idx = [i for i, g in enumerate(groups) if g in GROUPS and i not in held_set]
+    judged_held = [i for i in held if groups[i] in GROUPS]
+    labels = torch.tensor([GROUPS.index(g) if g in GROUPS else -1 for g in groups])
+    classifiers = {}
+
+    def classifier(res):  # one per resolution: the same judge for every model that renders at it
+        if res not in classifiers:
+            classifiers[res] = train_classifier(full.images(res, train_idx), labels[train_idx], len(GROUPS),
+                                                steps=steps, seconds=seconds)
+        return classifiers[res]
+
+    res = int(G.output_resolution)
+    net, how = classifier(res)
+    out = {"groups": GROUPS, "resolution": res, **how, "train_images": len(train_idx),
+           "held_out_images": len(judged_held), "held_out_names": len(names),
+           "phrasings": len(phrasings), "seeds": SEEDS, "chance": round(1 / len(GROUPS), 4),
+           "real_held_out": per_group(probabilities(net, full.images(res, judged_held)).argmax(1),
+                                      labels[judged_held])}
+    diversity = {}
+    for set_name, targets in sets.items():
+        prompts = list(targets)
+        for mode in ("cond", "draw"):
+            images = prompt_samples(G, prompts, readings, draw=mode == "draw")
+            out[f"{set_name}_{mode}"] = judged(net, images, [targets[p] for p in prompts])
+            if res >= 16:
+                diversity[f"{set_name}_{mode}"] = within_block_msssim(images, SEEDS)
+            if grids is not None and set_name == "phrasings":  # the first phrasing of each group, a row of seeds
+                rows = [prompts.index(ps[0]) for ps in PHRASINGS.values()]
+                grid = torch.cat([images[r * SEEDS:(r + 1) * SEEDS] for r in rows])
+                save_small_png(grid, grids / f"phrasings-{mode}.png", SEEDS, min_cell=32)
+        if U is not None:
+            images = prompt_samples(U, prompts, None)
+            out[f"uncond_{set_name}"] = judged(classifier(int(U.output_resolution))[0], images,
+                                               [targets[p] for p in prompts])
+            if U.output_resolution >= 16:
+                diversity[f"uncond_{set_name}"] = within_block_msssim(images, SEEDS)
+    if U is not None:
+        out["uncond_resolution"] = int(U.output_resolution)
+    if res >= 16:
+        diversity["data_within_group"] = data_msssim(full, res, held)
+    out["readings"] = {p: readings[p].describe() for p in phrasings}
+    return {"fidelity": out, "diversity": diversity}
+
+
+# --- the tables ---------------------------------------------------------------------------------------------------
+
+def num(value, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def ratio(a, b) -> float | None:
+    return None if a is None or not b else a / b
+
+
+def above(f: dict, key: str, than: str | None = None) -> str:
+    """'k/n': of the n groups judged in fidelity `f`'s `key`, those whose accuracy is above chance, or above the
+    accuracy in `than` (the unconditional model's) on that group."""
+    if key not in f or (than is not None and than not in f):
+        return "-"
+    mine = {g: v for g, v in f[key]["groups"].items() if v is not None}
+    bar = (lambda g: f["chance"]) if than is None else (lambda g: f[than]["groups"][g])
+    return f"{sum(v > bar(g) for g, v in mine.items())}/{len(mine)}"
+
+
+def read_results(folder: Path) -> list[dict]:
+    return [json.loads(path.read_text()) for path in sorted(folder.glob("text_fidelity-*.json"))]
+
+
+def table(results: list[dict]) -> str:
+    """The markdown table of results (one row each), then every group's accuracy."""
+    rows, group_rows = [], []
+    for r in results:
+        f, d = r["fidelity"], r.get("diversity", {})
+        bal = lambda key: f[key]["balanced"] if key in f else None  # noqa: E731
+        ceiling = bal("real_held_out")
+        text_q, uncond_q = r["text"].get("quality", {}), (r.get("uncond") or {}).get("quality", {})
+        fading = r["text"]["lod"] != int(r["text"]["lod"])
+        rows.append("| " + " | ".join([
+            r["name"], str(r["seed"]), f"{r['minutes']:g}" if r.get("minutes") else "-",
+            f"{r['text']['kimg']:.1f}",
+            f"{r['text']['resolution']}" + (f" (lod {r['text']['lod']:.2f})" if fading else ""),
+            f"{num(bal('names_cond'))} / {num(bal('names_draw'))}",
+            f"{num(bal('phrasings_cond'))} / {num(bal('phrasings_draw'))}",
+            num(ceiling), f"{num(bal('uncond_names'))} / {num(bal('uncond_phrasings'))}",
+            num(ratio(bal("names_cond"), ceiling), 2), num(ratio(bal("phrasings_cond"), ceiling), 2),
+            f"{above(f, 'names_cond')} / {above(f, 'phrasings_cond')}",
+            f"{above(f, 'names_cond', 'uncond_names')} / {above(f, 'phrasings_cond', 'uncond_phrasings')}",
+            f"{num(d.get('phrasings_cond'))} / {num(d.get('phrasings_draw'))}", num(d.get("data_within_group")),
+            num(text_q.get("swd"), 1), num(uncond_q.get("swd"), 1),
+            num(ratio(text_q.get("swd"), uncond_q.get("swd")), 2),
+            num((r.get("load_average") or {}).get("mean"), 1),
+        ]) + " |")
+        for key, what in [("names_cond", "names, cond"), ("names_draw", "names, draw"),
+                          ("phrasings_cond", "phrasings, cond"), ("phrasings_draw", "phrasings, draw"),
+                          ("real_held_out", "real held-out"), ("uncond_names", "uncond, names"),
+                          ("uncond_phrasings", "uncond, phrasings")]:
+            if key in f:
+                group_rows.append(f"| {r['name']} s{r['seed']} | {what} | "
+                                  + " | ".join(num(f[key]["groups"].get(g), 2) for g in GROUPS) + " |")
+    head = ("| run | seed | min | kimg | res | names cond / draw | phrasings cond / draw | real held-out "
+            "| uncond names / phrasings | names / ceiling | phr. / ceiling | groups > chance | groups > uncond "
+            "| MS-SSIM prompt cond / draw | MS-SSIM group (data) | SWD | SWD uncond | SWD ratio | load |\n"
+            "| --- | --: | --: | --: | --- | --- | --- | --: | --- | --: | --: | --- | --- | --- | --: | --: | --: "
+            "| --: | --: |")
+    group_head = ("| run | prompts | " + " | ".join(GROUPS) + " |\n| --- | --- | " + " | ".join("--:" for _ in GROUPS)
+                  + " |")
+    return "\n".join([head, *rows, "", "Accuracy per group:", "", group_head, *group_rows])
+
+
+# --- main ---------------------------------------------------------------------------------------------------------
+
+def model_summary(G, run: Path) -> dict:
+    info_file = run / "text_fidelity_train.json"
+    return {"run": str(run), "kimg": round(float(G.meta["kimg"]), 1), "resolution": int(G.output_resolution),
+            "lod": float(G.lod), "trained_on": G.meta.get("dataset"),
+            "train": json.loads(info_file.read_text()) if info_file.is_file() else None}
+
+
+def train_model(condition: str, flags: list[str], data: Path, run: Path, minutes: float, seed: int) -> None:
+    with LoadSampler() as load:
+        info = train_recipe(RECIPE, condition, data, run, minutes, seed, flags)
+    info["load_average"] = load.summary()
+    atomic_write_json(run / "text_fidelity_train.json", info)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--train", action="store_true", help="train a text and an unconditional model, then evaluate")
+    p.add_argument("--eval-only", type=Path, metavar="RUN", help="evaluate this text run")
+    p.add_argument("--baseline", type=Path, metavar="RUN", help="with --eval-only: the unconditional run")
+    p.add_argument("--minutes", type=float, help="training time per model")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--flags", default="", help="more `progan train` flags for the text model, after the text demo's "
+                   "(a variant to measure; name it with --name)")
+    p.add_argument("--name", help="the text model's name in the results (default demo-text)")
+    p.add_argument("--data", type=Path, default=Path("data/emoji32"), help="the full emoji dataset (built when "
+                   "missing); the models train on DATA-fidelity-train")
+    p.add_argument("--runs", type=Path, default=Path("runs/text_fidelity"), help="where --train's run folders go")
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    p.add_argument("--classifier-steps", type=int, default=CLASSIFIER_STEPS)
+    p.add_argument("--table", type=Path, nargs="?", const=Path("benchmarks/results"), metavar="DIR",
+                   help="print the markdown tables of DIR's results (default benchmarks/results) and exit")
+    args = p.parse_args()
+    if args.table:
+        print(table(read_results(args.table)))
+        return 0
+    if args.train == bool(args.eval_only):
+        p.error("give --train (with --minutes) or --eval-only RUN, or --table")
+    if args.train and not args.minutes:
+        p.error("--train needs --minutes")
+    if args.flags and not args.name:
+        p.error("--flags needs --name, the variant's name in the results")
+    from progan.model_io import load_generator
+
+    full = ensure_dataset(args.data)
+    if full.column("groups") is None or full.caption_embeddings is None:
+        sys.exit(f"{args.data} needs the Unicode groups and caption embeddings: pip install -e '.[text]', "
+                 "apt-get install unicode-data, and build it again")
+    clash = phrasing_collisions(full.captions, full.column("keywords") or [])
+    if clash:
+        sys.exit(f"these phrasings are captions or keywords of {args.data}: {clash}")
+    held = held_out_split(full.column("groups"), key_column(full))
+    subset_dir = args.data.with_name(args.data.name + "-fidelity-train")
+    subset = ensure_subset(full, held, subset_dir)
+
+    name = args.name or "demo-text"
+    if args.train:
+        text_run = args.runs / f"{name}-s{args.seed}-{args.minutes:g}min"
+        baseline = args.runs / f"uncond-s{args.seed}-{args.minutes:g}min"
+        if text_run.exists():
+            sys.exit(f"{text_run} exists: remove it, or evaluate it with --eval-only {text_run}")
+        train_model("text", TEXT_FLAGS + args.flags.split(), subset_dir, text_run, args.minutes, args.seed)
+        if (baseline / "model").exists():
+            print(f"reusing the unconditional model {baseline}", flush=True)
+        else:
+            train_model("none", UNCOND_FLAGS, subset_dir, baseline, args.minutes, args.seed)
+    else:
+        text_run, baseline = args.eval_only, args.baseline
+        name = args.name or text_run.name
+    G = load_generator(text_run / "model")
+    U = load_generator(baseline / "model") if baseline else None
+    if U is not None and U.meta.get("dataset") != G.meta.get("dataset"):
+        print(f"note: the baseline trained on {U.meta.get('dataset')}, the text model on {G.meta.get('dataset')}",
+              flush=True)
+    config = json.loads((text_run / "config.json").read_text())
+    result = {"name": name, "seed": config.get("seed"), "minutes": config.get("minutes"), "data": str(args.data),
+              "train_data": str(subset_dir), "split": {"seed": SPLIT_SEED, "share": HELD_OUT_SHARE},
+              "text": model_summary(G, text_run), "uncond": model_summary(U, baseline) if U is not None else None,
+              "cpu_threads": torch.get_num_threads(), "cpus": os.cpu_count(), "torch": torch.__version__}
+    loads = [m["train"]["load_average"]["mean"] for m in (result["text"], result["uncond"])
+             if m and m["train"] and "load_average" in m["train"]]
+    result["load_average"] = {"mean": round(sum(loads) / len(loads), 2)} if loads else None
+    print(f"{name}: {result['text']['kimg']} kimg, {G.output_resolution}x{G.output_resolution}; "
+          f"{len(held)} held-out images", flush=True)
+    result.update(evaluate(G, U, full, held, steps=args.classifier_steps, grids=text_run / "text_fidelity"))
+    # SWD of both against the data they trained on (the subset), with the same images and seed
+    result["text"]["quality"] = quality(G, subset, args.runs / "cache")
+    if U is not None:
+        result["uncond"]["quality"] = quality(U, subset, args.runs / "cache")
+    result["eval_images"] = EVAL_IMAGES
+    args.out.mkdir(parents=True, exist_ok=True)
+    out = args.out / f"text_fidelity-{text_run.name}.json"
+    atomic_write_json(out, result)
+    print(table([result]))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,199 @@
+"""benchmarks.text_fidelity: the held-out split, the subset the GAN trains on, the phrasings, the judge's arithmetic
+and a whole evaluation on random generators at 16x16 (a stand-in encoder: the real one takes seconds to load)."""
+
+import hashlib
+import importlib
+import re
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from progan.config import ModelConfig
+from progan.conditioning.encoder import TextEncoder
+from progan.conditioning.rows import prompt_reading
+from progan.conditioning.spec import export_conditioning
+from progan.data.dataset import PreparedDataset
+from progan.data.prepare import DatasetWriter
+from progan.model_io import export_generator, load_generator
+from progan.networks import Generator
+
+
+@pytest.fixture(scope="module")
+def tf():
+    return importlib.import_module("benchmarks.text_fidelity")  # the repository root is on pytest's path
+
+
+class HashVectors:
+    """A stand-in sentence model: a fixed unit vector per text."""
+
+    def encode(self, texts, **_):
+        rows = [np.random.default_rng(int(hashlib.sha256(t.encode()).hexdigest()[:8], 16)).standard_normal(8)
+                for t in texts]
+        v = torch.tensor(np.array(rows), dtype=torch.float32)
+        return v / v.norm(dim=1, keepdim=True)
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return TextEncoder(name="hash-encoder", folder="/nowhere", dimension=8, sha256="cd" * 32, model=HashVectors())
+
+
+def emoji_like(groups: list[str]) -> tuple[list, list, list]:
+    """(groups, variant_of, captions) shaped like the emoji: many one-image emoji, and in People & Body a third of
+    them with five skin-tone variants beside the plain one."""
+    g, keys, captions = [], [], []
+    for group in groups:
+        for k in range(30):
+            key = f"{group} thing {k}"
+            tones = 5 if group == "People & Body" and k % 3 == 0 else 0
+            for t in range(tones + 1):
+                g.append(group)
+                keys.append(key)
+                captions.append(key + (f": tone {t}" if t else ""))
+    return g, keys, captions
+
+
+@pytest.fixture(scope="module")
+def full(tf, encoder, tmp_path_factory) -> PreparedDataset:
+    """The nine groups at 16x16: each image a group's colour plus its own noise, so every image differs."""
+    groups, keys, captions = emoji_like(tf.GROUPS)
+    groups.append(None)  # an image without a group, as the real set has one
+    keys.append("loose thing")
+    captions.append("loose thing")
+    rng = np.random.default_rng(0)
+    path = tmp_path_factory.mktemp("data") / "emoji16"
+    with DatasetWriter(path, 16, len(captions)) as w:
+        for group, caption in zip(groups, captions):
+            colour = np.array([40 + 20 * (tf.GROUPS.index(group) if group else 9), 120, 200])
+            w.add(np.clip(colour + rng.integers(-30, 30, (16, 16, 3)), 0, 255), caption=caption)
+        w.finish(source="test", text_encoder=encoder,
+                 columns={"groups": groups, "variant_of": keys, "keywords": [["thing"]] * len(captions)})
+    return PreparedDataset(path)
+
+
+def test_split_keeps_variants_together_and_holds_out_the_share_of_each_group(tf):
+    big = ["People & Body", "Objects", "Flags"] * 3  # larger groups, as in the emoji: shares land closer
+    groups, keys, _ = emoji_like(tf.GROUPS + big)
+    groups = groups + [None, None]
+    keys = keys + ["no group", "no group either"]
+    held = tf.held_out_split(groups, keys)
+    assert held == tf.held_out_split(groups, keys)  # fixed
+    assert held != tf.held_out_split(groups, keys, seed=tf.SPLIT_SEED + 1)  # by the seed
+    held_set = set(held)
+    for key in set(keys):
+        sides = {i in held_set for i, k in enumerate(keys) if k == key}
+        assert len(sides) == 1, f"the variants of {key!r} straddle the split"
+    total, out = Counter(groups), Counter(groups[i] for i in held)
+    for group in tf.GROUPS:
+        assert abs(out[group] / total[group] - 0.1) <= 0.025, (group, out[group], total[group])
+    assert None not in out
+    half = tf.held_out_split(groups, keys, share=0.5)
+    assert abs(len(half) / (len(groups) - 2) - 0.5) < 0.03
+
+
+def test_the_subset_lacks_the_held_out_images(tf, full):
+    held = tf.held_out_split(full.column("groups"), tf.key_column(full))
+    subset = tf.ensure_subset(full, held, full.path.with_name("emoji16-fidelity-train"))
+    assert subset.count == full.count - len(held) and len(held) > 0
+    pixels = lambda ds, idx: {ds.images(16, [i]).numpy().tobytes() for i in idx}  # noqa: E731
+    assert not pixels(full, held) & pixels(subset, range(subset.count))
+    assert not {full.captions[i] for i in held} & set(subset.captions)
+    kept = [i for i in range(full.count) if i not in set(held)]
+    assert torch.equal(subset.caption_embeddings, full.caption_embeddings[kept])
+    assert subset.column("variant_of") == [full.column("variant_of")[i] for i in kept]
+    assert tf.ensure_subset(full, held, subset.path).count == subset.count  # found again, not rewritten
+
+
+def test_phrasings_are_neither_names_nor_keywords(tf):
+    import emoji
+
+    from progan.data.emoji import aliases, cldr_name, load_emoji_keywords
+
+    # Every name and keyword the built-in dataset can hold: its captions are CLDR names (with the emoji package's
+    # aliases in the descriptions), its "keywords" column emojilib's.
+    names = []
+    for seq, data in emoji.EMOJI_DATA.items():
+        name = cldr_name(seq, data["en"])
+        names += [name, *aliases(name, data.get("alias", ()))]
+    assert len(names) > 3000
+    assert tf.phrasing_collisions(names, list(load_emoji_keywords().values())) == []
+    assert set(tf.PHRASINGS) == set(tf.GROUPS)
+    assert all(len(ps) >= 5 for ps in tf.PHRASINGS.values())
+    # and the check does catch one, whatever the case and article
+    assert tf.phrasing_collisions(["Happy Face"], []) == ["a happy face"]
+    assert tf.phrasing_collisions([], [["book_to_read"]]) == ["a book to read"]
+
+
+def test_balanced_accuracy_and_groups_on_a_hand_made_case(tf):
+    names = ["a", "b", "c", "d"]
+    truth = torch.tensor([0, 0, 0, 0, 1, 1, 2, 2, 2, 2])
+    pred = torch.tensor([0, 0, 0, 1, 1, 0, 1, 1, 1, 2])
+    got = tf.per_group(pred, truth, names)
+    # a: 3 of 4, b: 1 of 2, c: 1 of 4, d: no images, left out of the mean
+    assert got["groups"] == {"a": 0.75, "b": 0.5, "c": 0.25, "d": None}
+    assert got["balanced"] == 0.5 and got["images"] == 10
+    f = {"chance": 0.3, "x": got, "u": {"groups": {"a": 0.8, "b": 0.1, "c": 0.1, "d": None}}}
+    assert tf.above(f, "x") == "2/3"  # a and b above 0.3
+    assert tf.above(f, "x", "u") == "2/3"  # b and c above the baseline's, a below it
+    assert tf.above(f, "missing") == "-"
+
+
+def random_model(tmp_path, name: str, subset, text: bool):
+    cfg = ModelConfig(resolution=16, latent_size=8, fmap_base=32, fmap_max=16, text_size=8 if text else 0)
+    torch.manual_seed(1 if text else 2)
+    conditioning, tensors = export_conditioning(subset, cfg)
+    folder = export_generator(tmp_path / name / "model", Generator(cfg), lod=0.0, kimg=1.0,
+                              extra={"conditioning": conditioning, "dataset": str(subset.path)}, tensors=tensors)
+    return load_generator(folder)
+
+
+def test_a_whole_evaluation_and_its_tables(tf, full, encoder, tmp_path):
+    held = tf.held_out_split(full.column("groups"), tf.key_column(full))
+    subset = tf.ensure_subset(full, held, full.path.with_name("emoji16-fidelity-train"))
+    G, U = random_model(tmp_path, "text", subset, True), random_model(tmp_path, "uncond", subset, False)
+    got = tf.evaluate(G, U, full, held, encoder=encoder, steps=3, grids=tmp_path / "grids")
+    f, d = got["fidelity"], got["diversity"]
+    assert f["classifier_steps"] == 3 and f["held_out_images"] == len(held)
+    assert f["held_out_names"] == len({full.column("variant_of")[i] for i in held})
+    for key in ("names_cond", "names_draw", "phrasings_cond", "phrasings_draw", "real_held_out", "uncond_names",
+                "uncond_phrasings"):
+        assert 0 <= f[key]["balanced"] <= 1 and set(f[key]["groups"]) == set(tf.GROUPS), key
+        assert all(v is not None for v in f[key]["groups"].values()), key  # every group has prompts and reals
+    assert f["phrasings_cond"]["images"] == tf.SEEDS * sum(len(p) for p in tf.PHRASINGS.values())
+    assert set(d) == {"names_cond", "names_draw", "phrasings_cond", "phrasings_draw", "uncond_names",
+                      "uncond_phrasings", "data_within_group"}
+    assert all(0 <= v <= 1 for v in d.values())
+    assert (tmp_path / "grids" / "phrasings-cond.png").is_file()
+
+    # the text model's samples follow its conditions (the same latents, other conditions, other images) and the
+    # unconditional model's do not
+    prompts = ["a happy dog", "a cup of hot coffee"]
+    readings = {p: prompt_reading(G, p, encoder) for p in prompts}
+    same_latents = {"a happy dog": readings["a happy dog"], "a cup of hot coffee": readings["a happy dog"]}
+    x, y = tf.prompt_samples(G, prompts, readings), tf.prompt_samples(G, prompts, same_latents)
+    assert torch.equal(x[:tf.SEEDS], y[:tf.SEEDS]) and not torch.equal(x[tf.SEEDS:], y[tf.SEEDS:])
+    u = tf.prompt_samples(U, prompts, None)
+    assert not torch.equal(u[:tf.SEEDS], u[tf.SEEDS:])  # latents differ per prompt: chance is measured, not built in
+
+    # a text model that trained on the held-out emoji is refused
+    seen = random_model(tmp_path, "seen", full, True)
+    with pytest.raises(SystemExit, match="held-out emoji"):
+        tf.evaluate(seen, None, full, held, encoder=encoder, steps=1)
+
+    result = {"name": "demo-text", "seed": 1, "minutes": 5.0, "load_average": {"mean": 1.5}, **got,
+              "text": {"kimg": 12.3, "resolution": 16, "lod": 0.0, "quality": {"swd": 40.0}},
+              "uncond": {"kimg": 12.0, "resolution": 16, "lod": 0.0, "quality": {"swd": 32.0}}}
+    lines = tf.table([result, {**result, "name": "other", "uncond": None}]).splitlines()
+    head, rule, row = lines[:3]
+    assert len(head.split("|")) == len(rule.split("|")) == len(row.split("|"))
+    cells = dict(zip(head.strip("| ").split(" | "), (c.strip() for c in row.strip("| ").split(" | "))))
+    assert cells["run"] == "demo-text" and cells["kimg"] == "12.3" and cells["SWD ratio"] == "1.25"
+    assert cells["real held-out"] == f"{f['real_held_out']['balanced']:.3f}"
+    assert re.fullmatch(r"\d/9 / \d/9", cells["groups > chance"]) and re.fullmatch(r"\d/9 / \d/9",
+                                                                                   cells["groups > uncond"])
+    other = dict(zip(head.strip("| ").split(" | "), (c.strip() for c in lines[3].strip("| ").split(" | "))))
+    assert other["SWD uncond"] == "-" and other["SWD ratio"] == "-"
+    per_group = lines[lines.index("Accuracy per group:") + 2:]
+    assert len(per_group) == 2 + 7 + 7 and all(len(r.split("|")) == len(tf.GROUPS) + 4 for r in per_group)
