@@ -21,8 +21,8 @@ is recorded beside it as a cross-check ("RSS per image": the difference between 
 
 The up/down convolutions are fused everywhere, as on a GPU (on a CPU the layers pick by batch x positions).
 
-bf16: `train_step` autocasts on the run's device when `cfg.bf16`, so on the CPU the same regions run under CPU
-autocast that run under CUDA autocast on a GPU, on the same network code; a step that made no bf16 tensor fails. CPU and CUDA autocast cast the same kinds of operations (convolutions and matmuls to bf16) but their op lists
+bf16: `train_step` autocasts on the run's device when `cfg.precision` is bf16, so on the CPU the same regions run
+under CPU autocast that run under CUDA autocast on a GPU, on the same network code; a step that made no bf16 tensor fails. CPU and CUDA autocast cast the same kinds of operations (convolutions and matmuls to bf16) but their op lists
 differ in details, and on a GPU cuDNN adds workspaces and the CUDA context takes ~0.5-1 GB: the card columns keep a
 margin for that (CARD_CONTEXT, CARD_MARGIN).
 
@@ -118,7 +118,7 @@ def measure(res: int, precision: str, batch: int) -> dict:
     # both batches run the same operations and the GPU's layers are the ones measured.
     progan.layers.FUSED_MIN_POSITIONS_CPU = 0
     cfg = paper(1024)
-    cfg.bf16 = precision == "bf16"  # the loop autocasts on the run's device: here the CPU's bf16 autocast
+    cfg.precision = precision  # the loop autocasts on the run's device: here the CPU's bf16 autocast
     state = loop.build_state(cfg, torch.device("cpu"))
     lod = math.log2(1024 // res) + (0.5 if res > 4 else 0.0)
     phase = Phase(kimg=0.0, lod=lod, resolution=res, alpha=1.0 - (lod - math.floor(lod)), batch=batch,
@@ -134,7 +134,7 @@ def measure(res: int, precision: str, batch: int) -> dict:
     with tracker:
         loop.train_step(state, phase, real, cfg, one_process)
     seconds = time.perf_counter() - t0
-    if cfg.bf16 and torch.bfloat16 not in tracker.dtypes:
+    if cfg.precision == "bf16" and torch.bfloat16 not in tracker.dtypes:
         raise SystemExit("no bf16 tensor in the step: --bf16 no longer autocasts on the CPU (see train_step)")
     return {"resolution": res, "precision": precision, "batch": batch, "state_bytes": state_bytes,
             "peak_bytes": state_bytes + tracker.peak, "timeline": tracker.timeline,

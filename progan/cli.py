@@ -192,6 +192,10 @@ def add_train(sub) -> None:
               "loss": p.add_argument_group("loss"), "": p.add_argument_group("run")}
     for flag in config_flags():
         flag.add_to(groups[flag.path.rpartition(".")[0]])
+    # The flags from before --precision, kept for the commands people already have
+    groups[""].add_argument("--bf16", dest="precision", action="store_const", const="bf16",
+                            help="the same as --precision bf16")
+    groups[""].add_argument("--no-bf16", dest="precision", action="store_const", const="fp32", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_train)
 
 

@@ -165,6 +165,7 @@ def lookup(table: float | dict[int, float], res: int, name: str):
     return table[max(keys)]
 
 
+PRECISIONS = ("auto", "fp32", "bf16")  # progan/train/precision.py resolves auto when a run starts
 LOSS_KINDS = ("wgan-gp", "logistic")
 AUGMENTATIONS = ("color", "translation", "cutout")  # DiffAugment's transforms, progan/augment.py
 
@@ -241,7 +242,10 @@ class TrainConfig:
     metrics_images: int = option(2048, "images per metric evaluation during training")
     caption_variants: bool = option(True, "text: each step draws an image's caption from its dataset's caption "
                                     "variants (other names, keywords, phrasings) where it has them")
-    bf16: bool = option(False, "bf16 autocast (for CUDA; the CPU runs it too, not faster)")
+    precision: str = option("auto", "auto: bf16 autocast where this machine is clearly faster at it (CUDA GPUs with "
+                            "bf16 tensor cores; CPUs whose bf16 convolutions are, by a short probe at start), else "
+                            "fp32; fp32; bf16. A run records the resolved one and keeps it on resume (--bf16: the "
+                            "same as --precision bf16)", choices=PRECISIONS)
     augment: str = option("", "DiffAugment of what D sees: comma-separated from color, translation, cutout ('' or "
                           "none: off, the paper's)", metavar="POLICY")
 
@@ -259,6 +263,8 @@ class TrainConfig:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         parse_augment(self.augment)
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.keep_checkpoints < 1:
             raise ConfigError(f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
 
@@ -290,4 +296,7 @@ class TrainConfig:
         schedule = ScheduleConfig.from_dict(d.pop("schedule"))
         loss = LossConfig(**d.pop("loss"))
         d["adam_betas"] = tuple(d["adam_betas"])
+        if "bf16" in d:  # a run from before --precision: bf16 true or false, trained (and resumed) as it says
+            bf16 = d.pop("bf16")
+            d.setdefault("precision", "bf16" if bf16 else "fp32")
         return cls(model=model, schedule=schedule, loss=loss, **d)

@@ -73,7 +73,7 @@ def resampled_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
 
 # oneDNN's stride-2 and transposed convolutions lose to upsample+conv / conv+pool when the low-resolution side has
 # few positions (batch x height x width); above this the fused form's 4/9 of the multiply-adds wins. Measured on
-# an AMD EPYC (AVX2, 2 cores) with torch 2.13 (benchmarks/README.md). GPUs always take the fused form.
+# an AMD EPYC (AVX2, 2 cores) with torch 2.13 (docs/speed.md). GPUs always take the fused form.
 FUSED_MIN_POSITIONS_CPU = 256
 
 

@@ -84,10 +84,10 @@ def demo(resolution: int = 32) -> TrainConfig:
         # fmap_base 256: 64 channels at 4x4 and 8x8, 32 at 16x16, 16 at 32x32. Half the widths of fmap_base 512 from
         # 16x16 up, where the time goes: steps 1.7-2.1x faster, 1.4-1.5x the images in 20 minutes. It ties with 512
         # where a fast CPU gives both ten minutes at 32x32, and wins where 512 reaches 32x32 late (SWD 14.9 against
-        # 18.2; benchmarks/README.md): 20 minutes on a CPU are short of updates, not capacity.
+        # 18.2; docs/demo-recipe.md): 20 minutes on a CPU are short of updates, not capacity.
         model=ModelConfig(resolution=resolution, latent_size=64, fmap_base=256, fmap_max=64, mbstd_group=4),
         # Batch 16 from 16x16: there a CPU step of 16 costs about what one of 32 does per image, so it doubles the
-        # updates for the same time (SWD 20.3 against 26.3 at equal time; benchmarks/README.md).
+        # updates for the same time (SWD 20.3 against 26.3 at equal time; docs/demo-recipe.md).
         schedule=ScheduleConfig(stabilize_kimg=20, fade_kimg=20, batch={4: 64, 16: 16}, lr={4: 0.002}),
         snapshot_kimg=10, checkpoint_kimg=10, minutes=20,
         ema_beta=0.995,  # ~5k steps in all: a 2.2-kimg half-life at batch 16; 0.999 would lag behind the growth

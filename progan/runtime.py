@@ -1,7 +1,7 @@
 """Process-wide settings for long jobs: the memory allocator.
 
 OpenMP's waiting policy is left to the user (`OMP_WAIT_POLICY`, read once when torch loads): no setting is faster
-both alone on a machine and beside another busy process (benchmarks/README.md).
+both alone on a machine and beside another busy process (docs/speed.md).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def keep_freed_memory() -> bool:
     defaults, blocks above an adaptive threshold are mmap'ed and unmapped every time and the top of the heap is
     trimmed whenever enough of it is free, so the kernel hands the pages back zero-filled on the next touch: about
     10,000 minor page faults per paper-preset step at 4x4 and 8x8, 13,000 per demo-preset step at 16x16 and 32x32
-    (benchmarks/README.md). With these two thresholds the heap keeps what it had at its peak, which the next step
+    (docs/speed.md). With these two thresholds the heap keeps what it had at its peak, which the next step
     needs again anyway: the peak RSS is unchanged. Blocks over 32 MB are still mmap'ed (glibc's ceiling).
 
     Returns whether the settings took; False without glibc (macOS, musl), where nothing changes.

@@ -177,7 +177,7 @@ def test_bf16_training_steps_through_the_loop_stay_close_to_float32(tiny_dataset
     runs = {}
     for bf16 in (False, True):
         cfg = preset("tiny", 8)
-        cfg.data, cfg.bf16, cfg.schedule.total_kimg = tiny_dataset, bf16, 0.064
+        cfg.data, cfg.precision, cfg.schedule.total_kimg = tiny_dataset, "bf16" if bf16 else "fp32", 0.064
         runs[bf16] = loop.train(cfg, tmp_path / str(bf16), progress=False)
     assert torch.float32 in dtypes and torch.bfloat16 in dtypes        # G's output under autocast is bf16
     a, b = runs[False].G.to_rgb[0].weight, runs[True].G.to_rgb[0].weight

@@ -79,7 +79,7 @@ def test_renderer_splits_and_pads_batches_to_few_shapes(G):
     assert r.max_batch == 4  # a power of two
     shapes = set()
     original = r.net.embed
-    r.net.embed = lambda z, labels: shapes.add(z.shape[0]) or original(z, labels)
+    r.net.embed = lambda z, *args, **kwargs: shapes.add(z.shape[0]) or original(z, *args, **kwargs)
     z = torch.randn(7, 64)
     got = r.render(z, torch.linspace(0.2, 1, 7))
     assert shapes == {4}  # 7 rows: 4, then 3 padded to 4

@@ -24,7 +24,9 @@ PIXELS = """
   const W = c.width, H = c.height, d = c.getContext('2d').getImageData(0, 0, W, H).data;
   const at = (x, y, k) => d[(y * W + x) * 4 + k];
   let sum = 0, count = 0;
-  const add = (x, y, x2, y2) => { for (let k = 0; k < 3; k++) { sum += Math.abs(at(x, y, k) - at(x2, y2, k)); count++; } };
+  const add = (x, y, x2, y2) => {
+    for (let k = 0; k < 3; k++) { sum += Math.abs(at(x, y, k) - at(x2, y2, k)); count++; }
+  };
   for (let y = 2; y < H - 2; y += 3) for (let x = 2; x < W - 2; x += 3) {
     if (kind === 'mirror-x') add(x, y, W - 1 - x, y);
     else if (kind === 'mirror-y') add(x, y, x, H - 1 - y);
@@ -35,7 +37,8 @@ PIXELS = """
     sum = 0; count = 0;
     const s = Math.floor(W / n);
     for (let r = 0; r < n; r++) for (let col = 0; col + 1 < n; col++)
-      for (let y = 1; y < s - 1; y += 2) for (let x = 1; x < s - 1; x += 2) add(col * s + x, r * s + y, (col + 1) * s + x, r * s + y);
+      for (let y = 1; y < s - 1; y += 2) for (let x = 1; x < s - 1; x += 2)
+        add(col * s + x, r * s + y, (col + 1) * s + x, r * s + y);
   }
   return [sum / count, W, H];
 }

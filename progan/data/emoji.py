@@ -32,6 +32,7 @@ DEFAULT_EMOJI_TEST = "/usr/share/unicode/emoji/emoji-test.txt"  # Debian's unico
 DEFAULT_KEYWORDS = Path(__file__).parent / "emojilib" / "emoji-en-US.json"  # emojilib 4.0.3 (MIT), see its README
 _VS16 = "\ufe0f"  # emoji presentation selector: emojilib's keys and the fully-qualified sequences may differ in it
 FONT_SIZE = 109  # the only size of the font's colour bitmaps (CBDT strike); Pillow refuses others
+MAX_VARIANT_KEYWORDS = 6  # of an emoji's keywords, the ones its caption variants take
 MARGIN = 0.06  # blank border on each side, as a fraction of the glyph's larger side
 _CANVAS = 192  # a 109 px glyph is 136 x 128; the rest is room for any overhang
 
@@ -114,7 +115,9 @@ class Emoji(NamedTuple):
         """Ways a person might name this emoji: its name, two phrasings of it, its other names and keywords, its
         subgroup and group. Drawn one per training step, they teach a text model the encoder's neighbourhood of
         the name ("puppy" near "dog face"), and the words many emoji share give one prompt many images."""
-        texts = [self.name, f"a {self.name}", f"{self.name} emoji", *self.aliases, *self.keywords]
+        # emojilib lists the telling keywords first and ends with code-like ones ('u7a7a', 'blue-square')
+        keywords = [k for k in self.keywords if not any(c.isdigit() for c in k)][:MAX_VARIANT_KEYWORDS]
+        texts = [self.name, f"a {self.name}", f"{self.name} emoji", *self.aliases, *keywords]
         if self.group is not None:
             texts += [self.subgroup.replace("-", " "), self.group.lower()]
         return list(dict.fromkeys(t for t in texts if t))

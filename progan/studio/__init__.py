@@ -8,7 +8,11 @@
     renderer.py   the generator baked for streaming (SeFa, mean embedding, batched forward passes to uint8 frames)
     targets.py    what a conditional stream can be asked to show (classes, prompts, captions of the data)
     motion.py     how a stream moves: the latent walk and the condition morph
-    taste.py      likes and dislikes as a preference that steers where the walk goes
+    patterns.py   the show's patterns: field and loop latents as pure functions of (seed, phase), and the layouts'
+                  geometry (mirror, kaleidoscope, tile) the page draws
+    show.py       the show without a browser: a pattern rendered frame for frame to MP4 or GIF (`progan generate
+                  --pattern`)
+    taste.py      likes and dislikes as a preference that steers where the walk goes; taste profiles (JSON)
     frames.py     frames to uint8 pictures, grids, JPEG and PNG bytes
     static/       the page
 """

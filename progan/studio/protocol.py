@@ -15,7 +15,9 @@ WebSocket, down (server -> browser):
   {"type": "error", "message", "errors", "dropped"?} for a bad or dropped message; {"type": "pong", "t"}.
 - binary: a frame, `pack_message(header, payload)`: uint32 little-endian header length, the JSON header
   {"kind": "frame" | "png", "seq", "ack", "t", "seed", "frozen", "grid", "likes", "dislikes", "render_ms",
-  "batch"}, then the JPEG (kind "frame") or, after a "save" control, the same frame as PNG (kind "png").
+  "batch", "pattern", "phase", "show_seed"}, then the JPEG (kind "frame") or, after a "save" control, the same frame
+  as PNG (kind "png"). "pattern" is the motion (walk, field, loop); for a field or loop the frame is
+  patterns.frame_latents at ("show_seed", "phase"), exactly what `progan generate --pattern` renders there.
 
   Conditional models: "morph" in the header is how far the stream has turned toward what was asked for last (0 to
   1; null for an unconditional model).
@@ -25,6 +27,8 @@ WebSocket, down (server -> browser):
   of the training data, shown until the first prompt; a new one every "seconds"). "reading" is how a prompt was
   read ("monkey 0.43, person surfing 0.41, moon 0.16").
 - {"type": "notice", "message"}: a prompt that nothing in the data is close to, which is not played.
+- {"type": "taste", "profile"}: after a "save_taste" control, the viewer's taste as a profile (taste.py) for the
+  page to save; "load_taste" {"profile"} sends one back.
 
 Prompts ("prompt" {"text", "queue"?}): the server checks the text here (check_prompt), reads it with the text
 encoder off the event loop, and posts the control with its progan.conditioning.prompts.PromptReading as "reading"; the render

@@ -22,7 +22,7 @@ from progan.conditioning.spec import export_conditioning
 from progan.config import ConfigError, TrainConfig, parse_augment
 from progan.data.dataset import (PreparedDataset, blend_reals, mirror, mirror_flags, rank_batch_indices, to_float,
                                   to_uint8)
-from progan.fileio import atomic_write_json
+from progan.fileio import atomic_write_json, read_json
 from progan.generate import save_grid
 from progan.losses import discriminator_loss, generator_loss
 from progan.model_io import export_generator
@@ -37,6 +37,7 @@ from progan.conditioning.training import StepConditions, conditions_fingerprint,
 from progan.train.distributed import (Ranks, all_gather_cat, any_rank, average_gradients, barrier, broadcast_module,
                                       init_from_env, mean_over_ranks, wait_for_metrics)
 from progan.train.log import RunLog
+from progan.train.precision import Precision, resolve
 from progan.train.resume import check_same_conditions, prepare_run_dir, record_changes, record_conditions
 
 
@@ -68,7 +69,7 @@ FUSED_ADAM_DEVICES = ("cpu", "cuda")
 
 def make_optimizer(module: torch.nn.Module, lr: float, cfg: TrainConfig) -> torch.optim.Adam:
     """Adam over every weight of `module`. Fused where torch has the kernel: one pass over each tensor instead of a
-    dozen, 3-4x faster on a CPU (benchmarks/README.md), the same update within float rounding."""
+    dozen, 3-4x faster on a CPU (docs/speed.md), the same update within float rounding."""
     device = next(module.parameters()).device
     return torch.optim.Adam(module.parameters(), lr=lr, betas=cfg.adam_betas, eps=cfg.adam_eps,
                             fused=device.type in FUSED_ADAM_DEVICES)
@@ -136,9 +137,9 @@ def train_step(state: TrainState, phase: Phase, real: torch.Tensor, cfg: TrainCo
     # Draw for the global batch and take this rank's slice: N processes see exactly what one process would.
     gen = generator(cfg.seed, state.progress.cur_nimg, "step", device=ranks.device)
     mine = slice(ranks.rank * n, (ranks.rank + 1) * n)
-    # --bf16: autocast on the run's device. Meant for CUDA (tensor cores); the CPU runs the same code path (the
-    # tests do), correct but not faster on most CPUs.
-    autocast = torch.autocast(ranks.device.type, dtype=torch.bfloat16) if cfg.bf16 else nullcontext()
+    # bf16: autocast on the run's device (what stays fp32: progan/train/precision.py). train() resolves "auto"
+    # before the first step; called on its own with "auto", a step runs in fp32.
+    autocast = torch.autocast(ranks.device.type, dtype=torch.bfloat16) if cfg.precision == "bf16" else nullcontext()
 
     z = torch.randn(n * ranks.world_size, G.latent_size, generator=gen, device=ranks.device)[mine]
     mix = torch.rand(n * ranks.world_size, 1, 1, 1, generator=gen, device=ranks.device)[mine]
@@ -217,6 +218,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, device: s
         raise ConfigError(f"dataset {cfg.data} is {dataset.resolution}x{dataset.resolution}, smaller than the "
                           f"training resolution {cfg.model.resolution}; prepare it at a higher resolution")
     table, different, variants = dataset_conditions(cfg, dataset, ranks.device)  # refuses a dataset that does not fit
+    precision = choose_precision(cfg, ranks, run_dir, resume)
+    cfg = dataclasses.replace(cfg, precision=precision.name)  # config.json records the resolved choice
     changes, notes = prepare_run_dir(run_dir, cfg, resume)  # every rank checks: every rank refuses alike
     conditions = conditions_fingerprint(cfg.model, dataset, table, variants)
     check_same_conditions(run_dir, conditions, resume)
@@ -236,6 +239,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, device: s
         atomic_write_json(run_dir / "config.json", cfg.to_dict())
         record_changes(run_dir, state.progress.cur_nimg, changes)
         record_conditions(run_dir, conditions)
+        log.message(f"precision: {precision.name} ({precision.reason})")
         for line in schedule_warnings(cfg) + [f"resumed with {note}" for note in notes]:
             log.message(f"note: {line}")
         if not resume:
@@ -299,6 +303,25 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, device: s
                         f"checkpoint written; continue with --resume {run_dir}")
     log.close()
     return state
+
+
+def choose_precision(cfg: TrainConfig, ranks: Ranks, run_dir: Path, resume: bool) -> Precision:
+    """The precision the run trains in (auto resolved: progan/train/precision.py), the same on every rank. A resumed
+    run's config holds the choice it recorded, kept unless --precision asked for another."""
+    choice = resolve(cfg.precision, ranks.device, cfg.model)
+    if cfg.precision == "auto":
+        # each rank probes its own device; a single fp32 verdict makes it fp32 for all (every rank calls any_rank)
+        if any_rank(choice.name == "fp32", ranks) and choice.name == "bf16":
+            choice = Precision("fp32", "auto: another process found bf16 not clearly faster on its device")
+    config_path = run_dir / "config.json"
+    if resume and config_path.is_file():
+        recorded = TrainConfig.from_dict(read_json(config_path, "run config")).precision
+        if recorded == cfg.precision:
+            choice = Precision(choice.name, f"as the run recorded it in config.json; --precision auto|fp32|bf16 "
+                               f"changes it from here on; {choice.reason}")
+        else:
+            choice = Precision(choice.name, f"changed from the run's {recorded} on resume; {choice.reason}")
+    return choice
 
 
 def check_finite(state: TrainState, ok: bool, cfg: TrainConfig) -> None:

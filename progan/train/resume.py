@@ -6,7 +6,7 @@ batch there and resumes. What may change on resume:
 - the run's bounds and cadence (time limit, total, ticks, snapshots, checkpoints, metrics, the dataset's path):
   they do not change what a step computes;
 - the batch, learning rate and minibatch-stddev group of resolutions not trained yet, and of the current one with a
-  note in the log; bf16 autocast, with a note (precision from here on);
+  note in the log; the precision (fp32 or bf16), with a note (from here on);
 - nothing that has already shaped the weights (widths, seed, losses, the phase lengths, past resolutions' batches).
 Every accepted change is appended to the run's changes.jsonl.
 """
@@ -22,7 +22,7 @@ from progan.train import checkpoint as ckpt
 
 FREE_ON_RESUME = ("minutes", "data", "schedule.total_kimg", "tick_kimg", "snapshot_kimg", "checkpoint_kimg",
                   "keep_checkpoints", "metrics", "metrics_kimg", "metrics_images", "grid_size", "max_bad_steps")
-NOTED_ON_RESUME = ("bf16", "model.mbstd_group")
+NOTED_ON_RESUME = ("precision", "model.mbstd_group")
 TABLES_AHEAD_ON_RESUME = ("schedule.batch", "schedule.lr")
 
 

@@ -277,8 +277,10 @@ function compose() {
       }
     }
   } else if (layout === "kaleidoscope6") {
-    const s = Math.hypot(W, H), wedge = Math.PI / 6, eps = 0.004;  // eps: wedges overlap a hair, no seams
+    // Wedges overlap by eps and lie on the whole frame, so their anti-aliased edges show no dark seams.
+    const s = Math.hypot(W, H), wedge = Math.PI / 6, eps = 0.01;
     const clip = () => { ctx.moveTo(0, 0); ctx.arc(0, 0, s, -eps, wedge + eps); ctx.closePath(); };
+    piece(() => ctx.translate(W / 2, H / 2), null, -s / 2, -s / 2, s);
     for (let k = 0; k < 6; k++) {
       piece(() => { ctx.translate(W / 2, H / 2); ctx.rotate(k * 2 * wedge); }, clip, -s / 2, -s / 2, s);
       piece(() => { ctx.translate(W / 2, H / 2); ctx.rotate((k + 1) * 2 * wedge); ctx.scale(1, -1); },
@@ -367,7 +369,9 @@ function toggleRecord() {
     saveBlob(blob, name);
     noteIn("show-note", `saved ${name} (${(blob.size / 1024).toFixed(0)} KiB)`);
   };
-  recorder.onerror = (e) => noteIn("show-note", `recording failed: ${e.error ? e.error.message : "unknown error"}`, true);
+  recorder.onerror = (e) => {
+    noteIn("show-note", `recording failed: ${e.error ? e.error.message : "unknown error"}`, true);
+  };
   recorder.start(250);
   setPressed($("record"), true);
   $("record").textContent = "Stop";
