@@ -316,11 +316,13 @@ def choose_precision(cfg: TrainConfig, ranks: Ranks, run_dir: Path, resume: bool
     config_path = run_dir / "config.json"
     if resume and config_path.is_file():
         recorded = TrainConfig.from_dict(read_json(config_path, "run config")).precision
-        if recorded == cfg.precision:
-            choice = Precision(choice.name, f"as the run recorded it in config.json; --precision auto|fp32|bf16 "
-                               f"changes it from here on; {choice.reason}")
-        else:
-            choice = Precision(choice.name, f"changed from the run's {recorded} on resume; {choice.reason}")
+        if recorded == cfg.precision != "auto":
+            note = choice.reason.partition("; ")[2]  # what resolve says about an explicit choice, if anything
+            choice = Precision(choice.name, "the run's own, from its config.json (--precision auto|fp32|bf16 "
+                               "changes it from here on)" + (f"; {note}" if note else ""))
+        elif recorded != cfg.precision:
+            how = "the run's own" if choice.name == recorded else f"changed from the run's {recorded}"
+            choice = Precision(choice.name, f"{how}; {choice.reason}")
     return choice
 
 
