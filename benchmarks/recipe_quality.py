@@ -226,6 +226,32 @@ def balanced_accuracy(pred: torch.Tensor, truth: torch.Tensor, classes: int) -> 
     return round(sum(recalls) / len(recalls), 4)
 
 
+def train_classifier(images: torch.Tensor, labels: torch.Tensor, classes: int, seed: int,
+                     steps: int, seconds: float
+                     ) -> tuple[GroupClassifier, dict]:
+    """The group classifier and its training (AdamW, weight decay, label smoothing, flips and small
+    shifts, so that it does not memorise the training emoji), on uint8 images [N, 3, r, r]; (net, steps and
+    seconds taken). A fixed step count: the same judge whatever the machine's load (`seconds` only caps it)."""
+    torch.manual_seed(seed)  # a benchmark script: the classifier's initial weights
+    gen = torch.Generator().manual_seed(seed)
+    net = GroupClassifier(classes)
+    opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=0.05)
+    shift = max(1, images.shape[-1] // 16)
+    start, done = time.perf_counter(), 0
+    while done < steps and time.perf_counter() - start < seconds:
+        net.train()
+        idx = torch.randint(len(images), (128,), generator=gen)
+        x = to_float(images[idx])
+        x = torch.where(torch.rand(len(x), 1, 1, 1, generator=gen) < 0.5, x.flip(3), x)  # G saw mirrored reals
+        x = torch.roll(x, torch.randint(-shift, shift + 1, (2,), generator=gen).tolist(), (2, 3))
+        loss = F.cross_entropy(net(x), labels[idx], label_smoothing=0.1)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        done += 1
+    return net, {"classifier_steps": done, "classifier_seconds": round(time.perf_counter() - start, 1)}
+
+
 def fidelity(G, dataset: PreparedDataset, seed: int, steps_wanted: int, seconds: float) -> dict:
     """Train the group classifier at G's output resolution for `steps_wanted` steps (a fixed count and seed: the same
     classifier for every model at one resolution, whatever the machine's load; `seconds` caps it), then score reals
@@ -237,24 +263,9 @@ def fidelity(G, dataset: PreparedDataset, seed: int, steps_wanted: int, seconds:
     x_train, y_train = dataset.images(res, train_idx), labels[train_idx]
     x_held, y_held = dataset.images(res, held_idx), labels[held_idx]
 
-    torch.manual_seed(seed)  # a benchmark script: the classifier's init and batches
-    net = GroupClassifier(len(names))
-    # The held-out captions are emoji it never saw: weight decay, label smoothing and small shifts keep it from
-    # memorising the training emoji (plain Adam scored below the largest group's share on held-out reals).
-    opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=0.05)
-    shift = max(1, res // 16)
-    start, steps = time.perf_counter(), 0
-    while steps < steps_wanted and time.perf_counter() - start < seconds:
-        net.train()
-        idx = torch.randint(len(x_train), (128,))
-        x = to_float(x_train[idx])
-        x = torch.where(torch.rand(len(x), 1, 1, 1) < 0.5, x.flip(3), x)  # G was trained with mirrored reals
-        x = torch.roll(x, torch.randint(-shift, shift + 1, (2,)).tolist(), (2, 3))
-        loss = F.cross_entropy(net(x), y_train[idx], label_smoothing=0.1)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        steps += 1
+    start = time.perf_counter()
+    net, trained = train_classifier(x_train, y_train, len(names), seed, steps_wanted, seconds)
+    steps = trained["classifier_steps"]
 
     # Fakes: FAKES_PER_CAPTION latents for each held-out image's condition (its caption vector or class; an
     # unconditional G has none).

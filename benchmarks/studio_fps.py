@@ -1,5 +1,6 @@
 """Studio throughput: frames/s and control-to-frame latency for 1, 4 and 16 viewers; with --prompts, how soon a
-prompt turns the stream.
+prompt turns the stream; with --browser, per pattern, frames rendered and displayed a second in a real browser; with
+--paper, the paper-width generator's streaming speed (the GPU mode).
 
 The server runs in its own process (as it would for a browser elsewhere), with random-weight models at the demo
 widths (ModelConfig(resolution=R, latent_size=64, fmap_base=512, fmap_max=64)) or a real model (--model PATH).
@@ -13,9 +14,27 @@ between PROMPTS; it times, from sending the prompt: the first frame whose bytes 
 it (what the viewer sees turn), and the frame that ends the morph. Credits go back on a 60 Hz clock, as the page
 returns them on animation frames. The text encoder is loaded before timing (the studio does it at start-up).
 
+--browser: one viewer in Debian's chromium (headless, through Playwright, as the browser tests), for each pattern
+(motion and layout, picked on the page): frames rendered a second (the frames that reach the page) and pictures
+displayed a second (the page crossfades from the picture on screen to the latest frame on every animation frame, so
+it displays at the screen's refresh rate when frames come slower), the screen's refresh rate (animation frames a
+second) and the longest gap between two pictures while a slider moves every 100 ms (a control arriving must never
+stall the display). Headless chromium draws without a GPU, on the same CPU as the server.
+
+--paper: the studio's forward pass at the paper's widths (ModelConfig's defaults: latent 512, fmap_base 8192,
+fmap_max 512; random weights, which cost the same as trained ones) at each of --resolutions, for each batch of
+frames per step, precision (float32, bfloat16 autocast) and compilation (none, torch.compile's default, and
+"reduce-overhead", which captures CUDA graphs: GPU only): ms per step and frames a second to uint8 frames on the
+device, the copy to the host, and the JPEG encode per frame (Pillow, one thread, as the studio's render thread does
+it) measured apart, so that the bottleneck is named. Made for a GPU (`--device cuda`, 256 to 1024); it runs on the
+CPU at a small size (`--device cpu --resolutions 8 16`) to show that it works before a GPU is at hand.
+
     python -m benchmarks.studio_fps --out studio_fps.json
     python -m benchmarks.studio_fps --model runs/demo --clients 1 4
     python -m benchmarks.studio_fps --prompts --trials 30 [--model /tmp/emorun/model]
+    python -m benchmarks.studio_fps --browser --resolutions 32 [--model runs/demo]
+    python -m benchmarks.studio_fps --paper --device cuda                    # 256, 512, 1024
+    python -m benchmarks.studio_fps --paper --device cpu --resolutions 8 16 --compile none default
 """
 
 from __future__ import annotations
@@ -23,6 +42,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import multiprocessing as mp
 import os
 import platform
@@ -224,6 +244,204 @@ def measure_prompts(model, threads, device, trials) -> dict:
             proc.terminate()
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# --browser
+
+BROWSER_PATTERNS = ["walk", "field", "loop", "field+mirror", "field+kaleidoscope", "loop+kaleidoscope6", "field+tile"]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+# In the page, for `ms`: frames that arrived, pictures drawn, animation frames, and the gaps between pictures, while
+# the first SeFa slider moves every 100 ms.
+WATCH_PAGE = """(ms) => new Promise((done) => {
+  const data = document.body.dataset, f0 = Number(data.frames), d0 = Number(data.displayed);
+  const slider = document.querySelector('input.sefa');
+  let ticks = 0, shown = Number(data.displayed), last = performance.now(), gaps = [], k = 0;
+  const wiggle = setInterval(() => { slider.value = (k++ % 2) * 2; slider.dispatchEvent(new Event('input')); }, 100);
+  const start = performance.now();
+  const watch = (t) => {
+    ticks++;
+    if (Number(data.displayed) !== shown) { shown = Number(data.displayed); gaps.push(t - last); last = t; }
+    if (t - start < ms) requestAnimationFrame(watch);
+    else { clearInterval(wiggle);
+           done({frames: Number(data.frames) - f0, displayed: Number(data.displayed) - d0, ticks, gaps,
+                 seconds: (t - start) / 1000, render_ms: Number(document.getElementById('render').textContent)}); }
+  };
+  requestAnimationFrame(watch);
+})"""
+
+
+def measure_browser(model, resolution, threads, device, patterns, seconds) -> list[dict]:
+    from playwright import sync_api
+
+    from progan.studio.patterns import parse_pattern
+    ctx = mp.get_context("spawn")
+    ready, stop = ctx.Queue(), ctx.Event()
+    proc = ctx.Process(target=serve, args=(model, resolution, threads, device, ready, stop), daemon=True)
+    proc.start()
+    rows = []
+    try:
+        port, size = ready.get(timeout=120)
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1280, "height": 800})
+                page.goto(f"http://127.0.0.1:{port}/")
+                page.wait_for_function("() => Number(document.body.dataset.frames || 0) > 3", timeout=30000)
+                for name in patterns:
+                    pattern = parse_pattern(name)
+                    page.select_option("#motion", pattern.motion)
+                    page.select_option("#layout", pattern.layout)
+                    if pattern.motion != "field":  # a field turns a 4x4 grid on; the others show one sample
+                        page.select_option("#grid", "1")
+                    page.wait_for_timeout(1000)  # warm up: the new motion's first frames, the layout's first draws
+                    m = page.evaluate(WATCH_PAGE, seconds * 1000)
+                    canvas = page.evaluate("[document.getElementById('view').width, "
+                                           "document.getElementById('view').height]")
+                    gaps = sorted(m["gaps"]) or [float("nan")]
+                    row = {"pattern": name, "resolution": size, "canvas": canvas,
+                           "rendered_fps": m["frames"] / m["seconds"], "displayed_fps": m["displayed"] / m["seconds"],
+                           "refresh_hz": m["ticks"] / m["seconds"], "max_gap_ms": gaps[-1],
+                           "p99_gap_ms": gaps[min(len(gaps) - 1, int(0.99 * len(gaps)))], "render_ms": m["render_ms"]}
+                    rows.append(row)
+                    print(format_browser_row(row), flush=True)
+            finally:
+                browser.close()
+        return rows
+    finally:
+        stop.set()
+        proc.join(timeout=30)
+        if proc.is_alive():
+            proc.terminate()
+
+
+BROWSER_HEAD = (f"{'pattern':<20} {'res':>4} {'canvas':>9} {'rendered f/s':>12} {'displayed f/s':>13} "
+                f"{'refresh Hz':>10} {'max gap ms':>10} {'p99 gap':>8} {'render ms':>9}")
+
+
+def format_browser_row(r: dict) -> str:
+    canvas = f"{r['canvas'][0]}x{r['canvas'][1]}"
+    return (f"{r['pattern']:<20} {r['resolution']:>4} {canvas:>9} {r['rendered_fps']:>12.1f} "
+            f"{r['displayed_fps']:>13.1f} {r['refresh_hz']:>10.1f} {r['max_gap_ms']:>10.1f} {r['p99_gap_ms']:>8.1f} "
+            f"{r['render_ms']:>9.1f}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# --paper (the GPU mode)
+
+def frame_step(net, level: int, alpha: float, dtype):
+    """z [B, L] -> uint8 frames [B, H, W, 3] on z's device: the studio's forward pass (FrameRenderer.render) without
+    its batching, under autocast when `dtype` is not float32."""
+    import torch
+
+    from progan.data.dataset import to_uint8
+
+    def step(z):
+        with torch.autocast(z.device.type, dtype=dtype, enabled=dtype != torch.float32):
+            x = net.synthesize(net.embed(z), level, alpha)
+        return to_uint8(x).permute(0, 2, 3, 1)
+    return step
+
+
+def sync(device) -> None:
+    import torch
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device, seconds: float, least: int = 3) -> list[float]:
+    """Milliseconds of each call of fn() (synchronised), for about `seconds` and at least `least` calls."""
+    times, start = [], time.perf_counter()
+    while len(times) < least or time.perf_counter() - start < seconds:
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def measure_paper(device_name, resolutions, batches, dtypes, compiles, seconds, quality) -> list[dict]:
+    import torch
+
+    from progan.config import ModelConfig
+    from progan.layers import inference_copy
+    from progan.lod import level_and_alpha
+    from progan.networks import Generator
+    from progan.seeds import generator
+    from progan.studio.frames import encode_jpeg
+
+    device = torch.device(device_name)
+    rows = []
+    for res in resolutions:
+        torch.manual_seed(0)
+        G = Generator(ModelConfig(resolution=res)).to(device).eval().requires_grad_(False)
+        net = inference_copy(G)
+        level, alpha = level_and_alpha(G.lod, G.resolution)
+        with torch.inference_mode():
+            picture = frame_step(net, level, alpha, torch.float32)(torch.randn(1, G.latent_size, device=device))
+        picture = picture[0].cpu().numpy()
+        jpeg = timed(lambda: encode_jpeg(picture, quality), torch.device("cpu"), min(seconds, 2.0), least=5)
+        jpeg_ms, jpeg_kb = statistics.median(jpeg), len(encode_jpeg(picture, quality)) / 1024
+        for dtype_name in dtypes:
+            dtype = getattr(torch, dtype_name)
+            for mode in compiles:
+                for batch in batches:
+                    row = {"device": str(device), "resolution": res, "batch": batch, "dtype": dtype_name,
+                           "compile": mode, "jpeg_ms": jpeg_ms, "jpeg_kib": jpeg_kb}
+                    if mode == "reduce-overhead" and device.type != "cuda":
+                        continue  # CUDA graphs: a GPU only
+                    step = frame_step(net, level, alpha, dtype)
+                    if mode != "none":
+                        torch._dynamo.reset()  # each setting compiled afresh, its compile time its own
+                        step = torch.compile(step, mode=mode)
+                    z = torch.randn(batch, G.latent_size, device=device,
+                                    generator=generator(0, "studio_fps", res, batch, device=device))
+                    try:
+                        with torch.inference_mode():
+                            t0 = time.perf_counter()
+                            out = step(z)
+                            sync(device)
+                            row["first_call_s"] = time.perf_counter() - t0  # compilation, when compiled
+                            for _ in range(2):
+                                out = step(z)  # CUDA graphs are recorded on the first calls after warm-up
+                            sync(device)
+                            render = timed(lambda: step(z), device, seconds)
+                            copy = timed(lambda: step(z).cpu(), device, min(seconds, 2.0))
+                    except (RuntimeError, torch.OutOfMemoryError) as e:  # out of memory, a backend that cannot
+                        row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
+                        rows.append(row)
+                        print(f"{res:>5} {batch:>5} {dtype_name:>9} {mode:>15}  {row['error']}", flush=True)
+                        continue
+                    del out
+                    render_ms = statistics.median(render)
+                    copy_ms = max(0.0, statistics.median(copy) - render_ms)  # the device-to-host copy alone
+                    per_frame = {"generator": render_ms / batch, "copy to host": copy_ms / batch,
+                                 "JPEG encode": jpeg_ms}
+                    bottleneck = max(per_frame, key=per_frame.get)
+                    row.update({
+                        "step_ms": render_ms, "generator_fps": 1000 * batch / render_ms, "copy_ms": copy_ms,
+                        "serial_fps": 1000 / sum(per_frame.values()),  # the studio today: one thread does it all
+                        "pipelined_fps": 1000 / per_frame[bottleneck],  # each stage on its own, overlapping
+                        "jpeg_threads_for_60": math.ceil(60 * jpeg_ms / 1000), "bottleneck": bottleneck})
+                    rows.append(row)
+                    print(format_paper_row(row), flush=True)
+        del G, net
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return rows
+
+
+PAPER_HEAD = (f"{'res':>5} {'batch':>5} {'dtype':>9} {'compile':>15} {'first call s':>12} {'ms/step':>9} "
+              f"{'gen f/s':>9} {'copy ms':>8} {'JPEG ms':>8} {'serial f/s':>10} {'pipelined':>9}  bottleneck")
+
+
+def format_paper_row(r: dict) -> str:
+    return (f"{r['resolution']:>5} {r['batch']:>5} {r['dtype']:>9} {r['compile']:>15} {r['first_call_s']:>12.2f} "
+            f"{r['step_ms']:>9.2f} {r['generator_fps']:>9.1f} {r['copy_ms']:>8.2f} {r['jpeg_ms']:>8.2f} "
+            f"{r['serial_fps']:>10.1f} {r['pipelined_fps']:>9.1f}  {r['bottleneck']}")
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -276,7 +494,8 @@ def format_row(r: dict) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", help="a model, run or checkpoint folder (default: random demo-width models)")
-    p.add_argument("--resolutions", type=int, nargs="+", default=[32, 64])
+    p.add_argument("--resolutions", type=int, nargs="+",
+                   help="default 32 64; --browser: 32; --paper: 256 512 1024 on cuda, 8 16 on the cpu")
     p.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
     p.add_argument("--seconds", type=float, default=5.0, help="measured seconds per row (after a 1 s warm-up)")
     p.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) - 1),
@@ -285,32 +504,76 @@ def main(argv=None) -> int:
     p.add_argument("--prompts", action="store_true",
                    help="time Enter -> first changed frame on a text-conditional model instead of frames/s")
     p.add_argument("--trials", type=int, default=20, help="--prompts: prompts timed")
+    p.add_argument("--browser", action="store_true",
+                   help="per pattern, frames rendered and displayed a second in chromium")
+    p.add_argument("--patterns", nargs="+", default=BROWSER_PATTERNS, help="--browser: the patterns")
+    p.add_argument("--paper", action="store_true", help="the paper-width generator's streaming speed (GPU mode)")
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 4, 16], help="--paper: frames per step")
+    p.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"],
+                   help="--paper: precisions")
+    p.add_argument("--compile", nargs="+", default=["none", "default", "reduce-overhead"],
+                   choices=["none", "default", "reduce-overhead", "max-autotune"],
+                   help="--paper: torch.compile modes (reduce-overhead: CUDA graphs, skipped on the cpu)")
+    p.add_argument("--quality", type=int, default=80, help="--paper: JPEG quality (the studio's: 80)")
     p.add_argument("--out", help="write the results as JSON here")
     args = p.parse_args(argv)
-    if min(args.clients) < 1 or args.seconds <= 0 or args.trials < 1:
-        p.error("--clients and --trials must be >= 1 and --seconds > 0")
+    if min(args.clients) < 1 or args.seconds <= 0 or args.trials < 1 or min(args.batches) < 1:
+        p.error("--clients, --trials and --batches must be >= 1 and --seconds > 0")
+    if sum((args.prompts, args.browser, args.paper)) > 1:
+        p.error("choose one of --prompts, --browser and --paper")
 
     print(f"studio benchmark: {os.cpu_count()} CPUs, {args.threads} render threads, device {args.device}, "
           f"load average {os.getloadavg()[0]:.2f}", flush=True)
+    meta = {"cpus": os.cpu_count(), "threads": args.threads, "device": args.device, "platform": platform.platform(),
+            "python": sys.version.split()[0]}
     if args.prompts:
         row = measure_prompts(args.model, args.threads, args.device, args.trials)
         if args.out:
             atomic_write_json(args.out, {
                 "benchmark": "studio_fps --prompts",
                 "model": args.model or "random weights at the demo widths, text_size 384, ca_size 32",
-                "cpus": os.cpu_count(), "threads": args.threads, "device": args.device,
-                "platform": platform.platform(), "python": sys.version.split()[0], "prompts": PROMPTS, "row": row})
+                **meta, "prompts": PROMPTS, "row": row})
+        return 0
+    if args.browser:
+        res = (args.resolutions or [32])[0]
+        print(BROWSER_HEAD, flush=True)
+        rows = measure_browser(args.model, res, args.threads, args.device, args.patterns, args.seconds)
+        if args.out:
+            atomic_write_json(args.out, {
+                "benchmark": "studio_fps --browser", "display": "crossfade between the last two rendered frames",
+                "model": args.model or "random demo widths (fmap_base 512, fmap_max 64)", **meta,
+                "seconds": args.seconds, "load_average_after": os.getloadavg(), "rows": rows})
+        return 0
+    if args.paper:
+        import torch
+        torch.set_num_threads(args.threads)
+        resolutions = args.resolutions or ([256, 512, 1024] if args.device.startswith("cuda") else [8, 16])
+        print(PAPER_HEAD, flush=True)
+        rows = measure_paper(args.device, resolutions, args.batches, args.dtypes, args.compile, args.seconds,
+                             args.quality)
+        for res in resolutions:
+            done = [r for r in rows if r["resolution"] == res and "error" not in r]
+            if done:
+                best = max(done, key=lambda r: r["pipelined_fps"])
+                print(f"{res}x{res}: at best {best['generator_fps']:.1f} frames/s from the generator (batch "
+                      f"{best['batch']}, {best['dtype']}, compile {best['compile']}), {best['pipelined_fps']:.1f} "
+                      f"pipelined: the bottleneck is the {best['bottleneck']}; 60 frames/s "
+                      f"{'reached' if best['pipelined_fps'] >= 60 else 'not reached'}", flush=True)
+        if args.out:
+            atomic_write_json(args.out, {
+                "benchmark": "studio_fps --paper", "model": "paper widths (latent 512, fmap_base 8192, fmap_max 512), "
+                "random weights", **meta, "torch": torch.__version__,
+                "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
+                "seconds": args.seconds, "rows": rows})
         return 0
     print(HEAD, flush=True)
     rows = []
-    for res in ([None] if args.model else args.resolutions):
+    for res in ([None] if args.model else (args.resolutions or [32, 64])):
         rows += measure(args.model, res or 0, args.clients, args.seconds, 1.0, args.threads, args.device)
     if args.out:
         atomic_write_json(args.out, {
             "benchmark": "studio_fps", "model": args.model or "random demo widths (fmap_base 512, fmap_max 64)",
-            "cpus": os.cpu_count(), "threads": args.threads, "device": args.device, "seconds": args.seconds,
-            "platform": platform.platform(), "python": sys.version.split()[0],
-            "load_average_after": os.getloadavg(), "rows": rows})
+            **meta, "seconds": args.seconds, "load_average_after": os.getloadavg(), "rows": rows})
     return 0
 
 

@@ -14,9 +14,12 @@ model never saw. `--train` trains the text model (the text demo's recipe, script
 each through `progan train`'s own argument parsing (benchmarks.recipe_quality.train_recipe), then evaluates.
 
 Prompts, SEEDS samples each, latents and draws fixed per (prompt, seed):
-- held-out names: the name of each held-out emoji (its variants' shared name, `variant_of`);
-- everyday phrasings: PHRASINGS below, several per group, none a CLDR name or an emojilib keyword (checked
-  against the dataset's captions and "keywords" column before a run, and in tests/test_text_fidelity.py).
+- held-out names: the name of each held-out emoji (its variants' shared name, `variant_of`). Their images are new
+  to the model; a few names are also texts it trained on (another emoji's keyword or alias, with caption
+  variants): the result counts them (held_out_names_among_its_texts);
+- everyday phrasings: PHRASINGS below, several per group, none a CLDR name, alias, emojilib keyword or caption
+  variant (checked against the dataset's captions, "keywords" and "caption_variants" before a run, and against
+  every text the emoji builder can make in tests/test_text_fidelity.py).
 A prompt is read as the model reads it (progan.conditioning.rows.prompt_reading): "cond" conditions every seed on
 the reading's condition (the weighted mean of its captions' vectors: what `progan generate --prompt` does); "draw"
 lets each seed draw one caption of the reading with probability its weight.
@@ -69,6 +72,7 @@ from benchmarks.recipe_quality import (
     probabilities,
     quality,
     save_small_png,
+    train_classifier,
     train_recipe,
 )
 from progan.data.dataset import PreparedDataset, to_float
@@ -148,8 +152,13 @@ def ensure_subset(full: PreparedDataset, held: list[int], path: Path) -> Prepare
         print(f"writing the training subset {path} ({len(keep)} of {full.count} images)", flush=True)
         write_subset(full, keep, path)
     subset = PreparedDataset(path)
-    if subset.captions != [full.captions[i] for i in keep]:
-        sys.exit(f"{path} is not {full.path} without the held-out split (other captions): remove it to rewrite it")
+    same = (subset.captions == [full.captions[i] for i in keep] and subset.columns.keys() == full.columns.keys()
+            and (subset.caption_embeddings is None) == (full.caption_embeddings is None)
+            and (subset.caption_embeddings is None or torch.equal(subset.caption_embeddings,
+                                                                  full.caption_embeddings[keep])))
+    if not same:
+        sys.exit(f"{path} is not {full.path} without the held-out split (another split, or {full.path} was built "
+                 "again since): remove it to write it again")
     return subset
 
 
@@ -167,10 +176,11 @@ def normalise(text: str) -> str:
     return " ".join(words)
 
 
-def phrasing_collisions(captions: list, keywords: list) -> list[str]:
-    """The phrasings that are a caption or a keyword (after normalise)."""
+def phrasing_collisions(captions: list, *word_lists: list) -> list[str]:
+    """The phrasings that are a caption or one of the words in a per-image list of words (the dataset's "keywords",
+    "caption_variants"), after normalise."""
     taken = {normalise(c) for c in captions if c}
-    taken |= {normalise(w) for words in keywords if words for w in words}
+    taken |= {normalise(w) for words_of_all in word_lists for words in words_of_all if words for w in words}
     return [p for phrasings in PHRASINGS.values() for p in phrasings if normalise(p) in taken]
 
 
@@ -181,11 +191,15 @@ def held_out_names(full: PreparedDataset, held: list[int]) -> dict[str, str]:
 
 
 def check_unseen(G, full: PreparedDataset, held: list[int]) -> None:
-    """Refuse a text model that trained on held-out emoji: their names would not be new to it."""
-    seen = set(G.meta["conditioning"]["captions"]) & {full.captions[i] for i in held}
+    """Refuse a text model whose training data (the folder its model records) held any held-out emoji."""
+    data = G.meta.get("dataset")
+    if not data or not (Path(data) / "manifest.json").is_file():
+        print(f"note: the text model's data {data!r} is not here: cannot check it never saw the held-out emoji")
+        return
+    seen = set(PreparedDataset(data).captions or []) & {full.captions[i] for i in held}
     if seen:
-        raise SystemExit(f"the text model trained on {len(seen)} of the held-out emoji (e.g. {sorted(seen)[0]!r}): "
-                         "train it on the subset without them (python -m benchmarks.text_fidelity --train)")
+        raise SystemExit(f"the text model trained on {len(seen)} of the held-out emoji (e.g. {sorted(seen)[0]!r}), "
+                         f"in {data}: train it on the subset without them (python -m benchmarks.text_fidelity --train)")
 
 
 def latents(G, prompt: str, seeds: int) -> torch.Tensor:
@@ -214,32 +228,6 @@ def prompt_samples(G, prompts: list[str], readings: dict | None, draw: bool = Fa
 
 
 # --- the judge ----------------------------------------------------------------------------------------------------
-
-def train_classifier(images: torch.Tensor, labels: torch.Tensor, classes: int, seed: int = SPLIT_SEED,
-                     steps: int = CLASSIFIER_STEPS, seconds: float = CLASSIFIER_SECONDS
-                     ) -> tuple[GroupClassifier, dict]:
-    """recipe_quality's group classifier and its training (AdamW, weight decay, label smoothing, flips and small
-    shifts, so that it does not memorise the training emoji), on uint8 images [N, 3, r, r]; (net, steps and
-    seconds taken). A fixed step count: the same judge whatever the machine's load (`seconds` only caps it)."""
-    torch.manual_seed(seed)  # a benchmark script: the classifier's initial weights
-    gen = torch.Generator().manual_seed(seed)
-    net = GroupClassifier(classes)
-    opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=0.05)
-    shift = max(1, images.shape[-1] // 16)
-    start, done = time.perf_counter(), 0
-    while done < steps and time.perf_counter() - start < seconds:
-        net.train()
-        idx = torch.randint(len(images), (128,), generator=gen)
-        x = to_float(images[idx])
-        x = torch.where(torch.rand(len(x), 1, 1, 1, generator=gen) < 0.5, x.flip(3), x)  # G saw mirrored reals
-        x = torch.roll(x, torch.randint(-shift, shift + 1, (2,), generator=gen).tolist(), (2, 3))
-        loss = F.cross_entropy(net(x), labels[idx], label_smoothing=0.1)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        done += 1
-    return net, {"classifier_steps": done, "classifier_seconds": round(time.perf_counter() - start, 1)}
-
 
 def per_group(pred: torch.Tensor, truth: torch.Tensor, names: list[str] = GROUPS) -> dict:
     """Accuracy per group (the share of its images predicted as it; None for a group without images) and balanced
@@ -309,7 +297,7 @@ def evaluate(G, U, full: PreparedDataset, held: list[int], encoder=None, steps: 
     def classifier(res):  # one per resolution: the same judge for every model that renders at it
         if res not in classifiers:
             classifiers[res] = train_classifier(full.images(res, train_idx), labels[train_idx], len(GROUPS),
-                                                steps=steps, seconds=seconds)
+                                                SPLIT_SEED, steps, seconds)
         return classifiers[res]
 
     res = int(G.output_resolution)
@@ -317,6 +305,9 @@ def evaluate(G, U, full: PreparedDataset, held: list[int], encoder=None, steps: 
     out = {"groups": GROUPS, "resolution": res, **how, "train_images": len(train_idx),
            "held_out_images": len(judged_held), "held_out_names": len(names),
            "phrasings": len(phrasings), "seeds": SEEDS, "chance": round(1 / len(GROUPS), 4),
+           # the held-out emoji's images are new to the model, but a name may be a text it trained on (another
+           # emoji's keyword, e.g.): how many are
+           "held_out_names_among_its_texts": len(set(names) & set(G.meta["conditioning"]["captions"])),
            "real_held_out": per_group(probabilities(net, full.images(res, judged_held)).argmax(1),
                                       labels[judged_held])}
     diversity = {}
@@ -459,9 +450,9 @@ def main() -> int:
     if full.column("groups") is None or full.caption_embeddings is None:
         sys.exit(f"{args.data} needs the Unicode groups and caption embeddings: pip install -e '.[text]', "
                  "apt-get install unicode-data, and build it again")
-    clash = phrasing_collisions(full.captions, full.column("keywords") or [])
+    clash = phrasing_collisions(full.captions, full.column("keywords") or [], full.column("caption_variants") or [])
     if clash:
-        sys.exit(f"these phrasings are captions or keywords of {args.data}: {clash}")
+        sys.exit(f"these phrasings are captions, keywords or caption variants of {args.data}: {clash}")
     held = held_out_split(full.column("groups"), key_column(full))
     subset_dir = args.data.with_name(args.data.name + "-fidelity-train")
     subset = ensure_subset(full, held, subset_dir)

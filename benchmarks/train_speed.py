@@ -4,6 +4,8 @@
     python -m benchmarks.train_speed --preset demo --steps 5 --out /tmp/demo.json
     python -m benchmarks.train_speed --resampling                      # fused vs unfused, layer by layer
     OMP_WAIT_POLICY=PASSIVE python -m benchmarks.train_speed           # OpenMP threads that never spin
+    python -m benchmarks.train_speed --device cuda                     # the training table: 4 .. 1024 on a GPU
+    python -m benchmarks.train_speed --device cpu --preset tiny --resolution 8 --steps 2  # tiny, CPU
 
 For each resolution, one full training step (D step with gradient penalty, G step, EMA: `train_step` from the loop,
 on random reals) in two modes, each in a process of its own, stepped alternately so that both see the same machine:
@@ -25,6 +27,16 @@ backward: 6; forward + input gradient in G's step: 2). The machine's fp32 matmul
 threads) is measured between the steps, so every row says what fraction of the machine it uses, and the speedup
 the optimised FLOPs would give if every one of them ran at that rate (the ceiling). One more step per mode runs
 under torch.profiler to say where the time goes.
+
+--device cuda (or cpu) prints the training table instead: for each resolution from 4 up, one process trains the
+preset's own networks (paper widths by default) at the preset's batch there, stable phase, in each --modes: fp32, bf16
+(autocast, as --precision bf16 trains) and compiled (bf16 with G under torch.compile; D stays eager, because
+torch.compile cannot differentiate the gradient penalty's double backward). Per row: images/s (median over --steps
+timed steps after --warmup untimed ones; every step ends on a host sync, the loop's finite check, and the clock
+stops after torch.cuda.synchronize), the peak memory of a step (torch.cuda.max_memory_allocated since the warm-up:
+weights, Adam's moments, activations, gradients; on a CPU the live tensor bytes, counted as benchmarks.step_memory
+does), and the first step's seconds (cuDNN's and torch.compile's start-up). Below the table: the days the preset's
+whole schedule takes at these rates, to set beside the paper's (about 2 weeks for CelebA-HQ 1024 on one V100).
 """
 
 from __future__ import annotations
@@ -419,6 +431,163 @@ def bench_resampling(repeats: int = 3) -> list[dict]:
     return rows
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# The training table (--device): images/s and peak memory per resolution and precision on one device
+
+TABLE_MODES = ("fp32", "bf16", "compiled")
+
+
+def parse_mode(mode: str) -> tuple[str, bool]:
+    """'fp32', 'bf16', 'fp32-compiled', 'bf16-compiled' -> (precision, compiled); 'compiled' is bf16-compiled, the
+    precision a GPU with bf16 trains in."""
+    if mode == "compiled":
+        return "bf16", True
+    precision, _, compiled = mode.partition("-")
+    if precision not in ("fp32", "bf16") or compiled not in ("", "compiled"):
+        raise ValueError(f"unknown mode {mode!r}: fp32, bf16, compiled, fp32-compiled or bf16-compiled")
+    return precision, bool(compiled)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def tensor_bytes(state: TrainState, real: torch.Tensor) -> int:
+    """Bytes held between steps: weights, buffers, Adam's moments and the reals."""
+    from benchmarks.step_memory import storage_bytes
+    tensors = [t for net in state.nets.values() for t in (*net.parameters(), *net.buffers())] + [real]
+    for opt in state.opts.values():
+        tensors += [t for s in opt.state.values() for t in s.values() if isinstance(t, torch.Tensor)]
+    return storage_bytes(tensors)
+
+
+def table_row(cfg: TrainConfig, device: torch.device, res: int, batch: int, mode: str, steps: int,
+              warmup: int) -> dict:
+    """One resolution in one mode: a fresh state, `warmup` untimed steps, then `steps` timed ones."""
+    import copy
+    precision, compiled = parse_mode(mode)
+    cfg = copy.deepcopy(cfg)
+    cfg.precision = precision
+    ranks = Ranks(device=device)
+    state = build_state(cfg, device)
+    if compiled:
+        state.G = torch.compile(state.G)  # D stays eager: see the module's docstring
+    phase = phase_for(cfg, res, batch, 1.0)
+    real = (torch.rand(batch, 3, res, res, generator=torch.Generator().manual_seed(res)) * 2 - 1).to(device)
+    row = {"resolution": res, "batch": batch, "mode": mode, "precision": precision, "compiled": compiled}
+    try:
+        t0 = time.perf_counter()
+        train_step(state, phase, real, cfg, ranks)
+        synchronize(device)
+        row["first_step_seconds"] = time.perf_counter() - t0
+        for _ in range(warmup - 1):
+            train_step(state, phase, real, cfg, ranks)
+        synchronize(device)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        seconds = []
+        for _ in range(steps):
+            t0 = time.perf_counter()
+            train_step(state, phase, real, cfg, ranks)
+            synchronize(device)
+            seconds.append(time.perf_counter() - t0)
+        if device.type == "cuda":
+            row["peak_bytes"] = torch.cuda.max_memory_allocated(device)
+        elif not compiled:  # a dispatch mode around a compiled graph would measure something else
+            from benchmarks.step_memory import LiveTensorBytes
+            tracker = LiveTensorBytes()
+            with tracker:
+                train_step(state, phase, real, cfg, ranks)
+            row["peak_bytes"] = tensor_bytes(state, real) + tracker.peak
+    except torch.cuda.OutOfMemoryError:
+        row["error"] = "out of memory"
+        return row
+    finally:
+        del state
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    row["seconds"] = seconds
+    row["images_per_sec"] = batch / statistics.median(seconds)
+    return row
+
+
+def schedule_days(cfg: TrainConfig, rows: list[dict], mode: str) -> float | None:
+    """Days the preset's whole schedule takes at this mode's measured rate at each resolution (a resolution's fade-in
+    counted at its stable rate), or None where a resolution is missing."""
+    from progan.schedule import kimg_to_reach
+    rate = {r["resolution"]: r.get("images_per_sec") for r in rows if r["mode"] == mode}
+    sched, final, seconds = cfg.schedule, cfg.model.resolution, 0.0
+    res = 4
+    while res <= final:
+        if not rate.get(res):
+            return None
+        start = kimg_to_reach(res, sched) - (sched.fade_at(res) if res > 4 else 0)
+        end = sched.total_kimg if res == final else kimg_to_reach(2 * res, sched) - sched.fade_at(2 * res)
+        seconds += max(0.0, min(end, sched.total_kimg) - start) * 1000 / rate[res]
+        res *= 2
+    return seconds / 86400
+
+
+def print_training_table(rows: list[dict], modes: list[str], cfg: TrainConfig, preset_name: str) -> None:
+    head = "| resolution | batch | " + " | ".join(f"{m} img/s | {m} peak MiB" for m in modes) + " |"
+    print(head)
+    print("| --: | --: | " + " | ".join("--: | --:" for _ in modes) + " |")
+    by = {(r["resolution"], r["mode"]): r for r in rows}
+    for res in sorted({r["resolution"] for r in rows}):
+        cells = []
+        for m in modes:
+            r = by.get((res, m), {})
+            if "error" in r:
+                cells += [r["error"], "-"]
+                continue
+            peak = r.get("peak_bytes")
+            cells += [f"{r['images_per_sec']:.1f}" if "images_per_sec" in r else "-",
+                      f"{peak / 2**20:.0f}" if peak is not None else "-"]
+        batch = next(r["batch"] for r in rows if r["resolution"] == res)
+        print(f"| {res}x{res} | {batch} | " + " | ".join(cells) + " |")
+    firsts = ", ".join(f"{m} {max(r.get('first_step_seconds', 0) for r in rows if r['mode'] == m):.1f} s"
+                       for m in modes)
+    print(f"\nslowest first step (cuDNN autotuning, torch.compile) per mode: {firsts}")
+    for m in modes:
+        days = schedule_days(cfg, rows, m)
+        if days is not None:
+            print(f"{preset_name} preset's whole schedule ({cfg.schedule.total_kimg:g} kimg to "
+                  f"{cfg.model.resolution}x{cfg.model.resolution}) at the {m} rates: {days:.2f} days "
+                  f"({days * 24:.1f} hours)")
+
+
+def training_table(args, cfg: TrainConfig) -> int:
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: torch sees no CUDA GPU here")
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    for m in modes:
+        parse_mode(m)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else machine_info()["cpu"]
+    print(f"{args.preset} preset up to {args.resolution}x{args.resolution} on {name}, torch {torch.__version__}; "
+          f"modes {', '.join(modes)}; median of {args.steps} steps after {args.warmup} warm-up", flush=True)
+    rows = []
+    res = 4
+    while res <= args.resolution:
+        batch = args.batch or cfg.schedule.batch_at(res)
+        for mode in modes:
+            row = table_row(cfg, device, res, batch, mode, args.steps, args.warmup)
+            rows.append(row)
+            done = row.get("error") or (f"{row['images_per_sec']:.1f} img/s" + (
+                f", peak {row['peak_bytes'] / 2**20:.0f} MiB" if row.get("peak_bytes") is not None else ""))
+            print(f"  {res}x{res} batch {batch} {mode}: {done}", flush=True)
+        res *= 2
+    print()
+    print_training_table(rows, modes, cfg, args.preset)
+    out = args.out or RESULTS / f"train_table-{args.preset}-{device.type}.json"
+    atomic_write_json(out, {"preset": args.preset, "command": command_line(), "device": name,
+                            "torch": torch.__version__, "machine": machine_info(), "modes": modes, "rows": rows,
+                            "schedule_days": {m: schedule_days(cfg, rows, m) for m in modes}})
+    print(f"wrote {out}")
+    return 0
+
+
 def command_line() -> str:
     """How this process was started, as one types it from the repository root: `python -m benchmarks.NAME ARGS`."""
     spec = getattr(sys.modules["__main__"], "__spec__", None)
@@ -443,8 +612,15 @@ def machine_info() -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="paper")
-    p.add_argument("--resolution", type=int, default=32, help="the highest resolution to measure (default 32)")
-    p.add_argument("--steps", type=int, default=3, help="timed steps per mode and resolution (default 3)")
+    p.add_argument("--resolution", type=int, default=None, help="the highest resolution to measure (default 32; "
+                   "with --device cuda 1024)")
+    p.add_argument("--steps", type=int, default=None, help="timed steps per mode and resolution (default 3; with "
+                   "--device 10)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="instead: the training table on this "
+                   "device (images/s and peak memory per resolution in each of --modes)")
+    p.add_argument("--modes", default=",".join(TABLE_MODES), help="--device: fp32, bf16, compiled (bf16 with G "
+                   "compiled), fp32-compiled, bf16-compiled (default fp32,bf16,compiled)")
+    p.add_argument("--warmup", type=int, default=3, help="--device: untimed steps per row first (default 3)")
     p.add_argument("--batch", type=int, default=None, help="batch at every resolution (default: the preset's, "
                    "halved while one step would exceed --max-step-gflop)")
     p.add_argument("--max-step-gflop", type=float, default=1400.0)
@@ -462,7 +638,13 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     if not 0 < args.alpha <= 1:
         p.error(f"--alpha must be in (0, 1], got {args.alpha}")
+    if args.resolution is None:
+        args.resolution = 1024 if args.device == "cuda" else 32
+    if args.steps is None:
+        args.steps = 10 if args.device else 3
     cfg = preset(args.preset, args.resolution)
+    if args.device:
+        return training_table(args, cfg)
     if args.worker:
         serve(args.worker, cfg)
         return 0

@@ -299,8 +299,9 @@ def add_generate(sub) -> None:
     p.add_argument("--text-encoder", metavar="FOLDER", help="text-conditional models: the folder of the model's "
                    "sentence encoder, when it is no longer where training found it")
     p.add_argument("--device", type=device_arg, default="auto", help="default: cuda when available, else cpu")
-    show = p.add_argument_group("the show", "--pattern renders the studio's show to --video (frame for frame what "
-                                "the studio shows for the same seed and settings) instead of grids")
+    show = p.add_argument_group("the show", "--pattern, --setlist or --audio renders the studio's show to --video "
+                                "(frame for frame what the studio shows for the same seed and settings) instead of "
+                                "grids; see docs/studio.md")
     show.add_argument("--pattern", help="walk, field, loop, a layout (mirror, kaleidoscope, kaleidoscope6, tile) or "
                       "motion+layout, e.g. loop+kaleidoscope6")
     show.add_argument("--seconds", type=float, help="length of the show (default: one period of a loop, else 8)")
@@ -311,6 +312,16 @@ def add_generate(sub) -> None:
     show.add_argument("--coupling", type=float, help="field: how alike neighbouring cells are, in [0, 0.95]")
     show.add_argument("--period", type=float, help="loop: seconds per turn (default 8)")
     show.add_argument("--taste", type=Path, help="a taste profile saved from the studio, to steer the show with")
+    show.add_argument("--setlist", type=Path, help="a setlist file: one entry a line, SECONDS KIND WHAT (e.g. "
+                      "'8 prompt a red heart', '12 class cat=0.7, dog=0.3', '6 seed 42'), played in a loop with morphs")
+    show.add_argument("--audio", type=Path, help="a song (WAV, FLAC, OGG, MP3): the show moves with its loudness and "
+                      "reacts to its onsets, and the song is muxed into the MP4 (needs progan[audio])")
+    show.add_argument("--audio-motion", type=float, help="how strongly the motion's speed follows the loudness, in "
+                      "[0, 1] (1: still in silence, twice --speed at the loudest; default 0.5, as the page's)")
+    show.add_argument("--on-hit", help="what an onset does: pulse (a jolt of the latents), jump (ahead along the "
+                      "motion), coupling (a pulse of a field's coupling), next (the next setlist entry) or none "
+                      "(default pulse)")
+    show.add_argument("--hit-strength", type=float, help="how strongly, in [0, 1] (default 0.6)")
     p.set_defaults(func=cmd_generate)
 
 
@@ -350,7 +361,7 @@ def cmd_generate(args) -> None:
     from progan.model_io import load_generator
     if not 0 < args.truncation <= 1 or not math.isfinite(args.truncation):
         raise ConfigError(f"--truncation must be in (0, 1], got {args.truncation}")
-    if args.pattern is not None:
+    if args.pattern is not None or args.setlist is not None or args.audio is not None:
         return cmd_show(args)
     if args.out is None:
         raise ConfigError("--out FOLDER is required (or --pattern NAME --video FILE for a show)")
@@ -392,18 +403,31 @@ def cmd_generate(args) -> None:
 
 
 def cmd_show(args) -> None:
-    """`progan generate RUN --pattern NAME --video F`: the studio's show rendered offline."""
+    """`progan generate RUN --pattern NAME [--setlist F] [--audio SONG] --video F`: the studio's show rendered
+    offline."""
     import time
 
     from progan.model_io import load_generator
+    from progan.studio.audio import Reactions, read_song, song_controls
     from progan.studio.patterns import parse_pattern
     from progan.studio.renderer import FrameRenderer
-    from progan.studio.show import ShowSettings, parse_size, show_frames, write_video
+    from progan.studio.setlist import read_setlist, resolve, total_seconds
+    from progan.studio.show import MAX_SECONDS, ShowError, ShowSettings, parse_size, show_frames, write_video
     from progan.studio.taste import Preferences, read_profile
     if not args.video:
-        raise ConfigError("--pattern renders a show: name the file with --video show.mp4 (or show.gif)")
-    pattern = parse_pattern(args.pattern, coupling=args.coupling, period=args.period)
-    seconds = args.seconds if args.seconds is not None else (pattern.period if pattern.motion == "loop" else 8.0)
+        raise ConfigError("a show is rendered to a video: name the file with --video show.mp4 (or show.gif)")
+    pattern = parse_pattern(args.pattern or "walk", coupling=args.coupling, period=args.period)
+    given = {"motion": args.audio_motion, "hit": args.on_hit, "strength": args.hit_strength}
+    reactions = Reactions(**{k: v for k, v in given.items() if v is not None}).check()
+    entries = read_setlist(args.setlist) if args.setlist is not None else None
+    song = read_song(args.audio) if args.audio is not None else None
+    seconds = args.seconds
+    if seconds is None:
+        if song is not None and song.seconds > MAX_SECONDS:
+            raise ShowError(f"--audio {args.audio} plays {song.seconds:g} s; a show is at most {MAX_SECONDS:g} s "
+                            f"(--seconds S renders its first S seconds)")
+        seconds = (song.seconds if song is not None else total_seconds(entries) if entries is not None
+                   else pattern.period if pattern.motion == "loop" else 8.0)
     grid = args.cells if args.cells is not None else (4 if pattern.motion == "field" else 1)
     settings = ShowSettings(pattern, seed=args.seed, seconds=seconds, fps=args.fps, size=parse_size(args.size),
                             grid=grid, speed=args.speed, truncation=args.truncation).check()
@@ -418,10 +442,26 @@ def cmd_show(args) -> None:
         rows, asked = generation_condition(G, args, 1)
         print(asked)
         cond = rows[0]
+    setlist = None
+    if entries is not None:
+        import functools
+
+        from progan.conditioning.encoder import encoder_for
+        from progan.conditioning.rows import prompt_reading
+
+        @functools.cache
+        def encoder():  # loaded at the first prompt entry (seconds), once
+            return encoder_for(G.meta["conditioning"]["encoder"], args.text_encoder)
+        setlist = resolve(entries, renderer.targets, lambda text: prompt_reading(G, text, encoder()),
+                          where=args.setlist.name)
+    controls = song_controls(song, reactions, settings.fps, settings.frames) if song is not None else None
     t0 = time.perf_counter()
-    n = write_video(show_frames(renderer, settings, prefs, cond), path, settings.fps, settings.size)
-    print(f"{pattern.name}, seed {settings.seed}, {grid}x{grid} cells: {n} frames at {settings.fps} frames/s, "
-          f"{settings.size[0]}x{settings.size[1]} -> {path} ({time.perf_counter() - t0:.1f} s)")
+    n = write_video(show_frames(renderer, settings, prefs, cond, setlist, controls), path, settings.fps,
+                    settings.size, audio=args.audio)
+    extras = "".join([f", setlist of {len(setlist)} entries ({total_seconds(setlist):g} s a round)" if setlist else "",
+                      f", moving with {args.audio.name} ({len(song.onsets)} onsets)" if song is not None else ""])
+    print(f"{pattern.name}, seed {settings.seed}, {grid}x{grid} cells{extras}: {n} frames at {settings.fps} "
+          f"frames/s, {settings.size[0]}x{settings.size[1]} -> {path} ({time.perf_counter() - t0:.1f} s)")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -501,6 +541,8 @@ def add_studio(sub) -> None:
     p.add_argument("--period", type=float, help="loop: seconds per turn (default 8)")
     p.add_argument("--seed", type=int, help="the first viewer's seed (later viewers count on from it)")
     p.add_argument("--taste", type=Path, help="a taste profile saved from the studio: every viewer starts with it")
+    p.add_argument("--setlist", type=Path, help="a setlist every viewer starts playing in a loop: one entry a line, "
+                   "SECONDS KIND WHAT (e.g. '8 prompt a red heart', '12 class cat=0.7, dog=0.3', '6 seed 42')")
     p.set_defaults(func=cmd_studio)
 
 
@@ -508,11 +550,13 @@ def cmd_studio(args) -> None:
     from progan.studio import run_studio
     from progan.studio.patterns import parse_pattern
     from progan.studio.taste import read_profile
+    from progan.studio.setlist import read_setlist
     pattern = parse_pattern(args.pattern, coupling=args.coupling, period=args.period)
     taste = read_profile(args.taste) if args.taste else None
+    setlist = read_setlist(args.setlist) if args.setlist else None
     run_studio(args.model, host=args.host, port=args.port, device=args.device, token=args.token,
                open_browser=args.open, threads=args.threads, text_encoder=args.text_encoder, pattern=pattern,
-               taste=taste, seed=args.seed)
+               taste=taste, seed=args.seed, setlist=setlist, setlist_name=args.setlist.name if args.setlist else "")
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -242,10 +242,10 @@ class TrainConfig:
     metrics_images: int = option(2048, "images per metric evaluation during training")
     caption_variants: bool = option(True, "text: each step draws an image's caption from its dataset's caption "
                                     "variants (other names, keywords, phrasings) where it has them")
-    precision: str = option("auto", "auto: bf16 autocast where this machine is clearly faster at it (CUDA GPUs with "
-                            "bf16 tensor cores; CPUs whose bf16 convolutions are, by a short probe at start), else "
-                            "fp32; fp32; bf16. A run records the resolved one and keeps it on resume (--bf16: the "
-                            "same as --precision bf16)", choices=PRECISIONS)
+    precision: str = option("auto", "auto: bf16 autocast where this machine runs it clearly faster (CUDA GPUs with "
+                            "bf16 tensor cores; CPUs whose bf16 convolutions at the run's width are, by a short probe "
+                            "at start), else fp32. The run records the resolved choice in config.json and keeps it on "
+                            "resume. --bf16 is --precision bf16", choices=PRECISIONS)
     augment: str = option("", "DiffAugment of what D sees: comma-separated from color, translation, cutout ('' or "
                           "none: off, the paper's)", metavar="POLICY")
 

@@ -346,7 +346,8 @@ def test_write_subset_copies_images_captions_labels_columns_and_vectors(tmp_path
         for i, c in enumerate(captions):
             w.add(rgb_noise(8, 8, i), caption=c, label=i % 2)
         w.finish(source="test", background=BG, label_names=["even", "odd"], text_encoder=enc,
-                 columns={"groups": ["pets", None, "pets", "pets", "birds"], "keywords": [["k"], [], [], ["x"], []]})
+                 columns={"groups": ["pets", None, "pets", "pets", "birds"], "keywords": [["k"], [], [], ["x"], []],
+                          "caption_variants": [["cat", "pet"], [], ["dog", "pet"], ["cat"], ["bird", "pet", "wings"]]})
     full = PreparedDataset(tmp_path / "full")
 
     m = write_subset(full, [4, 0, 1], tmp_path / "sub")
@@ -358,6 +359,8 @@ def test_write_subset_copies_images_captions_labels_columns_and_vectors(tmp_path
     assert sub.labels.tolist() == [0, 0, 1] and sub.label_names == ["even", "odd"]
     assert sub.column("groups") == ["birds", "pets", None] and sub.column("keywords") == [[], ["k"], []]
     assert torch.equal(sub.caption_embeddings, full.caption_embeddings[[4, 0, 1]])  # the very rows; zero stays zero
+    assert sub.column("caption_variants") == [["bird", "pet", "wings"], ["cat", "pet"], []]
+    assert torch.equal(sub.variant_embeddings, full.variant_embeddings[[5, 6, 7, 0, 1]])  # image after image
     assert sub.text_encoder == full.text_encoder
 
     with pytest.raises(DatasetError, match="must be in"):

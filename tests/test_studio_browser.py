@@ -65,6 +65,7 @@ def test_page_streams_likes_and_steers(server, tmp_path):
             assert canvas_pixels(page) == frozen  # frozen: the picture holds still
 
             slider = page.locator("input.sefa").first
+            slider.scroll_into_view_if_needed()
             box = slider.bounding_box()
             page.mouse.click(box["x"] + box["width"] * 0.95, box["y"] + box["height"] / 2)  # drag it near the end
             assert float(slider.input_value()) > 3

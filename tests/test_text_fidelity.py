@@ -5,6 +5,7 @@ import hashlib
 import importlib
 import re
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -69,7 +70,8 @@ def full(tf, encoder, tmp_path_factory) -> PreparedDataset:
             colour = np.array([40 + 20 * (tf.GROUPS.index(group) if group else 9), 120, 200])
             w.add(np.clip(colour + rng.integers(-30, 30, (16, 16, 3)), 0, 255), caption=caption)
         w.finish(source="test", text_encoder=encoder,
-                 columns={"groups": groups, "variant_of": keys, "keywords": [["thing"]] * len(captions)})
+                 columns={"groups": groups, "variant_of": keys, "keywords": [["thing"]] * len(captions),
+                          "caption_variants": [[c, f"a {c}", (g or "none").lower()] for c, g in zip(captions, groups)]})
     return PreparedDataset(path)
 
 
@@ -102,6 +104,7 @@ def test_the_subset_lacks_the_held_out_images(tf, full):
     assert not {full.captions[i] for i in held} & set(subset.captions)
     kept = [i for i in range(full.count) if i not in set(held)]
     assert torch.equal(subset.caption_embeddings, full.caption_embeddings[kept])
+    assert subset.variant_embeddings.shape == (3 * len(kept), 8)
     assert subset.column("variant_of") == [full.column("variant_of")[i] for i in kept]
     assert tf.ensure_subset(full, held, subset.path).count == subset.count  # found again, not rewritten
 
@@ -109,16 +112,23 @@ def test_the_subset_lacks_the_held_out_images(tf, full):
 def test_phrasings_are_neither_names_nor_keywords(tf):
     import emoji
 
-    from progan.data.emoji import aliases, cldr_name, load_emoji_keywords
+    from progan.data import emoji as builder
 
-    # Every name and keyword the built-in dataset can hold: its captions are CLDR names (with the emoji package's
-    # aliases in the descriptions), its "keywords" column emojilib's.
-    names = []
+    # Every text the built-in dataset can hold, whatever the font draws: CLDR names (its captions), the emoji
+    # package's aliases, emojilib's keywords (raw: its "keywords" column, cleaned: in the caption variants), and
+    # the caption variants with the Unicode subgroup and group names when Debian's unicode-data is installed.
+    keywords = builder.load_emoji_keywords()
+    groups = builder.load_emoji_groups() if Path(builder.DEFAULT_EMOJI_TEST).is_file() else None
+    names, variants = [], []
     for seq, data in emoji.EMOJI_DATA.items():
-        name = cldr_name(seq, data["en"])
-        names += [name, *aliases(name, data.get("alias", ()))]
+        name = builder.cldr_name(seq, data["en"])
+        others = builder.aliases(name, data.get("alias", ()))
+        words = builder.clean_keywords(builder.keywords_of(seq, name, keywords), (name, *others))
+        group, subgroup = builder.group_of(seq, groups) if groups else (None, None)
+        names.append(name)
+        variants.append(builder.Emoji(seq, name, 0.0, others, group, subgroup, words).caption_variants() + [*words])
     assert len(names) > 3000
-    assert tf.phrasing_collisions(names, list(load_emoji_keywords().values())) == []
+    assert tf.phrasing_collisions(names, list(keywords.values()), variants) == []
     assert set(tf.PHRASINGS) == set(tf.GROUPS)
     assert all(len(ps) >= 5 for ps in tf.PHRASINGS.values())
     # and the check does catch one, whatever the case and article

@@ -117,7 +117,8 @@ class Emoji(NamedTuple):
         the name ("puppy" near "dog face"), and the words many emoji share give one prompt many images."""
         # emojilib lists the telling keywords first and ends with code-like ones ('u7a7a', 'blue-square')
         keywords = [k for k in self.keywords if not any(c.isdigit() for c in k)][:MAX_VARIANT_KEYWORDS]
-        texts = [self.name, f"a {self.name}", f"{self.name} emoji", *self.aliases, *keywords]
+        article = "an" if self.name[:1].lower() in "aeiou" else "a"
+        texts = [self.name, f"{article} {self.name}", f"{self.name} emoji", *self.aliases, *keywords]
         if self.group is not None:
             texts += [self.subgroup.replace("-", " "), self.group.lower()]
         return list(dict.fromkeys(t for t in texts if t))

@@ -361,17 +361,22 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 
 class _CopiedVectors:
-    """Stands in for a sentence-transformers model in DatasetWriter.finish: hands back the source dataset's vectors
-    of exactly the texts it is asked for, in order, instead of encoding them again (the rows stay bit for bit the
-    same, and no encoder needs to be installed)."""
+    """Stands in for a sentence-transformers model in DatasetWriter.finish: answers its requests from the source
+    dataset instead of encoding again (the rows stay bit for bit the same, and no encoder needs to be installed).
+    The writer asks for the captions of the subset's captioned images, in order (given their very rows), and for
+    the distinct caption variants (each text has one vector in a dataset)."""
 
-    def __init__(self, texts: list[str], vectors: np.ndarray):
-        self.texts, self.vectors = texts, vectors
+    def __init__(self, caption_texts: list[str], caption_vectors: np.ndarray, variants: dict[str, np.ndarray]):
+        self.caption_texts, self.caption_vectors, self.variants = caption_texts, caption_vectors, variants
 
     def encode(self, texts, **_):
-        if list(texts) != self.texts:
-            raise RuntimeError("write_subset: the writer asked for other texts than the subset's captions")
-        return torch.from_numpy(self.vectors)
+        texts = list(texts)
+        if texts == self.caption_texts:
+            return torch.from_numpy(self.caption_vectors)
+        missing = [t for t in texts if t not in self.variants]
+        if missing:
+            raise RuntimeError(f"write_subset: the writer asked for texts the source has no vector of: {missing[:3]}")
+        return torch.from_numpy(np.stack([self.variants[t] for t in texts]))
 
 
 def write_subset(dataset, indices, out_dir, *, overwrite: bool = False) -> dict:
@@ -398,7 +403,12 @@ def write_subset(dataset, indices, out_dir, *, overwrite: bool = False) -> dict:
         with_caption = [i for i in idx if captions[i]]
         texts = captions if encoded == "captions" else [t or "" for t in dataset.column(encoded)]
         vectors = dataset.caption_embeddings.numpy()[with_caption]
-        model = _CopiedVectors([texts[i] for i in with_caption], vectors)
+        variants = {}
+        if dataset.variant_embeddings is not None:
+            flat = [t for texts_of_one in dataset.column("caption_variants") for t in texts_of_one]
+            for text, row in zip(flat, dataset.variant_embeddings.numpy()):
+                variants.setdefault(text, row)
+        model = _CopiedVectors([texts[i] for i in with_caption], vectors, variants)
         encoder = TextEncoder(name=info["name"], folder=str(info.get("folder", "")), dimension=int(info["dimension"]),
                               sha256=info["sha256"], model=model)
     step = max(1, CHUNK_BYTES // (3 * res * res))

@@ -12,11 +12,15 @@ import secrets
 from typing import Callable
 
 from progan.networks import Generator
-from progan.studio.protocol import MAX_GRID, MAX_QUEUE, MAX_SPEED, PROMPT_SECONDS, SLIDER_RANGE
+from progan.studio.protocol import (HIT_ACTIONS, MAX_GRID, MAX_QUEUE, MAX_SETLIST_CHARS, MAX_SPEED, PROMPT_SECONDS,
+                                    SLIDER_RANGE)
+from progan.studio.audio import PEAK_FLOOR, PEAK_SECONDS, Reactions
 from progan.studio.patterns import COUPLING, LAYOUTS, MOTIONS, PERIOD, Pattern
 from progan.studio.renderer import FrameRenderer
 from progan.studio.sessions import RenderLoop, Session
-from progan.studio.steering import MORPH_SECONDS, PROMPT_SECONDS_DEFAULT
+from progan.studio.setlist import Entry, resolve
+from progan.studio.steering import ENTRY_MORPH_SECONDS, MORPH_SECONDS, PROMPT_SECONDS_DEFAULT
+from progan.studio.targets import Target
 from progan.studio.taste import Preferences
 from progan.conditioning.encoder import TextEncoder, encoder_for
 from progan.conditioning.prompts import MAX_PROMPT_CHARS
@@ -28,11 +32,14 @@ class Engine:
     start() and stop()) with at most `max_clients` sessions, and for a text model the prompt reader.
     `text_encoder`: for a text model, a loaded progan.conditioning.encoder.TextEncoder to read prompts with, or the
     folder of the model's encoder when it has moved since training (default: the one the model was trained with,
-    found where its record says and loaded in the background from the moment the engine is made)."""
+    found where its record says and loaded in the background from the moment the engine is made).
+    `setlist`: setlist.parse_setlist's entries, which every viewer starts playing (resolved here, its prompts read
+    before the engine is made; SetlistError names a line this model cannot play)."""
 
     def __init__(self, G: Generator, *, sliders: int = 8, jpeg_quality: int = 80, max_clients: int = 32,
                  seed: int | None = None, text_encoder: TextEncoder | str | os.PathLike | None = None,
-                 pattern: Pattern = Pattern(), taste: dict | None = None):
+                 pattern: Pattern = Pattern(), taste: dict | None = None, setlist: list[Entry] | None = None,
+                 setlist_name: str = "setlist"):
         self.G = G
         self.renderer = FrameRenderer(G, sliders=sliders)
         # Every viewer starts with this pattern and taste (a taste that does not fit the model is refused here).
@@ -53,6 +60,7 @@ class Engine:
         self.render_loop = RenderLoop(self.renderer, jpeg_quality=jpeg_quality)
         self.max_clients = max_clients
         self._seeds = itertools.count(secrets.randbits(31) if seed is None else seed)
+        self.setlist = None if setlist is None else self.resolve_setlist(setlist, setlist_name)
 
     def start(self) -> None:
         self.render_loop.start()
@@ -72,6 +80,8 @@ class Engine:
         if self.taste is not None:
             session.steering.prefs.load_profile(self.taste, self.renderer.taste_model)
             session.steering.walk.retarget()
+        if self.setlist is not None:
+            session.steering.load_setlist(self.setlist)
         return session
 
     def info(self) -> dict:
@@ -83,7 +93,10 @@ class Engine:
                 "kind": c.kind, "describe": c.describe, "classes": list(c.class_names),
                 "class_unavailable": c.class_unavailable, "prompt_unavailable": c.prompt_unavailable,
                 "max_prompt_chars": MAX_PROMPT_CHARS, "max_queue": MAX_QUEUE, "morph_seconds": MORPH_SECONDS,
-                "prompt_seconds": PROMPT_SECONDS_DEFAULT, "prompt_seconds_range": list(PROMPT_SECONDS)},
+                "prompt_seconds": PROMPT_SECONDS_DEFAULT, "prompt_seconds_range": list(PROMPT_SECONDS),
+                "entry_morph_seconds": ENTRY_MORPH_SECONDS, "max_setlist_chars": MAX_SETLIST_CHARS},
+            "audio": {**Reactions().as_json(), "hit_actions": list(HIT_ACTIONS), "peak_seconds": PEAK_SECONDS,
+                      "peak_floor": PEAK_FLOOR},
             "pattern": self.pattern.as_json(), "patterns": {
                 "motions": list(MOTIONS), "layouts": list(LAYOUTS), "coupling_range": list(COUPLING),
                 "period_range": list(PERIOD)},
@@ -100,6 +113,11 @@ class Engine:
             return "loading"
         e = self.encoder.exception()
         return "ready" if e is None else f"failed: {e}"
+
+    def resolve_setlist(self, entries: list[Entry], where: str = "setlist") -> list[Target]:
+        """The entries as Targets (setlist.resolve), prompts read with the studio's encoder (waiting for it to load:
+        call it off the event loop)."""
+        return resolve(entries, self.renderer.targets, self.read_prompt, where)
 
     def read_prompt(self, text: str):
         """On the reader thread: the prompt -> progan.conditioning.prompts.PromptReading (PromptError, ConditionError or

@@ -15,17 +15,20 @@ WebSocket, down (server -> browser):
   {"type": "error", "message", "errors", "dropped"?} for a bad or dropped message; {"type": "pong", "t"}.
 - binary: a frame, `pack_message(header, payload)`: uint32 little-endian header length, the JSON header
   {"kind": "frame" | "png", "seq", "ack", "t", "seed", "frozen", "grid", "likes", "dislikes", "render_ms",
-  "batch", "pattern", "phase", "show_seed"}, then the JPEG (kind "frame") or, after a "save" control, the same frame
-  as PNG (kind "png"). "pattern" is the motion (walk, field, loop); for a field or loop the frame is
-  patterns.frame_latents at ("show_seed", "phase"), exactly what `progan generate --pattern` renders there.
+  "batch", "pattern", "phase", "show_seed", "rate", "hits"}, then the JPEG (kind "frame") or, after a "save"
+  control, the same frame as PNG (kind "png"). "pattern" is the motion (walk, field, loop); for a field or loop the
+  frame is patterns.frame_latents at ("show_seed", "phase"), exactly what `progan generate --pattern` renders there.
+  "rate": phase units a second the motion moves at now (the music's drive included; 0 when frozen); "hits": the
+  music's hits so far.
 
   Conditional models: "morph" in the header is how far the stream has turned toward what was asked for last (0 to
   1; null for an unconditional model).
 - JSON text from the render thread: {"type": "condition", "now", "next", "seconds"} whenever what the stream shows
-  changes (a prompt starts, is queued or the queue is cleared; a class is picked): "now" and each of "next" (the
-  queue, first to play first) are {"text", "reading", "source"}, source "prompt", "class" or "data" (a caption
-  of the training data, shown until the first prompt; a new one every "seconds"). "reading" is how a prompt was
-  read ("monkey 0.43, person surfing 0.41, moon 0.16").
+  changes (a prompt starts, is queued or the queue is cleared; a class is picked; a setlist entry starts): "now" and
+  each of "next" (the queue, first to play first) are {"text", "reading", "source", "seconds"?}, source "prompt",
+  "class", "seed" or "data" (a caption of the training data, shown until the first prompt; a new one every
+  "seconds"). "reading" is how a prompt was read ("monkey 0.43, person surfing 0.41, moon 0.16"); an entry's own
+  "seconds" marks a setlist entry (it plays that long and comes round again).
 - {"type": "notice", "message"}: a prompt that nothing in the data is close to, which is not played.
 - {"type": "taste", "profile"}: after a "save_taste" control, the viewer's taste as a profile (taste.py) for the
   page to save; "load_taste" {"profile"} sends one back.
@@ -34,6 +37,14 @@ Prompts ("prompt" {"text", "queue"?}): the server checks the text here (check_pr
 encoder off the event loop, and posts the control with its progan.conditioning.prompts.PromptReading as "reading"; the render
 thread then morphs to it (queue false: at once; true: after what plays now, each queued prompt for
 "prompt_seconds").
+
+Setlists ("setlist" {"text", "name"?}: a setlist file's text and name, setlist.py): the server parses it, reads its
+prompts off the event loop as it does a prompt's, and posts the control with the entries as "entries" (Targets); a
+bad line is answered with an error naming the file and the line (about "setlist"). "next" plays the next entry now.
+
+Music (static/studio.js measures it in the page; nothing of it is sent but these): "drive" {"energy", "motion"}, the
+loudness in [0, 1] and how strongly the motion's speed follows it; "hit" {"action", "strength"}, an onset, which
+does one of HIT_ACTIONS (steering.Steering.hit).
 
 Adding a control is one entry in `controls()`: its fields (each a check and whether it is required) and its
 `apply(steering, cmd)`, which runs on the render thread against a steering.Steering; `unavailable` says why a model
@@ -58,7 +69,10 @@ MAX_GRID = 8
 MAX_ID = 2**53       # integers a browser's JSON can carry exactly
 MAX_BLEND = 8        # classes in one blend
 MAX_QUEUE = 8        # prompts waiting to play
-PROMPT_SECONDS = (2.0, 600.0)  # how long each queued prompt plays before the next
+PROMPT_SECONDS = (2.0, 600.0)  # how long each queued prompt (or setlist entry) plays before the next
+HIT_ACTIONS = ("pulse", "jump", "coupling", "next")  # what an onset of the music can do
+MAX_SETLIST_CHARS = 3500       # a setlist sent from the page (about 100 lines; within the server's 4096-character
+                               # message limit once JSON-escaped; a longer one is given to `progan studio --setlist`)
 
 HEADER = struct.Struct("<I")  # binary messages: uint32 header length, JSON header, payload (JPEG or PNG)
 
@@ -161,6 +175,16 @@ def choice(options: tuple[str, ...]) -> Check:
     return check
 
 
+def text(limit: int) -> Check:
+    def check(name, v):
+        if not isinstance(v, str):
+            raise ControlError(f"{name} must be text, got {short(v)}")
+        if len(v) > limit:
+            raise ControlError(f"{name} is {len(v)} characters long; at most {limit}")
+        return v
+    return check
+
+
 def json_object(name, v):
     if not isinstance(v, dict):
         raise ControlError(f"{name} must be a JSON object, got {short(v)}")
@@ -219,6 +243,15 @@ def controls(sliders: int, conditioning: Conditioning = Conditioning()) -> dict[
         "clear_queue": Control({}, lambda s, c: s.clear_queue(), unavailable=no_prompt),
         "prompt_seconds": Control({"value": (number(*PROMPT_SECONDS), True)},
                                   lambda s, c: s.set_prompt_seconds(c["value"]), unavailable=no_prompt),
+        # Setlists, for any model (seeds need no conditioning). The server adds "entries" before posting one.
+        "setlist": Control({"text": (text(MAX_SETLIST_CHARS), True), "name": (text(200), False)},
+                           lambda s, c: s.load_setlist(c["entries"], c.get("received"))),
+        "next": Control({}, lambda s, c: s.next_entry(c.get("received"))),
+        # Music.
+        "drive": Control({"energy": (number(0.0, 1.0), True), "motion": (number(0.0, 1.0), True)},
+                         lambda s, c: s.drive(c["energy"], c["motion"])),
+        "hit": Control({"action": (choice(HIT_ACTIONS), True), "strength": (number(0.0, 1.0), True)},
+                       lambda s, c: s.hit(c["action"], c["strength"], c.get("received"))),
         "ping": Control({"t": (number(-1e18, 1e18), False)}, None),
     }
 

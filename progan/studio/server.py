@@ -40,6 +40,7 @@ from progan.studio.engine import Engine
 from progan.studio.patterns import Pattern
 from progan.studio.protocol import ControlError, number, pack_message, parse_control, short
 from progan.studio.sessions import Session
+from progan.studio.setlist import Entry, SetlistError, parse_setlist
 from progan.conditioning.encoder import TextEncoder, TextEncoderMissing
 from progan.conditioning.prompts import PromptError
 from progan.conditioning.spec import ConditionError
@@ -48,9 +49,9 @@ log = logging.getLogger("progan.studio")
 
 STATIC = Path(__file__).parent / "static"
 PAGE_FILES = {"studio.js": "text/javascript; charset=utf-8", "studio.css": "text/css; charset=utf-8"}
-# The page loads nothing from anywhere but this server.
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; connect-src 'self'; "
-       "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+# The page loads nothing from anywhere but this server; media: a song the viewer picks, played from the page's memory.
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; media-src blob:; "
+       "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 
 class StudioError(ValueError):
     """A studio that cannot start (for example, the port is taken)."""
@@ -161,9 +162,10 @@ class Studio(Engine):
                  max_clients: int = 32, sliders: int = 8, seed: int | None = None, control_rate: float = 100.0,
                  control_burst: float = 200.0, max_message: int = 4096, mjpeg_fps: float = 25.0,
                  text_encoder: TextEncoder | str | os.PathLike | None = None, pattern: Pattern = Pattern(),
-                 taste: dict | None = None):
+                 taste: dict | None = None, setlist: list[Entry] | None = None, setlist_name: str = "setlist"):
         super().__init__(G, sliders=sliders, jpeg_quality=jpeg_quality, max_clients=max_clients, seed=seed,
-                         text_encoder=text_encoder, pattern=pattern, taste=taste)
+                         text_encoder=text_encoder, pattern=pattern, taste=taste, setlist=setlist,
+                         setlist_name=setlist_name)
         self.token, self.loopback = token, loopback
         self.control_rate, self.control_burst, self.max_message = control_rate, control_burst, max_message
         self.mjpeg_fps = mjpeg_fps
@@ -209,6 +211,25 @@ class Studio(Engine):
             self.render_loop.wake()
         else:
             outbox.error("too many controls waiting to be applied; this one was dropped", about="prompt")
+
+    async def _setlist(self, cmd: dict, outbox: Outbox, session: Session) -> None:
+        """Parse a setlist from the page, read its prompts off the event loop, then hand it to the render thread."""
+        where = cmd.get("name") or "the setlist"
+        try:
+            entries = parse_setlist(cmd["text"], where)
+            if self.reader is not None and any(e.kind == "prompt" for e in entries):
+                targets = await asyncio.wrap_future(self.reader.submit(self.resolve_setlist, entries, where))
+            else:
+                targets = self.resolve_setlist(entries, where)
+        except SetlistError as e:
+            outbox.error(str(e), about="setlist")
+            return
+        except RuntimeError:  # the reader was shut down: the studio is stopping
+            return
+        if session.post({**cmd, "entries": targets}):
+            self.render_loop.wake()
+        else:
+            outbox.error("too many controls waiting to be applied; this one was dropped", about="setlist")
 
     # -- access -------------------------------------------------------------------------------------------------
     def _refusal(self, conn) -> str | None:
@@ -369,12 +390,13 @@ class Studio(Engine):
             cmd["received"] = time.perf_counter()  # a morph is timed from here (the render thread's clock)
             if cmd["type"] == "ping":
                 outbox.text({"type": "pong", "t": cmd.get("t")})
-            elif cmd["type"] == "prompt":
+            elif cmd["type"] in ("prompt", "setlist"):
                 if len(readings) >= self.MAX_READINGS:
-                    outbox.error(f"prompts come faster than they can be read; {short(cmd['text'])} was dropped",
-                                 about="prompt")
+                    outbox.error(f"{cmd['type']}s come faster than they can be read; this one was dropped",
+                                 about=cmd["type"])
                     continue
-                task = asyncio.create_task(self._prompt(cmd, outbox, session))
+                read = self._prompt if cmd["type"] == "prompt" else self._setlist
+                task = asyncio.create_task(read(cmd, outbox, session))
                 readings.add(task)
                 task.add_done_callback(readings.discard)
             elif session.post(cmd):
@@ -494,7 +516,8 @@ def studio_url(host: str, port: int, token: str | None) -> str:
 def run_studio(model_path, host: str = "127.0.0.1", port: int = 8000, device: str = "cpu", token: str | None = None,
                open_browser: bool = False, threads: int | None = None, jpeg_quality: int = 80,
                max_clients: int = 32, text_encoder: str | os.PathLike | None = None, pattern: Pattern = Pattern(),
-               taste: dict | None = None, seed: int | None = None) -> None:
+               taste: dict | None = None, seed: int | None = None, setlist: list[Entry] | None = None,
+               setlist_name: str = "setlist") -> None:
     """`progan studio`: load the model, print the URL and serve until interrupted (`text_encoder`: see Engine).
 
     A host other than loopback needs an access token; one is made up when not given and printed in the URL.
@@ -510,8 +533,11 @@ def run_studio(model_path, host: str = "127.0.0.1", port: int = 8000, device: st
     loopback, token = access_policy(host, token)
     G = load_generator(model_path, device)
     torch.set_num_threads(threads)
+    if setlist is not None and any(e.kind == "prompt" for e in setlist):
+        print("setlist: reading its prompts (the text encoder loads first, a few seconds)", flush=True)
     studio = Studio(G, token=token, loopback=loopback, jpeg_quality=jpeg_quality, max_clients=max_clients,
-                    text_encoder=text_encoder, pattern=pattern, taste=taste, seed=seed)
+                    text_encoder=text_encoder, pattern=pattern, taste=taste, seed=seed, setlist=setlist,
+                    setlist_name=setlist_name)
     sock = bind_socket(host, port)
     port = sock.getsockname()[1]
     url = studio_url(host, port, token)

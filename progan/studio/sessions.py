@@ -163,7 +163,8 @@ class Session:
                 "frozen": st.frozen, "grid": st.grid, "likes": st.prefs.likes, "dislikes": st.prefs.dislikes,
                 "render_ms": round(self.stats.render_ms, 2), "batch": self.stats.batch,
                 "morph": None if st.morph_progress is None else round(st.morph_progress, 4),
-                "pattern": st.pattern.motion, "phase": st.phase, "show_seed": st.show_seed}
+                "pattern": st.pattern.motion, "phase": st.phase, "show_seed": st.show_seed,
+                "rate": round(0.0 if st.frozen else st.rate(), 4), "hits": st.hits}
 
 
 class RenderLoop:

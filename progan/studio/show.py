@@ -1,8 +1,12 @@
-"""The show without a browser: a pattern rendered to a video file (`progan generate RUN --pattern NAME --video F`).
+"""The show without a browser: a pattern rendered to a video file (`progan generate RUN --pattern NAME --video F`),
+with a setlist (`--setlist`) and music (`--audio`, audio.py).
 
-Frame k is the studio's frame at phase k x rate / fps (patterns.py), made by the same renderer from the same
-latents (patterns.frame_latents), so a studio showing that seed and those settings shows the same frames; the
-layout is then composed at the video's size by patterns.compose, the geometry the page draws.
+The frames come from a steering.Steering, the studio's own viewer state, stepped on the video's clock (frame k at
+k / fps): frame k of a field or loop is the studio's frame at phase k x rate / fps (patterns.py), made by the same
+renderer from the same latents (patterns.frame_latents), so a studio showing that seed and those settings shows the
+same frames. A setlist plays through the Steering's queue, and the music acts through the controls the page sends
+("drive", "hit"), applied at their frames. The layout is then composed at the video's size by patterns.compose, the
+geometry the page draws.
 """
 
 from __future__ import annotations
@@ -11,19 +15,19 @@ import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
 from PIL import Image
 
 from progan.fileio import atomic_write_bytes
-from progan.generate import normalize
 from progan.studio.frames import tile
-from progan.studio.motion import LatentWalk
 from progan.studio.patterns import Anchors, Pattern, compose, frame_latents, source_coords
 from progan.studio.protocol import MAX_GRID, MAX_SPEED
 from progan.studio.renderer import FrameRenderer
+from progan.studio.steering import Steering
+from progan.studio.targets import Target
 from progan.studio.taste import Preferences
 
 MAX_SIDE = 4096            # pixels on either side of a video
@@ -95,35 +99,30 @@ def show_frame(renderer: FrameRenderer, pattern: Pattern, seed: int, phase: floa
 
 
 def show_frames(renderer: FrameRenderer, settings: ShowSettings, prefs: Preferences | None = None,
-                cond: torch.Tensor | None = None) -> Iterator[np.ndarray]:
-    """The show's frames [H, W, 3] uint8, laid out at settings.size. The walk (not a function of the phase)
-    is walked from settings.seed in steps of speed / fps, the way the studio walks it."""
+                cond: torch.Tensor | None = None, setlist: list[Target] | None = None,
+                controls: Callable[[int], list[dict]] | None = None) -> Iterator[np.ndarray]:
+    """The show's frames [H, W, 3] uint8, laid out at settings.size: a Steering on settings.seed stepped by 1 / fps
+    (cond: one condition row to show; setlist: setlist.resolve's Targets, played in a loop; controls(k): the
+    controls, as the page sends them, to apply before frame k)."""
     s = settings.check()
-    prefs = prefs if prefs is not None else Preferences(renderer.pref_basis)
-    mean = None
-    if s.truncation < 1 and cond is not None:
-        mean = renderer.condition_mean(cond.view(-1))
-    anchors = Anchors(renderer.latent_size)
+    steering = Steering(renderer, s.seed, s.pattern, prefs)
+    steering.max_step = math.inf  # a video has no stalls to smooth over
+    steering.set_grid(s.grid)
+    steering.set_speed(s.speed)
+    steering.set_truncation(s.truncation)
+    if cond is not None:
+        steering.play(Target(cond.view(-1), "", "", "class"))
+    if setlist:
+        steering.load_setlist(setlist)
     coords = source_coords(s.pattern.layout, *s.size)
-    walk = None
-    if s.pattern.motion == "walk":
-        rng = torch.Generator().manual_seed(s.seed)
-        walk = LatentWalk(lambda n: prefs.sample(n, rng), s.grid * s.grid)
-    step = s.pattern.rate(s.speed) / s.fps
     for k in range(s.frames):
-        if walk is not None:
-            z = walk.position()
-            lanes = z.shape[0]
-            images = renderer.render(normalize(z), torch.full((lanes,), s.truncation),
-                                     None if cond is None else cond.view(1, -1).expand(lanes, -1),
-                                     None if mean is None else mean.expand(lanes, -1, -1, -1))
-            frame = images[0] if lanes == 1 else tile(images, s.grid)
-            walk.advance(step)
-        else:
-            phase = k * step
-            if s.pattern.motion == "loop":
-                phase %= 1.0
-            frame = show_frame(renderer, s.pattern, s.seed, phase, s.grid, anchors, prefs, s.truncation, cond, mean)
+        now = k / s.fps
+        for cmd in controls(k) if controls is not None else ():
+            renderer.controls[cmd["type"]].apply(steering, {**cmd, "received": now})
+        steering.step(now)
+        z, psi, rows, mean = steering.latents(k)
+        images = renderer.render(z, psi, rows, mean)
+        frame = images[0] if len(images) == 1 else tile(images, s.grid)
         yield compose(frame, s.pattern.layout, *s.size, coords=coords)
 
 

@@ -1,11 +1,20 @@
 """One viewer's steering state: what it is shown and how that moves on (speed, truncation, sliders, likes, grid,
-seed jumps, shuffles) and, for a conditional model, its condition and the queue of prompts to come.
+seed jumps, shuffles, the music's drive and hits) and, for a conditional model, its condition and the queue of
+prompts to come.
 
 The controls of protocol.controls() act on a `Steering` through its methods, on the render thread, which then asks
-it for each frame's latents. A conditional stream shows one condition row (a class blend, a prompt's reading, or a
-caption of the data until the first prompt), which moves to a new one gradually (motion.ConditionMorph) while the
-latent walk goes on; a text stream also keeps a small queue of prompts, each played for `prompt_seconds` before the
-next.
+it for each frame's latents; the offline show (show.py) drives one the same way on a video's clock. A conditional
+stream shows one condition row (a class blend, a prompt's reading, or a caption of the data until the first prompt),
+which moves to a new one gradually (motion.ConditionMorph) while the latent walk goes on; a text stream also keeps a
+small queue of prompts, each played for `prompt_seconds` before the next.
+
+A setlist (setlist.py) is that queue, loaded whole: its entries carry their own seconds and go back to the end of
+the queue once they have played, so it loops. A seed entry has no condition row: the latents glide to the seed's
+sample (motion.LatentMorph) and the motion goes on from there, as the seed box starts it.
+
+Music (static/studio.js live, audio.py offline) acts through two controls: "drive" (the loudness, which scales the
+motion's speed) and "hit" (an onset: a pulse of the latents, a jump ahead, a pulse of a field's coupling, or the
+next entry of the queue).
 """
 
 from __future__ import annotations
@@ -13,11 +22,13 @@ from __future__ import annotations
 import collections
 import functools
 import math
+from dataclasses import replace
 
 import torch
 
 from progan.generate import latents_from_seeds, normalize
-from progan.studio.motion import ConditionMorph, LatentWalk
+from progan.seeds import generator
+from progan.studio.motion import ConditionMorph, Impulses, LatentMorph, LatentWalk
 from progan.studio.patterns import Anchors, Pattern, frame_latents, settings
 from progan.studio.protocol import MAX_QUEUE, ControlError
 from progan.studio.renderer import FrameRenderer
@@ -25,7 +36,16 @@ from progan.studio.targets import Target
 from progan.studio.taste import Preferences, TasteError
 
 MORPH_SECONDS = 0.5            # how long the stream takes to turn to a new prompt or class
+ENTRY_MORPH_SECONDS = 2.0      # a setlist entry's morph (at most half the entry): slower, as a show's transitions
 PROMPT_SECONDS_DEFAULT = 8.0   # how long a queued prompt (or, before the first prompt, a caption) plays
+# What a hit does at strength 1: a pulse pushes every lane PULSE_SIZE x sqrt(L) along a direction of its own (about
+# 40 degrees) and dies away in PULSE_SECONDS; a jump moves JUMP_KEYFRAMES along a walk or field (a loop a quarter
+# turn); a coupling pulse loosens a field to coupling 0 and back in COUPLING_PULSE_SECONDS.
+PULSE_SIZE = 0.8
+PULSE_SECONDS = 0.25
+JUMP_KEYFRAMES = 1.0
+JUMP_TURNS = 0.25
+COUPLING_PULSE_SECONDS = 0.5
 
 
 class Steering:
@@ -35,10 +55,11 @@ class Steering:
 
     HISTORY = 8  # recent frames whose latents a like/dislike may refer to
 
-    def __init__(self, renderer: FrameRenderer, seed: int, pattern: Pattern = Pattern()):
+    def __init__(self, renderer: FrameRenderer, seed: int, pattern: Pattern = Pattern(),
+                 prefs: Preferences | None = None):
         self.renderer = renderer
         self.rng = torch.Generator().manual_seed(seed)
-        self.prefs = Preferences(renderer.pref_basis)
+        self.prefs = prefs if prefs is not None else Preferences(renderer.pref_basis)
         self.walk = LatentWalk(functools.partial(self.prefs.sample, rng=self.rng))  # no cycle back to self
         self.sliders = torch.zeros(renderer.sliders)
         self.speed, self.psi, self.frozen = 0.25, 1.0, False
@@ -54,6 +75,14 @@ class Steering:
         self.want_png = False                 # the viewer asked for this frame as a PNG too
         self.history: collections.deque = collections.deque(maxlen=self.HISTORY)  # (frame seq, walk latents)
         self.last_time: float | None = None   # the latest frame's time (the render pass's clock)
+        self.max_step = 0.5                   # seconds the motion moves on at most between frames (a stall does not
+                                              # make it jump; the offline show, which has no stalls, lifts it)
+        # Music: the loudness in [0, 1] and how strongly the motion's speed follows it; hits and what they left.
+        self.energy, self.motion = 0.0, 0.0
+        self.hits = 0
+        self.pulses = Impulses(PULSE_SECONDS)            # payload: the directions [lanes, L] of each pulse
+        self.loosen = Impulses(COUPLING_PULSE_SECONDS)   # a field's coupling pulses
+        self.shift = LatentMorph(ENTRY_MORPH_SECONDS)    # the glide to a seed entry's sample
         # The condition (conditional models only).
         self.target = renderer.targets.first_target(self.rng)
         self.morph = None if self.target is None else ConditionMorph(self.target.row, MORPH_SECONDS)
@@ -78,10 +107,11 @@ class Steering:
         self.play(self.renderer.targets.class_target(weights), received)
 
     def prompt(self, text: str, reading, queue: bool = False, received: float | None = None) -> None:
-        """Morph to a prompt now, or (queue) after what plays now; `reading` is its progan.conditioning.prompts.PromptReading."""
+        """Morph to a prompt now, or (queue) after what plays now; `reading` is its
+        progan.conditioning.prompts.PromptReading. A queued prompt plays once, setlist or not."""
         target = self.renderer.targets.prompt_target(text, reading)
-        if queue and self.target is not None and self.target.source == "prompt":
-            if len(self.queue) >= MAX_QUEUE:
+        if queue and self.target is not None and self.target.source != "data":
+            if sum(t.seconds is None for t in self.queue) >= MAX_QUEUE:
                 raise ControlError(f"the queue is full ({MAX_QUEUE} prompts); {text!r} was not queued")
             self.queue.append(target)
             self.changed = True
@@ -89,8 +119,49 @@ class Steering:
             self.play(target, received)
 
     def clear_queue(self) -> None:
+        """Empty the queue (a setlist too): what plays now goes on."""
         self.queue.clear()
+        if self.target is not None and self.target.seconds is not None:
+            self.target = replace(self.target, seconds=None)  # no longer an entry to come back to
         self.changed = True
+
+    def load_setlist(self, entries: list[Target], received: float | None = None) -> None:
+        """Play a setlist (setlist.resolve's Targets) from its first entry, in place of the queue."""
+        self.queue = collections.deque(entries[1:])
+        self.play(entries[0], received)
+
+    def next_entry(self, received: float | None = None) -> None:
+        """The next in the queue now; what played goes back to the end if it is a setlist entry."""
+        if self.target is not None and self.target.seconds is not None:
+            self.queue.append(self.target)
+        if self.queue:
+            self.play(self.queue.popleft(), received)
+
+    def drive(self, energy: float, motion: float) -> None:
+        """The music's loudness in [0, 1], and how strongly the motion's speed follows it (0: not at all; 1: still
+        in silence, twice the speed at the loudest)."""
+        self.energy, self.motion = energy, motion
+
+    def hit(self, action: str, strength: float, received: float | None = None) -> None:
+        """An onset of the music: "pulse", "jump", "coupling" or "next", at `strength` in [0, 1]."""
+        at = received if received is not None else (self.last_time if self.last_time is not None else 0.0)
+        self.hits += 1
+        if action == "pulse":
+            lanes, size = self.grid * self.grid, self.renderer.latent_size
+            d = torch.randn(lanes, size, generator=generator(self.show_seed, "pulse", self.hits))
+            self.pulses.add(at, strength, d / d.norm(dim=1, keepdim=True) * (PULSE_SIZE * math.sqrt(size)))
+        elif action == "jump":
+            if self.pattern.motion == "walk":
+                self.walk.advance(strength * JUMP_KEYFRAMES)
+            elif self.pattern.motion == "loop":
+                self.phase = (self.phase + strength * JUMP_TURNS) % 1.0
+            else:
+                self.phase += strength * JUMP_KEYFRAMES
+        elif action == "coupling":
+            self.loosen.add(at, strength)
+        elif action == "next":
+            self.next_entry(at)
+        self.seed = None
 
     def set_prompt_seconds(self, value: float) -> None:
         self.prompt_seconds = value
@@ -165,24 +236,40 @@ class Steering:
     # -- the condition ------------------------------------------------------------------------------------------
     def play(self, target: Target, at: float | None = None) -> None:
         """Turn toward `target`, the move timed from `at` (when it was asked for; default: the latest frame, so the
-        next frame is already part of the way; before any frame: there at once)."""
+        next frame is already part of the way; before any frame: there at once). A condition row morphs; a seed's
+        sample is glided to, the motion starting again from it."""
         if at is None:
             at = self.last_time if self.last_time is not None else -math.inf
+        seconds = MORPH_SECONDS if target.seconds is None else min(ENTRY_MORPH_SECONDS, target.seconds / 2)
         self.target = target
-        self.morph.to(target.row, at)
-        self.means = {"start": self.means["shown"], "end": None, "shown": None}
+        if target.row is not None and self.morph is not None:
+            self.morph.seconds = seconds
+            self.morph.to(target.row, at)
+            self.means = {"start": self.means["shown"], "end": None, "shown": None}
+        if target.seed is not None:
+            shown = self.history[-1][1] if self.history else None
+            if self.pattern.motion == "walk":
+                lanes = self.walk.lanes
+                self.walk.jump(latents_from_seeds([target.seed + i for i in range(lanes)], self.renderer.latent_size))
+            else:
+                self.show_seed, self.phase = target.seed, 0.0
+            if shown is not None and math.isfinite(at):
+                self.shift.seconds = seconds
+                self.shift.to(shown, at)
+            self.seed = None
         self.started = at if math.isfinite(at) else None
         self.changed = True
 
     def advance_queue(self, now: float) -> None:
-        """After prompt_seconds the next queued prompt plays; before the first prompt, another caption of the data.
-        A frozen stream holds what it shows."""
+        """When what plays has played its time (a setlist entry's own, else prompt_seconds) the next in the queue
+        plays; before the first prompt, another caption of the data. A frozen stream holds what it shows."""
         if self.started is None:
             self.started = now
-        if self.frozen or now - self.started < self.prompt_seconds:
+        seconds = self.target.seconds if self.target.seconds is not None else self.prompt_seconds
+        if self.frozen or now - self.started < seconds:
             return
-        if self.queue:
-            self.play(self.queue.popleft(), now)
+        if self.queue or self.target.seconds is not None:
+            self.next_entry(now)
         elif self.target.source == "data" and self.renderer.targets.captions:
             self.play(self.renderer.targets.caption_target(self.rng), now)
 
@@ -212,15 +299,20 @@ class Steering:
                 return z[min(cell, z.shape[0] - 1)]
         return self.walk.position()[min(cell, self.walk.lanes - 1)]
 
+    def rate(self) -> float:
+        """Phase units a second now: the pattern's rate at this speed, scaled by the music's drive."""
+        return self.pattern.rate(self.speed) * (1.0 - self.motion + 2.0 * self.motion * self.energy)
+
     def step(self, now: float) -> bool:
-        """Advance the walk by the time since the last frame (capped, so a stall does not make it jump), and the
-        prompt queue; True if the frame changes (the walk moved, or the condition is on its way)."""
-        dt = 0.0 if self.last_time is None else min(now - self.last_time, 0.5)
+        """Advance the walk by the time since the last frame (capped at max_step), and the queue; True if the frame
+        changes (the walk moved, the condition or the latents are on their way, a hit is still felt)."""
+        dt = 0.0 if self.last_time is None else min(now - self.last_time, self.max_step)
         self.last_time = now
         if self.target is not None:
             self.advance_queue(now)
-        morphing = self.morph is not None and self.morph.active
-        rate = self.pattern.rate(self.speed)
+        morphing = (self.morph is not None and self.morph.active) or self.shift.active or bool(self.pulses) or bool(
+            self.loosen)
+        rate = self.rate()
         if self.frozen or rate <= 0 or dt <= 0:
             return morphing
         if self.pattern.motion == "walk":
@@ -237,13 +329,21 @@ class Steering:
         centres [lanes, C, 4, 4] or None for the renderer's) for frame `seq`, whose walk latents it records for
         likes."""
         offset = self.renderer.slider_offset(self.sliders)
+        now = self.last_time if self.last_time is not None else 0.0
+        loosen = sum(w for w, _ in self.loosen.live(now))
         if self.pattern.motion == "walk":
             z = self.walk.position()
             steered = normalize(z) + offset
         else:
-            steered = frame_latents(self.pattern, self.show_seed, self.phase, self.grid, self.anchors, self.prefs,
-                                    offset)
+            pattern = self.pattern
+            if loosen > 0 and pattern.motion == "field":
+                pattern = replace(pattern, coupling=pattern.coupling * max(0.0, 1.0 - loosen))
+            steered = frame_latents(pattern, self.show_seed, self.phase, self.grid, self.anchors, self.prefs, offset)
             z = steered - offset
+        reacted = self.react(z, now)
+        if reacted is not None:
+            z = reacted
+            steered = z + offset
         self.history.append((seq, z))
         lanes = z.shape[0]
         cond = mean = None
@@ -255,3 +355,16 @@ class Steering:
             else:
                 self.means["shown"] = None
         return steered, torch.full((lanes,), self.psi), cond, mean
+
+    def react(self, z: torch.Tensor, now: float) -> torch.Tensor | None:
+        """z [lanes, L] with the pulses still felt and the glide to a seed entry applied, at norm sqrt(L); None when
+        neither is under way (z is shown as it is)."""
+        pulses = [(w, d) for w, d in self.pulses.live(now) if d.shape == z.shape]
+        if not pulses and not self.shift.active:
+            return None
+        out = z
+        for w, d in pulses:
+            out = out + w * d
+        if self.shift.active:
+            out = self.shift.at(out, now)
+        return normalize(out)

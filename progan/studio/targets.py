@@ -55,15 +55,20 @@ def conditioning_of(G: Generator) -> Conditioning:
 @dataclass(frozen=True)
 class Target:
     """What a stream is asked to show: its condition row [cond_size] and, for the page, what it is and how it was
-    read; source "prompt", "class" or "data" (a caption of the training data)."""
+    read; source "prompt", "class", "data" (a caption of the training data) or "seed" (the sample of a seed: no
+    row, the latents go there). `seconds`: how long an entry of a setlist plays (None: the prompt queue's time), and
+    the mark of a setlist entry, which goes back to the end of the queue once it has played."""
 
-    row: torch.Tensor
+    row: torch.Tensor | None
     text: str
     reading: str
     source: str
+    seconds: float | None = None
+    seed: int | None = None
 
     def as_json(self) -> dict:
-        return {"text": self.text, "reading": self.reading, "source": self.source}
+        entry = {} if self.seconds is None else {"seconds": self.seconds}
+        return {"text": self.text, "reading": self.reading, "source": self.source, **entry}
 
 
 class Targets:
@@ -97,6 +102,10 @@ class Targets:
         """A caption of the training data, drawn with `rng` (what a text stream shows until the first prompt)."""
         i = int(torch.randint(len(self.captions), (1,), generator=rng))
         return Target(self.caption_vectors[i], self.captions[i], "a caption of the training data", "data")
+
+    def seed_target(self, seed: int) -> Target:
+        """The sample of a seed (as `progan generate --seeds` and the studio's seed box show it)."""
+        return Target(None, f"seed {seed}", f"the sample of seed {seed}", "seed", seed=seed)
 
     def first_target(self, rng: torch.Generator) -> Target | None:
         if self.conditioning.kind == "class":

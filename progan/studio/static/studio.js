@@ -4,6 +4,9 @@
 // drawn (or skipped for a newer one), so a slow or hidden tab pauses the stream instead of queueing it.
 // The pattern's layout (mirror, kaleidoscope, tile) is composed here, at the canvas's size in device pixels, with
 // the geometry of progan/studio/patterns.py's source_coords (the offline render's).
+// The display runs at the screen's refresh rate whatever the generator's: each animation frame shows a crossfade
+// from the picture on screen to the latest rendered frame (see tick()).
+// Music is measured here (Web Audio API): only its loudness and onsets are sent, as "drive" and "hit" controls.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -17,16 +20,37 @@ let info = null;
 let nextId = 1;
 const sentAt = new Map();        // control id -> time sent, until a frame acknowledges it
 let pending = null;              // newest decoded frame waiting for the next animation frame
-let pendingHeader = null;
+let pendingHeader = null;        // the newest frame header not yet shown
+let headerSeq = -1;              // the seq of the header shown last
+let lastBytes = null;            // the latest frame's JPEG, to tell a new picture from the same one sent again
 let owed = 0;                    // credits to return at the next animation frame
-let drawQueued = false;
 const arrivals = [];             // frame arrival times over the last second, for frames/s
+// The display. A rendered frame fades in over about one arrival interval, from the picture on screen when it came:
+// a crossfade (not motion interpolation), so every animation frame shows a new picture, a late frame only makes
+// the fade settle, and nothing ever waits. Blended at the frame's own size (cheap), then laid out by compose().
+const shown = document.createElement("canvas");   // the picture on screen, at the frame's size
+const shownCtx = shown.getContext("2d");
+const from = document.createElement("canvas");    // the picture on screen when the latest frame came
+const fromCtx = from.getContext("2d");
+let latest = null;               // the latest rendered frame (ImageBitmap), fading in over `from`
+let fadeStart = 0;
+let fadeLength = 100;            // ms
+let interval = 100;              // ms between rendered frames, a running mean
+let lastArrival = 0;
+let lastAlpha = -1;              // the blend on screen; -1: to be drawn
+let lastTick = 0;
+let tickGap = 1000 / 60;         // ms between animation frames (the screen's refresh), a running mean
+const paints = [];               // times of the pictures drawn over the last second, for displayed frames/s
+let displayed = 0;
 const coalesced = new Map();     // key -> control, sent once per animation frame (sliders)
 let lastSeq = 0;
 let asked = null;                // what this page last asked the stream to show, resent after a reconnect
-let current = null;              // the frame on screen, kept to compose again on a resize or a new layout
 let recorder = null;             // MediaRecorder while recording
 let tasteLoad = null;            // id of a load_taste control not yet acknowledged
+let sound = null;                // the music's audio graph and measurements, made when a source is first picked
+let reactions = null;            // the server's audio settings (info.audio): defaults, peak memory, silence floor
+let setlistName = null;          // a setlist file sent and not yet answered
+let setlistSent = null;          // the setlist this page loaded ({text, name}), sent again after a reconnect
 const TILES = 4;                 // patterns.TILES: copies of the frame across the shorter side of a tiled wall
 
 function status(text) { $("status").textContent = text; }
@@ -44,14 +68,13 @@ function control(type, fields = {}) {
 
 function controlSoon(key, type, fields) {
   coalesced.set(key, [type, fields]);
-  queueDraw();
 }
 
 function connect() {
   const proto = location.protocol === "https:" ? "wss:" : "ws:";
   ws = new WebSocket(`${proto}//${location.host}/ws${query}`);
   ws.binaryType = "arraybuffer";
-  ws.onopen = () => { status(""); lastSeq = 0; sentAt.clear(); resendState(); };
+  ws.onopen = () => { status(""); lastSeq = 0; headerSeq = -1; lastBytes = null; sentAt.clear(); resendState(); };
   ws.onmessage = (ev) => (typeof ev.data === "string" ? onText(JSON.parse(ev.data)) : onFrame(ev.data));
   ws.onclose = (ev) => {
     status(ev.code === 1008 ? "access refused: open the URL with its ?token=" : "disconnected; reconnecting\u2026");
@@ -69,6 +92,7 @@ function onText(msg) {
     status(msg.message);
     if (msg.errors !== undefined) document.body.dataset.errors = msg.errors;
     if (["prompt", "classes", "label", "prompt_seconds"].includes(msg.about)) note(msg.message, true);
+    if (msg.about === "setlist") { setlistName = setlistSent = null; noteIn("setlist-note", msg.message, true); }
     if (["save_taste", "load_taste"].includes(msg.about)) { tasteLoad = null; noteIn("taste-note", msg.message, true); }
     if (msg.about === "pattern") noteIn("show-note", msg.message, true);
     setTimeout(() => { if ($("status").textContent === msg.message) status(""); }, 4000);
@@ -96,9 +120,12 @@ function note(text, bad) {
   el.classList.toggle("bad", !!bad);
 }
 
+// What plays now and what comes next: prompts, a class, a caption of the data, or a setlist's entries (which
+// carry their own seconds and come round again).
 function showCondition(msg) {
+  const playing = (item) => (item.seconds ? `${item.text} (${item.seconds} s)` : item.text);
   $("now-row").hidden = false;
-  $("now-text").textContent = msg.now.text;
+  $("now-text").textContent = playing(msg.now);
   $("now-reading").textContent = msg.now.source === "prompt" ? `read as: ${msg.now.reading}` : msg.now.reading;
   if (msg.now.source !== "data") note("");
   const list = $("next-list");
@@ -106,12 +133,19 @@ function showCondition(msg) {
   for (const item of msg.next) {
     const li = document.createElement("li");
     const small = document.createElement("small");
-    small.textContent = `read as: ${item.reading}`;
-    li.append(item.text, small);
+    small.textContent = item.source === "prompt" ? `read as: ${item.reading}` : item.reading;
+    li.append(playing(item), small);
     list.append(li);
   }
+  const setlist = msg.now.seconds !== undefined || msg.next.some((item) => item.seconds !== undefined);
   $("queue-box").hidden = !msg.next.length;
+  $("queue-label").textContent = setlist ? "next (the setlist loops)" : "next";
   $("prompt-seconds").value = msg.seconds;
+  document.body.dataset.now = msg.now.text;
+  if (setlistName !== null && setlist) {
+    noteIn("setlist-note", `playing ${setlistName} in a loop: ${msg.next.length + 1} entries`);
+    setlistName = null;
+  }
 }
 
 function onFrame(buf) {
@@ -128,38 +162,82 @@ function onFrame(buf) {
     }
   }
   owed += 1;
+  if (sameBytes(bytes, lastBytes)) {  // a frozen stream's frame again: nothing new to fade in
+    newerHeader(header);
+    return;
+  }
+  lastBytes = bytes;
   createImageBitmap(new Blob([bytes], { type: "image/jpeg" })).then((bitmap) => {
     if (header.seq < lastSeq) { bitmap.close(); return; }
     if (pending) pending.close();
     pending = bitmap;
-    pendingHeader = header;
+    newerHeader(header);
     lastSeq = header.seq;
-    queueDraw();
-  }, () => queueDraw());
+  }, () => { lastBytes = null; newerHeader(header); });  // not drawable: the next frame is decoded afresh
 }
 
-function queueDraw() {
-  if (!drawQueued) { drawQueued = true; requestAnimationFrame(draw); }
+function newerHeader(h) {
+  if (h.seq > headerSeq && (!pendingHeader || h.seq > pendingHeader.seq)) pendingHeader = h;
 }
 
-function draw() {
-  drawQueued = false;
-  if (pending) {
-    if (current) current.close();
-    current = pending;
-    pending = null;
-    compose();
-    showHeader(pendingHeader);
-  }
+function sameBytes(a, b) {
+  if (!b || a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+// Every animation frame: take the newest rendered frame, send what is owed (coalesced controls, credits, the
+// music's drive), and draw the crossfade's next picture.
+function tick(now) {
+  requestAnimationFrame(tick);
+  if (lastTick && now - lastTick < 250) tickGap = 0.9 * tickGap + 0.1 * (now - lastTick);
+  lastTick = now;
+  if (pending) take(now);
+  if (pendingHeader) { showHeader(pendingHeader); headerSeq = pendingHeader.seq; pendingHeader = null; }
   for (const [type, fields] of coalesced.values()) control(type, fields);
   coalesced.clear();
   for (; owed > 0; owed--) send({ type: "credit", t: performance.now() });
+  if (sound) listen(now);
+  if (!latest) return;
+  const alpha = Math.min(1, (now - fadeStart) / fadeLength);
+  if (alpha === lastAlpha) return;  // settled: the picture on screen is the latest frame
+  lastAlpha = alpha;
+  shownCtx.globalAlpha = 1;
+  shownCtx.drawImage(from, 0, 0);
+  shownCtx.globalAlpha = alpha;
+  shownCtx.drawImage(latest, 0, 0);
+  shownCtx.globalAlpha = 1;
+  compose();
+  displayed += 1;
+  paints.push(now);
+  while (paints.length && paints[0] < now - 1000) paints.shift();
+  document.body.dataset.displayed = displayed;
+}
+
+// A new rendered frame: what is on screen becomes what it fades in over, for about one arrival interval (a little
+// more, so that a frame arriving a bit late finds the fade still under way). The fade is one animation frame along
+// already when it is first drawn: frames that come as often as the screen refreshes are shown as they come.
+function take(now) {
+  const w = pending.width, h = pending.height;
+  if (from.width !== w || from.height !== h) { from.width = w; from.height = h; }
+  fromCtx.clearRect(0, 0, w, h);
+  fromCtx.drawImage(latest ? shown : pending, 0, 0, w, h);  // the first frame fades in over itself
+  if (shown.width !== w || shown.height !== h) { shown.width = w; shown.height = h; }
+  if (lastArrival && now - lastArrival < 1000) interval = 0.8 * interval + 0.2 * (now - lastArrival);
+  lastArrival = now;
+  fadeLength = Math.min(500, 1.25 * interval);
+  fadeStart = now - tickGap;
+  lastAlpha = -1;
+  if (latest) latest.close();
+  latest = pending;
+  pending = null;
 }
 
 function showHeader(h) {
   const now = performance.now();
   while (arrivals.length && arrivals[0] < now - 1000) arrivals.shift();
   $("fps").textContent = arrivals.length;
+  $("shown-fps").textContent = paints.length;
   $("render").textContent = h.render_ms.toFixed(1);
   $("batch").textContent = h.batch;
   $("likes").textContent = h.likes;
@@ -168,6 +246,8 @@ function showHeader(h) {
   document.body.dataset.pattern = h.pattern;
   document.body.dataset.phase = h.phase;
   document.body.dataset.showSeed = h.show_seed;
+  document.body.dataset.rate = h.rate;
+  document.body.dataset.hits = h.hits;
   if (tasteLoad !== null && h.ack !== null && h.ack >= tasteLoad) {
     tasteLoad = null;
     noteIn("taste-note", `taste loaded: ${h.likes} likes, ${h.dislikes} dislikes`);
@@ -213,7 +293,12 @@ function showInfo(msg) {
     const dd = document.createElement("dd"); dd.textContent = v;
     dl.append(dt, dd);
   }
-  if (first) { buildSliders(msg); buildCondition(msg.conditioning, msg.text_encoder); showPattern(msg.pattern); }
+  if (first) {
+    buildSliders(msg);
+    buildCondition(msg.conditioning, msg.text_encoder);
+    showPattern(msg.pattern);
+    showReactions(msg.audio);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -251,11 +336,11 @@ function fitCanvas() {
   return true;
 }
 
-// Draw `current` on the canvas in the chosen layout; each piece is the frame placed by a transform and clipped,
+// Draw the picture on screen (`shown`, at the frame's size) on the canvas in the chosen layout; each piece is the frame placed by a transform and clipped,
 // which is patterns.source_coords read forwards.
 function compose() {
-  if (!current) return;
-  const W = canvas.width, H = canvas.height, f = current, layout = $("layout").value;
+  if (!latest) return;
+  const W = canvas.width, H = canvas.height, f = shown, layout = $("layout").value;
   ctx.setTransform(1, 0, 0, 1, 0, 0);
   ctx.fillStyle = "#000";
   ctx.fillRect(0, 0, W, H);
@@ -378,6 +463,188 @@ function toggleRecord() {
   noteIn("show-note", "recording what is on screen\u2026");
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// Setlists (progan/studio/setlist.py): the file is read here and parsed by the server, which names a bad line.
+
+async function loadSetlist(file) {
+  if (!info) return;
+  const limit = info.conditioning.max_setlist_chars;
+  const text = file.size <= 4 * limit ? await file.text() : null;
+  if (text === null || text.length > limit) {
+    noteIn("setlist-note", `${file.name} is longer than the page sends (${limit} characters); give it to ` +
+      "progan studio --setlist instead", true);
+    return;
+  }
+  setlistName = file.name;
+  setlistSent = { text, name: file.name };
+  control("setlist", setlistSent);
+  noteIn("setlist-note", `loading ${file.name}\u2026`);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Music: a song the viewer picks or drops (played from the page's memory) or the microphone, measured with an
+// AnalyserNode on every animation frame. The loudness is the RMS of the latest samples over its running peak (as
+// progan/studio/audio.py measures a song offline); an onset is a peak of the spectral flux (the summed rise of every
+// frequency bin's magnitude) above its recent mean by two standard deviations. The loudness goes to the server as
+// "drive", each onset as a "hit"; the sound itself never leaves the page.
+
+const ONSET_GAP = 120;           // ms: onsets closer together are one hit
+const FLUX_MEMORY = 90;          // animation frames (1.5 s) of flux that an onset stands out from
+const DRIVE_EVERY = 33;          // ms between drive controls
+
+function audioGraph() {
+  if (sound) return sound;
+  const ctx = new AudioContext();
+  const analyser = ctx.createAnalyser();
+  analyser.fftSize = 2048;
+  analyser.smoothingTimeConstant = 0;  // the flux compares each window with the one before, unsmoothed
+  const element = $("song");
+  const elementSource = ctx.createMediaElementSource(element);
+  elementSource.connect(ctx.destination);
+  elementSource.connect(analyser);
+  const mute = ctx.createGain();       // the analyser is pulled through a silent path (the microphone is not played)
+  mute.gain.value = 0;
+  analyser.connect(mute).connect(ctx.destination);
+  sound = {
+    ctx, analyser, element, mic: null, url: null, name: "",
+    wave: new Float32Array(analyser.fftSize), spectrum: new Float32Array(analyser.frequencyBinCount),
+    previous: new Float32Array(analyser.frequencyBinCount), flux: [], fluxPeak: 0, peak: reactions.peak_floor,
+    energy: 0, onsets: 0, lastHit: -Infinity, lastDrive: 0, lastTime: 0, live: false,
+  };
+  return sound;
+}
+
+function playSong(file) {
+  const s = audioGraph();
+  stopMic();
+  if (s.url) URL.revokeObjectURL(s.url);
+  s.url = URL.createObjectURL(file);
+  s.name = file.name;
+  s.element.src = s.url;
+  s.element.hidden = false;
+  s.ctx.resume();
+  noteIn("music-note", `loading ${file.name}\u2026`);
+  s.element.play().then(
+    () => noteIn("music-note", `playing ${file.name}; the sound stays in this browser`),
+    (e) => { if (e.name === "NotAllowedError") noteIn("music-note", `press play to start ${file.name}`); });
+}
+
+function songError() {
+  const s = sound;
+  if (!s || !s.element.error || !s.url) return;
+  const why = { 1: "loading it was stopped", 2: "it could not be read", 3: "it could not be decoded",
+    4: "this browser cannot read it as audio" }[s.element.error.code] || "it cannot be played";
+  noteIn("music-note", `cannot play ${s.name}: ${why}`, true);
+  s.element.hidden = true;
+}
+
+async function useMicrophone() {
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+    noteIn("music-note", "the microphone needs a secure page: open the studio at localhost or over https", true);
+    return;
+  }
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getUserMedia(
+      { audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false } });
+  } catch (e) {
+    const why = {
+      NotAllowedError: "the microphone was refused; allow it for this page in the browser's site settings and " +
+        "press Microphone again",
+      SecurityError: "the microphone was refused by the browser's settings",
+      NotFoundError: "no microphone was found",
+      NotReadableError: "the microphone is in use by another program or cannot be read",
+    }[e.name] || `the microphone cannot be used: ${e.name}: ${e.message}`;
+    noteIn("music-note", why, true);
+    return;
+  }
+  const s = audioGraph();
+  s.element.pause();
+  stopMic();
+  s.mic = { stream, source: s.ctx.createMediaStreamSource(stream) };
+  s.mic.source.connect(s.analyser);
+  s.ctx.resume();
+  setPressed($("mic"), true);
+  noteIn("music-note", "listening to the microphone; the sound stays in this browser");
+}
+
+function stopMic() {
+  if (!sound || !sound.mic) return;
+  sound.mic.source.disconnect();
+  for (const track of sound.mic.stream.getTracks()) track.stop();
+  sound.mic = null;
+  setPressed($("mic"), false);
+}
+
+function stopMusic() {
+  if (!sound) return;
+  sound.element.pause();
+  stopMic();
+  noteIn("music-note", "stopped");
+}
+
+// Measure the music once an animation frame, and drive the show with it.
+function listen(now) {
+  const s = sound;
+  const live = s.mic !== null || (!s.element.paused && !s.element.ended);
+  if (!live) {
+    if (s.live) { s.live = false; s.energy = 0; $("energy").value = 0; send({ type: "drive", energy: 0, motion: 0 }); }
+    return;
+  }
+  s.live = true;
+  const dt = s.lastTime ? Math.min(0.25, (now - s.lastTime) / 1000) : 0;
+  s.lastTime = now;
+  s.analyser.getFloatTimeDomainData(s.wave);
+  let sum = 0;
+  for (const x of s.wave) sum += x * x;
+  const rms = Math.sqrt(sum / s.wave.length), floor = reactions.peak_floor;
+  s.peak = Math.max(rms, s.peak * Math.exp(-dt / reactions.peak_seconds), floor);
+  s.energy = rms >= floor ? rms / s.peak : 0;
+  s.analyser.getFloatFrequencyData(s.spectrum);  // dB
+  let flux = 0;
+  for (let i = 0; i < s.spectrum.length; i++) {
+    const m = Math.pow(10, s.spectrum[i] / 20);
+    flux += Math.max(0, m - s.previous[i]);
+    s.previous[i] = m;
+  }
+  const mean = s.flux.reduce((a, b) => a + b, 0) / Math.max(1, s.flux.length);
+  const sd = Math.sqrt(s.flux.reduce((a, b) => a + (b - mean) * (b - mean), 0) / Math.max(1, s.flux.length));
+  s.fluxPeak = Math.max(flux, s.fluxPeak * Math.exp(-dt / reactions.peak_seconds));
+  if (s.flux.length >= 10 && flux > mean + 2 * sd && flux > 0.1 * s.fluxPeak && s.energy > 0 &&
+      now - s.lastHit >= ONSET_GAP) {
+    s.lastHit = now;
+    s.onsets += 1;
+    $("onsets").textContent = s.onsets;
+    document.body.dataset.onsets = s.onsets;
+    const action = $("on-hit").value;
+    if (action !== "none") send({ type: "hit", action, strength: Number($("hit-strength").value) });
+  }
+  s.flux.push(flux);
+  if (s.flux.length > FLUX_MEMORY) s.flux.shift();
+  $("energy").value = s.energy;
+  document.body.dataset.energy = s.energy.toFixed(3);
+  if (now - s.lastDrive >= DRIVE_EVERY) {
+    s.lastDrive = now;
+    send({ type: "drive", energy: Math.round(s.energy * 1000) / 1000, motion: Number($("audio-motion").value) });
+  }
+}
+
+function showReactions(a) {
+  reactions = a;
+  $("audio-motion").value = a.motion;
+  $("audio-motion-out").textContent = Number(a.motion).toFixed(2);
+  $("on-hit").value = a.hit;
+  $("hit-strength").value = a.strength;
+  $("hit-strength-out").textContent = Number(a.strength).toFixed(2);
+}
+
+// A file dropped anywhere on the page: a song, a setlist or a taste profile, by its type.
+function dropped(file) {
+  if (file.type.startsWith("audio/") || /\.(wav|mp3|ogg|oga|flac|m4a|aac|opus|webm)$/i.test(file.name)) playSong(file);
+  else if (/\.json$/i.test(file.name)) loadTaste(file);
+  else loadSetlist(file);
+}
+
 async function loadTaste(file) {
   if (file.size > 4096) { noteIn("taste-note", `${file.name} is too large for a taste profile`, true); return; }
   let profile;
@@ -471,6 +738,7 @@ function resendState() {
     if (Number(input.value) !== 0) control("slider", { index: Number(input.dataset.index), value: Number(input.value) });
   }
   if (asked) control(...asked);
+  if (setlistSent) control("setlist", setlistSent);
   if (info !== null) {  // a reconnect (on the first connect the server's pattern is the page's)
     control("pattern", { motion: $("motion").value, coupling: Number($("coupling").value),
                          period: Number($("period").value) });
@@ -521,6 +789,31 @@ function setup() {
   $("period").addEventListener("change", () => {
     const v = Number($("period").value);
     if (Number.isFinite(v)) control("pattern", { period: v });
+  });
+  $("load-setlist").addEventListener("click", () => $("setlist-file").click());
+  $("setlist-file").addEventListener("change", () => {
+    const file = $("setlist-file").files[0];
+    $("setlist-file").value = "";
+    if (file) loadSetlist(file);
+  });
+  $("next-entry").addEventListener("click", () => control("next"));
+  $("song-pick").addEventListener("click", () => $("song-file").click());
+  $("song-file").addEventListener("change", () => {
+    const file = $("song-file").files[0];
+    $("song-file").value = "";
+    if (file) playSong(file);
+  });
+  $("song").addEventListener("error", songError);
+  $("mic").addEventListener("click", () => (sound && sound.mic ? stopMic() : useMicrophone()));
+  $("music-stop").addEventListener("click", stopMusic);
+  for (const id of ["audio-motion", "hit-strength"]) {
+    $(id).addEventListener("input", () => { $(`${id}-out`).textContent = Number($(id).value).toFixed(2); });
+  }
+  document.addEventListener("dragover", (e) => e.preventDefault());
+  document.addEventListener("drop", (e) => {
+    e.preventDefault();
+    const file = e.dataTransfer && e.dataTransfer.files[0];
+    if (file && info) dropped(file);
   });
   $("wall").addEventListener("click", toggleWall);
   $("record").addEventListener("click", toggleRecord);
@@ -578,8 +871,10 @@ function setup() {
     else if (e.key === "l") control("like", { frame: lastSeq });
     else if (e.key === "d") control("dislike", { frame: lastSeq });
     else if (e.key === "s") control("save");
+    else if (e.key === "n") control("next");
   });
   connect();
+  requestAnimationFrame(tick);
 }
 
 setup();
