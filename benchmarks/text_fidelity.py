@@ -58,15 +58,12 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from benchmarks.recipe_quality import (
     EVAL_IMAGES,
-    GroupClassifier,
     LoadSampler,
     ensure_dataset,
     probabilities,
@@ -75,7 +72,7 @@ from benchmarks.recipe_quality import (
     train_classifier,
     train_recipe,
 )
-from progan.data.dataset import PreparedDataset, to_float
+from progan.data.dataset import PreparedDataset
 from progan.data.prepare import write_subset
 from progan.fileio import atomic_write_json
 from progan.generate import render

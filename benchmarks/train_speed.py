@@ -357,7 +357,7 @@ def print_table(rows: list[dict]) -> None:
 
 
 def print_breakdown(rows: list[dict]) -> None:
-    print(f"\nWhere the time goes (ms of one profiled step; GFLOP/s inside the convolutions and matmuls):")
+    print("\nWhere the time goes (ms of one profiled step; GFLOP/s inside the convolutions and matmuls):")
     print(f"{'res':>4} {'mode':>9} | " + " ".join(f"{c:>11}" for c in CATEGORIES) + f" | {'conv GFLOP/s':>12} "
           f"{'matmul GFLOP/s':>14} | {'page faults/step':>16}")
     for r in rows:

@@ -4,7 +4,6 @@ the song muxed in, an unreadable file named."""
 
 import math
 import subprocess
-import wave
 
 import imageio_ffmpeg
 import numpy as np
@@ -12,44 +11,22 @@ import pytest
 import torch
 
 from progan.cli import main as progan
-from progan.config import ModelConfig
-from progan.model_io import export_generator, load_generator
-from progan.networks import Generator
+from progan.model_io import load_generator
 from progan.studio.audio import AudioError, Reactions, read_song, song_controls
 from progan.studio.patterns import Pattern
 from progan.studio.renderer import FrameRenderer
 from progan.studio.steering import PULSE_SECONDS, Steering
 from progan.studio.show import ShowSettings, show_frames
+from tests.studio_helpers import export_random_generator, write_clicks
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 L = 32
 
 
-def write_clicks(path, seconds=3.0, every=0.5, rate=22050):
-    """A click track: a short 1 kHz ping every `every` seconds (from every / 2) over a quiet noise floor."""
-    rng = np.random.default_rng(0)
-    y = 0.01 * rng.standard_normal(int(rate * seconds))
-    n = int(0.03 * rate)
-    ping = 0.8 * np.sin(2 * np.pi * 1000 * np.arange(n) / rate) * np.exp(-np.arange(n) / (0.008 * rate))
-    for t in np.arange(every / 2, seconds - 0.05, every):
-        i = int(t * rate)
-        y[i:i + n] += ping[:len(y) - i]
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes((np.clip(y, -1, 1) * 32767).astype("<i2").tobytes())
-    return path
-
-
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    G = Generator(ModelConfig(resolution=16, latent_size=L, fmap_base=256, fmap_max=32))
-    path = tmp_path_factory.mktemp("audio") / "model"
-    export_generator(path, G, lod=0.0, kimg=5.0)
-    return path
+    return export_random_generator(tmp_path_factory.mktemp("audio"), resolution=16, latent_size=L, fmap_base=256, fmap_max=32)
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 the offline render's, taste profiles, and `progan generate --pattern`."""
 
 import asyncio
-import io
 import json
 import math
 import time
@@ -14,9 +13,7 @@ import websockets
 from PIL import Image
 
 from progan.cli import main as progan
-from progan.config import ModelConfig
-from progan.model_io import export_generator, load_generator
-from progan.networks import Generator
+from progan.model_io import load_generator
 from progan.studio.frames import encode_jpeg
 from progan.studio.patterns import (COUPLING, Anchors, Pattern, PatternError, compose, field_latents, loop_latents,
                                     parse_pattern, source_coords)
@@ -25,6 +22,7 @@ from progan.studio.renderer import FrameRenderer
 from progan.studio.server import BackgroundServer, Studio
 from progan.studio.show import ShowError, ShowSettings, parse_size, show_frame, show_frames
 from progan.studio.taste import Preferences, TasteError, read_profile
+from tests.studio_helpers import export_random_generator
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -139,11 +137,7 @@ def test_layout_upscale_is_smooth(picture):
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    G = Generator(ModelConfig(resolution=16, latent_size=L, fmap_base=256, fmap_max=32))
-    path = tmp_path_factory.mktemp("patterns") / "model"
-    export_generator(path, G, lod=0.0, kimg=5.0)
-    return path
+    return export_random_generator(tmp_path_factory.mktemp("patterns"), resolution=16, latent_size=L, fmap_base=256, fmap_max=32)
 
 
 @pytest.fixture(scope="module")

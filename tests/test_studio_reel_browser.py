@@ -5,9 +5,7 @@ microphone said on the page, the display's crossfade at the screen's rate."""
 
 import json
 import time
-import wave
 
-import numpy as np
 import pytest
 import torch
 from playwright import sync_api
@@ -15,6 +13,7 @@ from playwright import sync_api
 from progan.config import ModelConfig
 from progan.networks import Generator
 from progan.studio.server import BackgroundServer, Studio
+from tests.studio_helpers import write_clicks
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -24,26 +23,9 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def write_clicks(path, seconds=4.0, every=0.5, rate=44100):
-    """A click track: a short 1 kHz ping every `every` seconds (from every / 2) over a quiet noise floor."""
-    rng = np.random.default_rng(0)
-    y = 0.01 * rng.standard_normal(int(rate * seconds))
-    n = int(0.03 * rate)
-    ping = 0.8 * np.sin(2 * np.pi * 1000 * np.arange(n) / rate) * np.exp(-np.arange(n) / (0.008 * rate))
-    for t in np.arange(every / 2, seconds - 0.05, every):
-        i = int(t * rate)
-        y[i:i + n] += ping[:len(y) - i]
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes((np.clip(y, -1, 1) * 32767).astype("<i2").tobytes())
-    return path
-
-
 @pytest.fixture(scope="module")
 def clicks(tmp_path_factory):
-    return write_clicks(tmp_path_factory.mktemp("audio") / "clicks.wav")
+    return write_clicks(tmp_path_factory.mktemp("audio") / "clicks.wav", seconds=4.0, rate=44100)
 
 
 @pytest.fixture(scope="module")

@@ -4,24 +4,17 @@ import numpy as np
 import pytest
 import torch
 
-from progan.config import ModelConfig
 from progan.generate import mean_embedding, seed_latent, truncate
-from progan.networks import Generator
 from progan.studio.frames import frames_to_uint8
 from progan.studio.renderer import FrameRenderer, sefa
+from tests.studio_helpers import random_generator
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def demo_generator(resolution=32, seed=0, **kw):
-    torch.manual_seed(seed)
-    cfg = ModelConfig(resolution=resolution, latent_size=64, fmap_base=512, fmap_max=64, **kw)
-    return Generator(cfg).eval().requires_grad_(False)
-
-
 @pytest.fixture(scope="module")
 def G():
-    return demo_generator()
+    return random_generator()
 
 
 def test_sefa_directions_are_orthonormal_and_ordered(G):
@@ -39,7 +32,7 @@ def test_sefa_directions_are_orthonormal_and_ordered(G):
 
 
 def test_sefa_ignores_class_columns():
-    G = demo_generator(num_classes=3)
+    G = random_generator(num_classes=3)
     values, dirs = sefa(G)
     assert dirs.shape == (64, 64)
 
@@ -57,7 +50,7 @@ def test_truncation_pulls_toward_the_mean(G):
 
 
 def test_mean_embedding_handles_class_conditional_models():
-    G = demo_generator(num_classes=4)
+    G = random_generator(num_classes=4)
     assert torch.isfinite(mean_embedding(G, samples=64)).all()
 
 
@@ -90,7 +83,7 @@ def test_renderer_splits_and_pads_batches_to_few_shapes(G):
 
 
 def test_renderer_with_lod_renders_the_trained_resolution():
-    G = demo_generator()
+    G = random_generator()
     G.lod = 1.5  # fading 16x16 in
     r = FrameRenderer(G, mean_samples=64)
     assert r.size == 16 and r.render(torch.randn(1, 64), torch.ones(1)).shape == (1, 16, 16, 3)

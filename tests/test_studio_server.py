@@ -15,9 +15,7 @@ import torch
 import websockets
 from PIL import Image
 
-from progan.config import ModelConfig
-from progan.model_io import ModelLoadError, export_generator, load_generator
-from progan.networks import Generator
+from progan.model_io import ModelLoadError, load_generator
 from progan.generate import seed_latent
 from progan.studio.frames import encode_jpeg, frames_to_uint8
 from progan.studio.protocol import unpack_message
@@ -25,6 +23,7 @@ from progan.studio.server import (BackgroundServer, Outbox, Studio, StudioError,
                                   run_studio)
 from progan.studio.sessions import Credits, Session
 from progan.studio.steering import Steering
+from tests.studio_helpers import export_random_generator
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -33,11 +32,7 @@ RES = 32
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    G = Generator(ModelConfig(resolution=RES, latent_size=64, fmap_base=512, fmap_max=64))
-    path = tmp_path_factory.mktemp("studio") / "model"
-    export_generator(path, G, lod=0.0, kimg=123.0)
-    return path
+    return export_random_generator(tmp_path_factory.mktemp("studio"), resolution=RES, kimg=123.0)
 
 
 @pytest.fixture(scope="module")

@@ -7,24 +7,17 @@ import pytest
 import torch
 from PIL import Image
 
-from progan.config import ModelConfig
 from progan.generate import normalize, seed_latent
-from progan.networks import Generator
 from progan.studio.renderer import FrameRenderer
 from progan.studio.sessions import Credits, RenderLoop, Session
+from tests.studio_helpers import random_generator
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def demo_generator(resolution=32, seed=0, **kw):
-    torch.manual_seed(seed)
-    cfg = ModelConfig(resolution=resolution, latent_size=64, fmap_base=512, fmap_max=64, **kw)
-    return Generator(cfg).eval().requires_grad_(False)
-
-
 @pytest.fixture(scope="module")
 def G():
-    return demo_generator()
+    return random_generator()
 
 
 def test_session_applies_controls_and_renders_grid(G):
@@ -74,7 +67,7 @@ def test_credits_bound_frames_in_flight():
 
 
 def test_render_pass_batches_sessions_and_reuses_frozen_frames():
-    G = demo_generator(num_classes=3)
+    G = random_generator(num_classes=3)
     r = FrameRenderer(G, mean_samples=64)
     loop = RenderLoop(r)
     got = {0: [], 1: []}

@@ -15,7 +15,7 @@ from PIL import Image
 from progan.cli import main as progan
 from progan.config import ModelConfig
 from progan.generate import latents_from_seeds, normalize
-from progan.model_io import export_generator, load_generator
+from progan.model_io import load_generator
 from progan.networks import Generator
 from progan.studio.frames import encode_jpeg
 from progan.studio.protocol import unpack_message
@@ -24,6 +24,7 @@ from progan.studio.server import BackgroundServer, Studio
 from progan.studio.sessions import RenderLoop, Session
 from progan.studio.setlist import SetlistError, parse_setlist, read_setlist, resolve, total_seconds
 from progan.studio.show import ShowSettings, show_frames
+from tests.studio_helpers import export_random_generator
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -51,11 +52,7 @@ def class_renderer():
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    G = Generator(ModelConfig(resolution=16, latent_size=32, fmap_base=256, fmap_max=32))
-    path = tmp_path_factory.mktemp("setlist") / "model"
-    export_generator(path, G, lod=0.0, kimg=5.0)
-    return path
+    return export_random_generator(tmp_path_factory.mktemp("setlist"), resolution=16, latent_size=32, fmap_base=256, fmap_max=32)
 
 
 @pytest.fixture(scope="module")

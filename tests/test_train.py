@@ -11,7 +11,6 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from progan.cli import main
-from progan.config import ConfigError
 from progan.presets import preset
 from progan.train import checkpoint as ckpt
 from progan.train import loop
