@@ -87,7 +87,7 @@ GROUPS = ["Smileys & Emotion", "People & Body", "Animals & Nature", "Food & Drin
 # The text demo's recipe (scripts/demo.sh, CONDITION=text): recipe_quality's "demo" recipe plus these flags. The
 # unconditional model gets the same networks.
 RECIPE = "demo"
-TEXT_FLAGS = ["--cond-fade", "8:16", "--fmap-base", "512"]
+TEXT_FLAGS = ["--cond-fade", "8:16", "--fmap-base", "512", "--cond-blocks"]
 UNCOND_FLAGS = ["--fmap-base", "512"]
 # How a person asks, several per group. None may be a CLDR name or an emojilib keyword, even without its article
 # ("a pirate flag" would be the name "pirate flag").
@@ -212,16 +212,20 @@ def draws(reading, prompt: str, seeds: int) -> torch.Tensor:
 
 
 def prompt_samples(G, prompts: list[str], readings: dict | None, draw: bool = False,
-                   seeds: int = SEEDS) -> torch.Tensor:
+                   seeds: int = SEEDS, noise: bool = False) -> torch.Tensor:
     """uint8 [len(prompts) * seeds, 3, r, r], each prompt's seeds together. readings: prompt -> PromptReading for a
-    text model, None for an unconditional one (the same latents, no condition)."""
+    text model, None for an unconditional one (the same latents, no condition). noise: sample the conditioning
+    augmentation's noise per seed, as training does, instead of taking its mean."""
     z = torch.cat([latents(G, p, seeds) for p in prompts])
-    cond = None
+    cond, ca = None, None
+    if noise and readings is not None and G.cfg.ca_size:
+        ca = torch.stack([torch.randn(G.cfg.ca_size, generator=generator(s, "text-fidelity-noise", p))
+                          for p in prompts for s in range(seeds)])
     if readings is not None:
         vectors = G.meta["conditioning"]["caption_vectors"]
         cond = torch.cat([vectors[draws(readings[p], p, seeds)] if draw else
                           readings[p].condition.view(1, -1).expand(seeds, -1) for p in prompts]).float()
-    return render(G, z, cond=cond)
+    return render(G, z, cond=cond, noise=ca)
 
 
 # --- the judge ----------------------------------------------------------------------------------------------------
@@ -310,8 +314,8 @@ def evaluate(G, U, full: PreparedDataset, held: list[int], encoder=None, steps: 
     diversity = {}
     for set_name, targets in sets.items():
         prompts = list(targets)
-        for mode in ("cond", "draw"):
-            images = prompt_samples(G, prompts, readings, draw=mode == "draw")
+        for mode in ("cond", "draw", "noise"):  # noise: the reading's condition, and conditioning-augmentation noise
+            images = prompt_samples(G, prompts, readings, draw=mode == "draw", noise=mode == "noise")
             out[f"{set_name}_{mode}"] = judged(net, images, [targets[p] for p in prompts])
             if res >= 16:
                 diversity[f"{set_name}_{mode}"] = within_block_msssim(images, SEEDS)

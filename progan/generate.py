@@ -86,10 +86,12 @@ def truncate(x4: torch.Tensor, mean: torch.Tensor, psi: float | torch.Tensor) ->
 
 @torch.inference_mode()
 def render(G: Generator, z: torch.Tensor, truncation: float = 1.0, mean: torch.Tensor | None = None,
-           batch_size: int = 64, cond: torch.Tensor | None = None) -> torch.Tensor:
+           batch_size: int = 64, cond: torch.Tensor | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
     """Latents (and, for a conditional model, condition rows `cond` [B, cond_size]) -> uint8 images [B, 3, r, r] at
     the generator's trained level of detail, truncated by `truncation` (see `truncate`). The mean, when not given,
-    is each row's own: the centre of what that row asks for (`truncation_means`)."""
+    is each row's own: the centre of what that row asks for (`truncation_means`). `noise` [B, ca_size]: a text
+    model's conditioning-augmentation noise, sampled around each row's code as in training (default: the code's
+    mean)."""
     device = next(G.parameters()).device
     level, alpha = level_and_alpha(G.lod, G.resolution)
     if truncation != 1.0 and mean is None:
@@ -98,9 +100,10 @@ def render(G: Generator, z: torch.Tensor, truncation: float = 1.0, mean: torch.T
     chunks = z.split(batch_size)
     conds = [None] * len(chunks) if cond is None else cond.split(batch_size)
     centres = [None] * len(chunks) if means is None else means.split(batch_size)
+    noises = [None] * len(chunks) if noise is None else noise.split(batch_size)
     out = []
-    for chunk, c, centre in zip(chunks, conds, centres):
-        style = None if c is None else G.style(c.to(device))
+    for chunk, c, centre, n in zip(chunks, conds, centres, noises):
+        style = None if c is None else G.style(c.to(device), None if n is None else n.to(device))
         x = G.embed(chunk.to(device), style=style)
         if truncation != 1.0:
             x = truncate(x, centre.to(x), truncation)

@@ -15,9 +15,9 @@ if [ "$CONDITION" = text ]; then
     RUN="${RUN:-runs/demo-text}"
     DATA="${DATA:-data/emoji32-text}"
     ENCODER=auto
-    # transitional conditioning, at the width the text model was measured at (docs/text-conditioning.md): the
-    # preset's narrower networks were measured unconditional only
-    TEXT_FLAGS=(--cond-fade 8:16 --fmap-base 512)
+    # transitional conditioning, the width the text model was measured at, and the condition in every block of G:
+    # with the dataset's caption variants, what follows unseen prompts best so far (docs/text-conditioning.md)
+    TEXT_FLAGS=(--cond-fade 8:16 --fmap-base 512 --cond-blocks)
     DATA_FLAGS=()  # every emoji: the more names, the more prompts it can follow
 else
     bash scripts/setup.sh studio,plot
@@ -54,5 +54,8 @@ echo "Final training grid:   $RUN/samples/final.png"
 echo "Grids per resolution:  $RUN/samples/"
 echo "Generated grid, video: $RUN/generated/grid.png  $RUN/generated/interpolation.gif"
 echo "Exported generator:    $RUN/model/"
+if [ "$CONDITION" = text ]; then
+    echo "Prompt grid:           $RUN/generated/prompt/grid.png  (\"${PROMPT:-monkeys surfing on the moon}\")"
+fi
 echo "Training curves:       $RUN/plot.png"
 echo "Watch it live:         .venv/bin/progan studio $RUN"

@@ -41,3 +41,13 @@ def test_a_blend_needs_finite_non_negative_weights(class_G, weights):
 def test_a_blend_is_a_soft_one_hot_row(class_G):
     rows = class_blend_rows(class_G, ["cat", "owl"], 2, [3.0, 1.0])
     assert torch.equal(rows, torch.tensor([[0.75, 0.0, 0.25]] * 2))
+
+
+def test_a_text_model_renders_around_its_code_with_conditioning_noise():
+    torch.manual_seed(0)
+    G = Generator(ModelConfig(resolution=8, latent_size=16, fmap_base=64, fmap_max=16, text_size=6, ca_size=4)).eval()
+    z = latents_from_seeds([0, 1, 2], G.latent_size)
+    cond = torch.nn.functional.normalize(torch.randn(3, 6), dim=1)
+    at_mean = render(G, z, cond=cond)
+    assert torch.equal(render(G, z, cond=cond, noise=torch.zeros(3, 4)), at_mean)  # mu + sigma * 0: the mean
+    assert not torch.equal(render(G, z, cond=cond, noise=torch.randn(3, 4)), at_mean)
