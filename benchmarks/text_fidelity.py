@@ -112,7 +112,7 @@ PHRASINGS = {
               "a rainbow pride flag", "a checkered racing flag"],
 }
 CLASSIFIER_STEPS = 400  # batches of 128, as recipe_quality's
-CLASSIFIER_SECONDS = 300.0
+CLASSIFIER_SECONDS = 1800.0  # only a guard: the step count decides, so that every evaluation has the same judge
 DATA_BLOCKS = 8  # blocks of SEEDS real images per group for the data's within-group MS-SSIM
 
 

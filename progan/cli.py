@@ -296,6 +296,10 @@ def add_generate(sub) -> None:
                    help="class-conditional models: this class; repeat to blend, e.g. --class cat=0.7 --class dog=0.3")
     p.add_argument("--per-class", type=int, metavar="N", help="class-conditional models: a grid with N seeds per class")
     p.add_argument("--prompt", help="text-conditional models: what to show, e.g. 'monkeys surfing on the moon'")
+    p.add_argument("--condition-noise", action=argparse.BooleanOptionalAction, default=True,
+                   help="text-conditional models: each seed samples the conditioning augmentation's noise around "
+                   "the prompt's code, as training did (varied takes on the prompt); --no-condition-noise takes the "
+                   "code's mean")
     p.add_argument("--text-encoder", metavar="FOLDER", help="text-conditional models: the folder of the model's "
                    "sentence encoder, when it is no longer where training found it")
     p.add_argument("--device", type=device_arg, default="auto", help="default: cuda when available, else cpu")
@@ -370,7 +374,10 @@ def cmd_generate(args) -> None:
     cond, asked = generation_condition(G, args, len(seeds))
     if asked:
         print(asked)
-    images = gen.render(G, gen.latents_from_seeds(seeds, G.latent_size), args.truncation, cond=cond)
+    noise = None
+    if cond is not None and G.cfg.ca_size and args.condition_noise:
+        noise = gen.condition_noise_from_seeds(seeds, G.cfg.ca_size)
+    images = gen.render(G, gen.latents_from_seeds(seeds, G.latent_size), args.truncation, cond=cond, noise=noise)
     args.out.mkdir(parents=True, exist_ok=True)
     written = []
     if args.grid:

@@ -19,7 +19,7 @@ from progan.fileio import atomic_write_bytes
 from progan.layers import pixel_norm
 from progan.lod import level_and_alpha
 from progan.networks import Generator
-from progan.seeds import seed_generator
+from progan.seeds import generator, seed_generator
 
 
 def seed_latent(seed: int, latent_size: int) -> torch.Tensor:
@@ -30,6 +30,13 @@ def seed_latent(seed: int, latent_size: int) -> torch.Tensor:
 
 def latents_from_seeds(seeds: list[int], latent_size: int) -> torch.Tensor:
     return torch.stack([seed_latent(s, latent_size) for s in seeds])
+
+
+def condition_noise_from_seeds(seeds: list[int], ca_size: int) -> torch.Tensor:
+    """[len(seeds), ca_size]: a text model's conditioning-augmentation noise for each seed, so that one prompt's
+    seeds sample around its code as training did (more varied images, equally on the prompt), the same noise for a
+    seed everywhere."""
+    return torch.stack([torch.randn(ca_size, generator=generator(s, "condition-noise")) for s in seeds])
 
 
 def normalize(z: torch.Tensor) -> torch.Tensor:

@@ -51,3 +51,10 @@ def test_a_text_model_renders_around_its_code_with_conditioning_noise():
     at_mean = render(G, z, cond=cond)
     assert torch.equal(render(G, z, cond=cond, noise=torch.zeros(3, 4)), at_mean)  # mu + sigma * 0: the mean
     assert not torch.equal(render(G, z, cond=cond, noise=torch.randn(3, 4)), at_mean)
+
+
+def test_condition_noise_is_a_function_of_each_seed():
+    from progan.generate import condition_noise_from_seeds
+    both = condition_noise_from_seeds([3, 7], 4)
+    assert torch.equal(both[1], condition_noise_from_seeds([7], 4)[0])  # whatever else is in the batch
+    assert not torch.equal(both[0], both[1])
