@@ -172,8 +172,8 @@ def test_a_whole_evaluation_and_its_tables(tf, full, encoder, tmp_path):
         assert 0 <= f[key]["balanced"] <= 1 and set(f[key]["groups"]) == set(tf.GROUPS), key
         assert all(v is not None for v in f[key]["groups"].values()), key  # every group has prompts and reals
     assert f["phrasings_cond"]["images"] == tf.SEEDS * sum(len(p) for p in tf.PHRASINGS.values())
-    assert set(d) == {"names_cond", "names_draw", "phrasings_cond", "phrasings_draw", "uncond_names",
-                      "uncond_phrasings", "data_within_group"}
+    assert set(d) == {"names_cond", "names_draw", "names_noise", "phrasings_cond", "phrasings_draw",
+                      "phrasings_noise", "uncond_names", "uncond_phrasings", "data_within_group"}
     assert all(0 <= v <= 1 for v in d.values())
     assert (tmp_path / "grids" / "phrasings-cond.png").is_file()
 
