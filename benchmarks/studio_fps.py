@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import multiprocessing as mp
@@ -210,13 +211,25 @@ async def prompt_trials(url: str, trials: int) -> dict:
     return {"first_changed_ms": first_changed, "settled_ms": settled, "read_ms": read_ms, "skipped": skipped}
 
 
-def measure_prompts(model, threads, device, trials) -> dict:
+@contextlib.contextmanager
+def served_studio(model, resolution, threads, device, prompts=False, timeout=120):
+    """A studio serving `model` in its own process (so the measuring client does not share its cores' scheduler
+    with it); yields (port, output resolution) and stops it on the way out."""
     ctx = mp.get_context("spawn")
     ready, stop = ctx.Queue(), ctx.Event()
-    proc = ctx.Process(target=serve, args=(model, 32, threads, device, ready, stop, True), daemon=True)
+    proc = ctx.Process(target=serve, args=(model, resolution, threads, device, ready, stop, prompts), daemon=True)
     proc.start()
     try:
-        port, size = ready.get(timeout=300)
+        yield ready.get(timeout=timeout)
+    finally:
+        stop.set()
+        proc.join(timeout=30)
+        if proc.is_alive():
+            proc.terminate()
+
+
+def measure_prompts(model, threads, device, trials) -> dict:
+    with served_studio(model, 32, threads, device, prompts=True, timeout=300) as (port, size):
         load_before = os.getloadavg()
         result = asyncio.run(prompt_trials(f"ws://127.0.0.1:{port}/ws", trials))
         first, done = result["first_changed_ms"], result["settled_ms"]
@@ -237,11 +250,6 @@ def measure_prompts(model, threads, device, trials) -> dict:
         for prompt, why in result["skipped"].items():
             print(f"skipped {prompt!r}: {why}")
         return row
-    finally:
-        stop.set()
-        proc.join(timeout=30)
-        if proc.is_alive():
-            proc.terminate()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -276,13 +284,8 @@ def measure_browser(model, resolution, threads, device, patterns, seconds) -> li
     from playwright import sync_api
 
     from progan.studio.patterns import parse_pattern
-    ctx = mp.get_context("spawn")
-    ready, stop = ctx.Queue(), ctx.Event()
-    proc = ctx.Process(target=serve, args=(model, resolution, threads, device, ready, stop), daemon=True)
-    proc.start()
     rows = []
-    try:
-        port, size = ready.get(timeout=120)
+    with served_studio(model, resolution, threads, device, timeout=120) as (port, size):
         with sync_api.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             try:
@@ -309,11 +312,6 @@ def measure_browser(model, resolution, threads, device, patterns, seconds) -> li
             finally:
                 browser.close()
         return rows
-    finally:
-        stop.set()
-        proc.join(timeout=30)
-        if proc.is_alive():
-            proc.terminate()
 
 
 BROWSER_HEAD = (f"{'pattern':<20} {'res':>4} {'canvas':>9} {'rendered f/s':>12} {'displayed f/s':>13} "
@@ -450,12 +448,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def measure(model, resolution, clients_list, seconds, warmup, threads, device) -> list[dict]:
-    ctx = mp.get_context("spawn")
-    ready, stop = ctx.Queue(), ctx.Event()
-    proc = ctx.Process(target=serve, args=(model, resolution, threads, device, ready, stop), daemon=True)
-    proc.start()
-    try:
-        port, size = ready.get(timeout=120)
+    with served_studio(model, resolution, threads, device, timeout=120) as (port, size):
         url = f"ws://127.0.0.1:{port}/ws"
         rows = []
         for clients in clients_list:
@@ -474,11 +467,6 @@ def measure(model, resolution, clients_list, seconds, warmup, threads, device) -
             })
             print(format_row(rows[-1]), flush=True)
         return rows
-    finally:
-        stop.set()
-        proc.join(timeout=30)
-        if proc.is_alive():
-            proc.terminate()
 
 
 HEAD = (f"{'res':>5} {'clients':>7} {'total f/s':>10} {'f/s/client':>11} {'min':>6} "

@@ -21,6 +21,13 @@ def random_generator(resolution: int = 32, latent_size: int = 64, fmap_base: int
     return Generator(cfg).eval().requires_grad_(False)
 
 
+def class_generator() -> Generator:
+    """A random-weight class-conditional generator (cat, dog, owl) that records its classes as an exported one."""
+    G = random_generator(resolution=16, latent_size=32, fmap_base=256, fmap_max=32, num_classes=3)
+    G.meta = {"kimg": 1.0, "conditioning": {"kind": "class", "label_names": ["cat", "dog", "owl"]}}
+    return G
+
+
 def export_random_generator(folder: Path, kimg: float = 5.0, **kw) -> Path:
     """random_generator(**kw) exported to folder/model, as `progan train` exports one; its path."""
     path = Path(folder) / "model"

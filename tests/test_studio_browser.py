@@ -8,6 +8,7 @@ from progan.config import ModelConfig
 from progan.networks import Generator
 from progan.studio.server import BackgroundServer, Studio
 from progan.conditioning.encoder import load_text_encoder
+from tests.studio_helpers import class_generator
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -167,11 +168,7 @@ CLASSES = ["cat", "dog", "owl"]
 
 @pytest.fixture(scope="module")
 def class_server():
-    torch.manual_seed(0)  # as tests/test_studio_prompts.py's class_generator: 3 named classes, random weights
-    G = Generator(ModelConfig(resolution=16, latent_size=32, fmap_base=256, fmap_max=32, num_classes=len(CLASSES)))
-    G = G.eval().requires_grad_(False)
-    G.meta = {"kimg": 1.0, "source": "random weights", "conditioning": {"kind": "class", "label_names": CLASSES}}
-    with BackgroundServer(Studio(G, seed=0)) as srv:
+    with BackgroundServer(Studio(class_generator(), seed=0)) as srv:
         yield srv
 
 

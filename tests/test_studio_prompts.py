@@ -20,6 +20,7 @@ from progan.studio.server import BackgroundServer, Studio
 from progan.studio.sessions import RenderLoop, Session
 from progan.studio.steering import MORPH_SECONDS
 from progan.conditioning.encoder import load_text_encoder
+from tests.studio_helpers import class_generator
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -41,14 +42,6 @@ def text_generator(encoder, encoder_info=None):
     G.meta = {"kimg": 1.0, "source": "random weights", "conditioning": {
         "kind": "text", "encoder": encoder_info or encoder.info(), "captions": CAPTIONS,
         "caption_vectors": encoder.encode(CAPTIONS)}}
-    return G
-
-
-def class_generator():
-    torch.manual_seed(0)
-    G = Generator(ModelConfig(resolution=16, latent_size=32, fmap_base=256, fmap_max=32, num_classes=3))
-    G = G.eval().requires_grad_(False)
-    G.meta = {"kimg": 1.0, "conditioning": {"kind": "class", "label_names": ["cat", "dog", "owl"]}}
     return G
 
 

@@ -24,7 +24,7 @@ from progan.studio.server import BackgroundServer, Studio
 from progan.studio.sessions import RenderLoop, Session
 from progan.studio.setlist import SetlistError, parse_setlist, read_setlist, resolve, total_seconds
 from progan.studio.show import ShowSettings, show_frames
-from tests.studio_helpers import export_random_generator
+from tests.studio_helpers import class_generator, export_random_generator
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -37,14 +37,6 @@ SHOW = """# a show: seconds, kind, what
 """
 
 
-def class_generator():
-    torch.manual_seed(0)
-    G = Generator(ModelConfig(resolution=16, latent_size=32, fmap_base=256, fmap_max=32, num_classes=3))
-    G = G.eval().requires_grad_(False)
-    G.meta = {"kimg": 1.0, "conditioning": {"kind": "class", "label_names": ["cat", "dog", "owl"]}}
-    return G
-
-
 @pytest.fixture(scope="module")
 def class_renderer():
     return FrameRenderer(class_generator(), mean_samples=64)
@@ -52,7 +44,8 @@ def class_renderer():
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    return export_random_generator(tmp_path_factory.mktemp("setlist"), resolution=16, latent_size=32, fmap_base=256, fmap_max=32)
+    return export_random_generator(tmp_path_factory.mktemp("setlist"), resolution=16, latent_size=32,
+                                   fmap_base=256, fmap_max=32)
 
 
 @pytest.fixture(scope="module")
