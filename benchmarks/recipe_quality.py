@@ -227,20 +227,24 @@ def balanced_accuracy(pred: torch.Tensor, truth: torch.Tensor, classes: int) -> 
 
 
 def train_classifier(images: torch.Tensor, labels: torch.Tensor, classes: int, seed: int,
-                     steps: int, seconds: float
+                     steps: int, seconds: float, balanced: bool = False
                      ) -> tuple[GroupClassifier, dict]:
     """The group classifier and its training (AdamW, weight decay, label smoothing, flips and small
     shifts, so that it does not memorise the training emoji), on uint8 images [N, 3, r, r]; (net, steps and
-    seconds taken). A fixed step count: the same judge whatever the machine's load (`seconds` only caps it)."""
+    seconds taken). A fixed step count: the same judge whatever the machine's load (`seconds` only caps it).
+    balanced: every batch draws the groups equally often (with replacement), so that a large group (the emoji's
+    People & Body, 60% of the images with its skin tones) does not become the answer for every unclear image."""
     torch.manual_seed(seed)  # a benchmark script: the classifier's initial weights
     gen = torch.Generator().manual_seed(seed)
     net = GroupClassifier(classes)
     opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=0.05)
     shift = max(1, images.shape[-1] // 16)
     start, done = time.perf_counter(), 0
+    weights = (1.0 / torch.bincount(labels, minlength=classes).clamp_min(1).float())[labels] if balanced else None
     while done < steps and time.perf_counter() - start < seconds:
         net.train()
-        idx = torch.randint(len(images), (128,), generator=gen)
+        idx = (torch.multinomial(weights, 128, replacement=True, generator=gen) if balanced
+               else torch.randint(len(images), (128,), generator=gen))
         x = to_float(images[idx])
         x = torch.where(torch.rand(len(x), 1, 1, 1, generator=gen) < 0.5, x.flip(3), x)  # G saw mirrored reals
         x = torch.roll(x, torch.randint(-shift, shift + 1, (2,), generator=gen).tolist(), (2, 3))

@@ -55,15 +55,18 @@ A second table gives every group's accuracy per run, prompt set and reading.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from benchmarks.recipe_quality import (
     EVAL_IMAGES,
+    GroupClassifier,
     LoadSampler,
     ensure_dataset,
     probabilities,
@@ -111,7 +114,12 @@ PHRASINGS = {
     "Flags": ["the flag of a country", "the flag of Japan", "the American flag", "a black pirate flag",
               "a rainbow pride flag", "a checkered racing flag"],
 }
-CLASSIFIER_STEPS = 400  # batches of 128, as recipe_quality's
+# How a prompt's seeds are conditioned: (draw, noise). cond: every seed takes the reading's condition, the weighted
+# mean of its captions' vectors; draw: each seed draws one caption of the reading with probability its weight; noise:
+# each seed also samples the conditioning augmentation's noise around the code, as training does.
+MODES = {"cond": (False, False), "noise": (False, True), "draw": (True, False), "draw_noise": (True, True)}
+USER_MODE = "draw"  # what `progan generate --prompt` and the studio do by default: the headline
+CLASSIFIER_STEPS = 1200  # batches of 128, the groups drawn equally often
 CLASSIFIER_SECONDS = 1800.0  # only a guard: the step count decides, so that every evaluation has the same judge
 DATA_BLOCKS = 8  # blocks of SEEDS real images per group for the data's within-group MS-SSIM
 
@@ -141,9 +149,15 @@ def held_out_split(groups: list, keys: list, share: float = HELD_OUT_SHARE, seed
     return sorted(held)
 
 
-def ensure_subset(full: PreparedDataset, held: list[int], path: Path) -> PreparedDataset:
-    """The GAN's training data: `full` without the held-out images (written once; checked when it exists)."""
-    held_set = set(held)
+def skin_tone_variants(full: PreparedDataset) -> list[int]:
+    """The images that recolour another emoji (their variant_of is not their own caption)."""
+    return [i for i, (key, caption) in enumerate(zip(key_column(full), full.captions)) if key != caption]
+
+
+def ensure_subset(full: PreparedDataset, held: list[int], path: Path, leave_out: list[int] = ()) -> PreparedDataset:
+    """The GAN's training data: `full` without the held-out images and `leave_out` (written once; checked when it
+    exists)."""
+    held_set = set(held) | set(leave_out)
     keep = [i for i in range(full.count) if i not in held_set]
     if not (path / "manifest.json").is_file():
         print(f"writing the training subset {path} ({len(keep)} of {full.count} images)", flush=True)
@@ -228,7 +242,50 @@ def prompt_samples(G, prompts: list[str], readings: dict | None, draw: bool = Fa
     return render(G, z, cond=cond, noise=ca)
 
 
+def images_of_texts(dataset: PreparedDataset) -> dict[str, list[int]]:
+    """text -> the images of `dataset` it captions: their own caption, or one of their caption variants."""
+    images: dict[str, list[int]] = {}
+    variants = dataset.column("caption_variants") or [[]] * dataset.count
+    for i, (caption, more) in enumerate(zip(dataset.captions, variants)):
+        for text in {caption, *(more or [])} - {None, ""}:
+            images.setdefault(text, []).append(i)
+    return images
+
+
+def reading_reals(G, images_of: dict[str, list[int]], reading, prompt: str, seeds: int = SEEDS) -> list[int]:
+    """The data's own take on a prompt: per seed, the caption the model's "draw" reading draws (the same draw), then
+    one of the training images that text captions, uniformly (fixed per prompt and seed)."""
+    captions = G.meta["conditioning"]["captions"]
+    out = []
+    for s, index in enumerate(draws(reading, prompt, seeds).tolist()):
+        members = images_of[captions[index]]
+        out.append(members[int(torch.randint(len(members), (1,), generator=generator(s, "text-fidelity-real",
+                                                                                        prompt)))])
+    return out
+
+
 # --- the judge ----------------------------------------------------------------------------------------------------
+
+def judge(images: torch.Tensor, labels: torch.Tensor, steps: int, seconds: float, cache: Path | None = None
+          ) -> tuple[GroupClassifier, dict]:
+    """The group classifier trained on real images (uint8 [N, 3, r, r], their group indices), balanced over the
+    groups, SPLIT_SEED its seed: loaded from `cache` when one was trained on exactly these images and labels with
+    these steps (safetensors, no code), else trained and saved there."""
+    digest = hashlib.sha256()
+    for part in (images.numpy().tobytes(), labels.numpy().tobytes(), f"{steps} {SPLIT_SEED} balanced".encode()):
+        digest.update(part)
+    path = None if cache is None else cache / f"judge-{digest.hexdigest()[:24]}.safetensors"
+    if path is not None and path.is_file():
+        net = GroupClassifier(len(GROUPS))
+        net.load_state_dict(load_file(path))
+        return net, json.loads(path.with_suffix(".json").read_text())
+    net, how = train_classifier(images, labels, len(GROUPS), SPLIT_SEED, steps, seconds, balanced=True)
+    if path is not None and how["classifier_steps"] == steps:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path.with_suffix(".json"), how)
+        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
+    return net, how
+
 
 def per_group(pred: torch.Tensor, truth: torch.Tensor, names: list[str] = GROUPS) -> dict:
     """Accuracy per group (the share of its images predicted as it; None for a group without images) and balanced
@@ -271,10 +328,43 @@ def data_msssim(dataset: PreparedDataset, res: int, exclude: list[int], seed: in
 
 # --- a whole evaluation ---------------------------------------------------------------------------------------
 
+def judged_reals(full: PreparedDataset, held: list[int]) -> tuple[list[int], torch.Tensor]:
+    """(the held-out images in GROUPS, every image's group index or -1)."""
+    groups = full.column("groups")
+    labels = torch.tensor([GROUPS.index(g) if g in GROUPS else -1 for g in groups])
+    return [i for i in held if groups[i] in GROUPS], labels
+
+
+def headline(G, full: PreparedDataset, held: list[int], steps: int = CLASSIFIER_STEPS,
+             seconds: float = CLASSIFIER_SECONDS, cache: Path | None = None) -> dict:
+    """The benchmark's headline for any text model, one trained on every emoji included (the text demo's): the
+    everyday phrasings (never a caption, so unseen whatever it trained on) sampled as a user gets them (USER_MODE),
+    put in their group by the benchmark's judge, beside the judge on the held-out real images."""
+    from progan.conditioning.encoder import encoder_for
+    from progan.conditioning.rows import prompt_reading
+
+    encoder = encoder_for(G.meta["conditioning"]["encoder"])
+    phrasings = {p: g for g, ps in PHRASINGS.items() for p in ps}
+    readings = {p: prompt_reading(G, p, encoder) for p in phrasings}
+    res = int(G.output_resolution)
+    groups = full.column("groups")
+    held_set = set(held)
+    train_idx = [i for i, g in enumerate(groups) if g in GROUPS and i not in held_set]
+    judged_held, labels = judged_reals(full, held)
+    net, _ = judge(full.images(res, train_idx), labels[train_idx], steps, seconds, cache)
+    draw, noise = MODES[USER_MODE]
+    fakes = judged(net, prompt_samples(G, list(phrasings), readings, draw=draw, noise=noise), list(phrasings.values()))
+    reals = per_group(probabilities(net, full.images(res, judged_held)).argmax(1), labels[judged_held])
+    return {"mode": USER_MODE, "phrasings": fakes["balanced"], "real_held_out": reals["balanced"],
+            "share_of_real": round(fakes["balanced"] / reals["balanced"], 3), "chance": round(1 / len(GROUPS), 4),
+            "groups_above_chance": sum(v > 1 / len(GROUPS) for v in fakes["groups"].values() if v is not None)}
+
+
 def evaluate(G, U, full: PreparedDataset, held: list[int], encoder=None, steps: int = CLASSIFIER_STEPS,
-             seconds: float = CLASSIFIER_SECONDS, grids: Path | None = None) -> dict:
+             seconds: float = CLASSIFIER_SECONDS, grids: Path | None = None, cache: Path | None = None) -> dict:
     """Fidelity and diversity of text model G beside unconditional model U (or None); `held` the held-out split of
-    the full dataset `full`. encoder: the loaded text encoder (default: G's, found by its record)."""
+    the full dataset `full`. encoder: the loaded text encoder (default: G's, found by its record); cache: a folder
+    for the judge (trained once per resolution and training images)."""
     from progan.conditioning.rows import prompt_reading
 
     check_unseen(G, full, held)
@@ -291,14 +381,12 @@ def evaluate(G, U, full: PreparedDataset, held: list[int], encoder=None, steps: 
 
     held_set = set(held)
     train_idx = [i for i, g in enumerate(groups) if g in GROUPS and i not in held_set]
-    judged_held = [i for i in held if groups[i] in GROUPS]
-    labels = torch.tensor([GROUPS.index(g) if g in GROUPS else -1 for g in groups])
+    judged_held, labels = judged_reals(full, held)
     classifiers = {}
 
     def classifier(res):  # one per resolution: the same judge for every model that renders at it
         if res not in classifiers:
-            classifiers[res] = train_classifier(full.images(res, train_idx), labels[train_idx], len(GROUPS),
-                                                SPLIT_SEED, steps, seconds)
+            classifiers[res] = judge(full.images(res, train_idx), labels[train_idx], steps, seconds, cache)
         return classifiers[res]
 
     res = int(G.output_resolution)
@@ -314,8 +402,8 @@ def evaluate(G, U, full: PreparedDataset, held: list[int], encoder=None, steps: 
     diversity = {}
     for set_name, targets in sets.items():
         prompts = list(targets)
-        for mode in ("cond", "draw", "noise"):  # noise: the reading's condition, and conditioning-augmentation noise
-            images = prompt_samples(G, prompts, readings, draw=mode == "draw", noise=mode == "noise")
+        for mode, (draw, noise) in MODES.items():
+            images = prompt_samples(G, prompts, readings, draw=draw, noise=noise)
             out[f"{set_name}_{mode}"] = judged(net, images, [targets[p] for p in prompts])
             if res >= 16:
                 diversity[f"{set_name}_{mode}"] = within_block_msssim(images, SEEDS)
@@ -333,6 +421,9 @@ def evaluate(G, U, full: PreparedDataset, held: list[int], encoder=None, steps: 
         out["uncond_resolution"] = int(U.output_resolution)
     if res >= 16:
         diversity["data_within_group"] = data_msssim(full, res, held)
+        texts = {t: [i for i in idx if i not in held_set] for t, idx in images_of_texts(full).items()}
+        reals = [i for p in sets["phrasings"] for i in reading_reals(G, texts, readings[p], p)]
+        diversity["data_within_prompt"] = within_block_msssim(full.images(res, torch.tensor(reals)), SEEDS)
     out["readings"] = {p: readings[p].describe() for p in phrasings}
     return {"fidelity": out, "diversity": diversity}
 
@@ -370,32 +461,34 @@ def table(results: list[dict]) -> str:
         ceiling = bal("real_held_out")
         text_q, uncond_q = r["text"].get("quality", {}), (r.get("uncond") or {}).get("quality", {})
         fading = r["text"]["lod"] != int(r["text"]["lod"])
+        every_mode = lambda get, prefix: " / ".join(num(get(f"{prefix}_{m}")) for m in MODES)  # noqa: E731
         rows.append("| " + " | ".join([
             r["name"], str(r["seed"]), f"{r['minutes']:g}" if r.get("minutes") else "-",
             f"{r['text']['kimg']:.1f}",
             f"{r['text']['resolution']}" + (f" (lod {r['text']['lod']:.2f})" if fading else ""),
-            f"{num(bal('names_cond'))} / {num(bal('names_draw'))}",
-            f"{num(bal('phrasings_cond'))} / {num(bal('phrasings_draw'))}",
+            every_mode(bal, "names"), every_mode(bal, "phrasings"),
             num(ceiling), f"{num(bal('uncond_names'))} / {num(bal('uncond_phrasings'))}",
-            num(ratio(bal("names_cond"), ceiling), 2), num(ratio(bal("phrasings_cond"), ceiling), 2),
-            f"{above(f, 'names_cond')} / {above(f, 'phrasings_cond')}",
-            f"{above(f, 'names_cond', 'uncond_names')} / {above(f, 'phrasings_cond', 'uncond_phrasings')}",
-            f"{num(d.get('phrasings_cond'))} / {num(d.get('phrasings_draw'))}", num(d.get("data_within_group")),
+            num(ratio(bal(f"names_{USER_MODE}"), ceiling), 2), num(ratio(bal(f"phrasings_{USER_MODE}"), ceiling), 2),
+            f"{above(f, f'names_{USER_MODE}')} / {above(f, f'phrasings_{USER_MODE}')}",
+            f"{above(f, f'names_{USER_MODE}', 'uncond_names')} / "
+            f"{above(f, f'phrasings_{USER_MODE}', 'uncond_phrasings')}",
+            every_mode(d.get, "phrasings"),
+            f"{num(d.get('data_within_prompt'))} / {num(d.get('data_within_group'))}",
             num(text_q.get("swd"), 1), num(uncond_q.get("swd"), 1),
             num(ratio(text_q.get("swd"), uncond_q.get("swd")), 2),
             num((r.get("load_average") or {}).get("mean"), 1),
         ]) + " |")
-        for key, what in [("names_cond", "names, cond"), ("names_draw", "names, draw"),
-                          ("phrasings_cond", "phrasings, cond"), ("phrasings_draw", "phrasings, draw"),
-                          ("real_held_out", "real held-out"), ("uncond_names", "uncond, names"),
-                          ("uncond_phrasings", "uncond, phrasings")]:
+        for key in [f"{s}_{m}" for s in ("names", "phrasings") for m in MODES] + [
+                "real_held_out", "uncond_names", "uncond_phrasings"]:
             if key in f:
-                group_rows.append(f"| {r['name']} s{r['seed']} | {what} | "
+                group_rows.append(f"| {r['name']} s{r['seed']} | {key.replace('_', ' ')} | "
                                   + " | ".join(num(f[key]["groups"].get(g), 2) for g in GROUPS) + " |")
-    head = ("| run | seed | min | kimg | res | names cond / draw | phrasings cond / draw | real held-out "
-            "| uncond names / phrasings | names / ceiling | phr. / ceiling | groups > chance | groups > uncond "
-            "| MS-SSIM prompt cond / draw | MS-SSIM group (data) | SWD | SWD uncond | SWD ratio | load |\n"
-            "| --- | --: | --: | --: | --- | --- | --- | --: | --- | --: | --: | --- | --- | --- | --: | --: | --: "
+    modes = " / ".join(MODES).replace("_", "+")
+    head = (f"| run | seed | min | kimg | res | names {modes} | phrasings {modes} | real held-out "
+            f"| uncond names / phrasings | names / ceiling ({USER_MODE}) | phr. / ceiling | groups > chance "
+            f"| groups > uncond | MS-SSIM prompt {modes} | MS-SSIM data prompt / group | SWD | SWD uncond "
+            "| SWD ratio | load |\n"
+            "| --- | --: | --: | --: | --- | --- | --- | --: | --- | --: | --: | --- | --- | --- | --- | --: | --: "
             "| --: | --: |")
     group_head = ("| run | prompts | " + " | ".join(GROUPS) + " |\n| --- | --- | " + " | ".join("--:" for _ in GROUPS)
                   + " |")
@@ -418,6 +511,20 @@ def train_model(condition: str, flags: list[str], data: Path, run: Path, minutes
     atomic_write_json(run / "text_fidelity_train.json", info)
 
 
+def print_headline(args) -> int:
+    from progan.model_io import load_generator
+
+    G = load_generator(args.headline / "model" if (args.headline / "model").is_dir() else args.headline)
+    full = ensure_dataset(args.data)
+    held = held_out_split(full.column("groups"), key_column(full))
+    h = headline(G, full, held, steps=args.classifier_steps, cache=args.runs / "cache")
+    print(f"Words it never saw: {sum(map(len, PHRASINGS.values()))} everyday phrasings put in the right "
+          f"emoji group {h['phrasings']:.2f} of the time (balanced over {len(GROUPS)} groups, chance "
+          f"{h['chance']:.2f}; real images {h['real_held_out']:.2f}: {h['share_of_real']:.2f} of theirs; "
+          f"{h['groups_above_chance']}/{len(GROUPS)} groups above chance)")
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--train", action="store_true", help="train a text and an unconditional model, then evaluate")
@@ -430,15 +537,22 @@ def main() -> int:
     p.add_argument("--name", help="the text model's name in the results (default demo-text)")
     p.add_argument("--data", type=Path, default=Path("data/emoji32"), help="the full emoji dataset (built when "
                    "missing); the models train on DATA-fidelity-train")
+    p.add_argument("--no-skin-tones", action="store_true", help="both models train without the skin-tone variants "
+                   "too (the text demo's data, built with `progan dataset --no-skin-tones`); the judge and the "
+                   "held-out split stay those of the whole set")
     p.add_argument("--runs", type=Path, default=Path("runs/text_fidelity"), help="where --train's run folders go")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     p.add_argument("--classifier-steps", type=int, default=CLASSIFIER_STEPS)
+    p.add_argument("--headline", type=Path, metavar="RUN", help="print the headline for any text run (one trained on "
+                   "every emoji too: the text demo's): its everyday phrasings beside the real images, then exit")
     p.add_argument("--table", type=Path, nargs="?", const=Path("benchmarks/results"), metavar="DIR",
                    help="print the markdown tables of DIR's results (default benchmarks/results) and exit")
     args = p.parse_args()
     if args.table:
         print(table(read_results(args.table)))
         return 0
+    if args.headline:
+        return print_headline(args)
     if args.train == bool(args.eval_only):
         p.error("give --train (with --minutes) or --eval-only RUN, or --table")
     if args.train and not args.minutes:
@@ -455,13 +569,14 @@ def main() -> int:
     if clash:
         sys.exit(f"these phrasings are captions, keywords or caption variants of {args.data}: {clash}")
     held = held_out_split(full.column("groups"), key_column(full))
-    subset_dir = args.data.with_name(args.data.name + "-fidelity-train")
-    subset = ensure_subset(full, held, subset_dir)
+    variant = "-no-skin-tones" if args.no_skin_tones else ""
+    subset_dir = args.data.with_name(args.data.name + "-fidelity-train" + variant)
+    subset = ensure_subset(full, held, subset_dir, skin_tone_variants(full) if args.no_skin_tones else [])
 
     name = args.name or "demo-text"
     if args.train:
         text_run = args.runs / f"{name}-s{args.seed}-{args.minutes:g}min"
-        baseline = args.runs / f"uncond-s{args.seed}-{args.minutes:g}min"
+        baseline = args.runs / f"uncond{variant}-s{args.seed}-{args.minutes:g}min"
         if text_run.exists():
             sys.exit(f"{text_run} exists: remove it, or evaluate it with --eval-only {text_run}")
         train_model("text", TEXT_FLAGS + args.flags.split(), subset_dir, text_run, args.minutes, args.seed)
@@ -487,7 +602,8 @@ def main() -> int:
     result["load_average"] = {"mean": round(sum(loads) / len(loads), 2)} if loads else None
     print(f"{name}: {result['text']['kimg']} kimg, {G.output_resolution}x{G.output_resolution}; "
           f"{len(held)} held-out images", flush=True)
-    result.update(evaluate(G, U, full, held, steps=args.classifier_steps, grids=text_run / "text_fidelity"))
+    result.update(evaluate(G, U, full, held, steps=args.classifier_steps, grids=text_run / "text_fidelity",
+                           cache=args.runs / "cache"))
     # SWD of both against the data they trained on (the subset), with the same images and seed
     result["text"]["quality"] = quality(G, subset, args.runs / "cache")
     if U is not None:

@@ -280,6 +280,20 @@ def device_arg(value: str) -> str:
 # ---------------------------------------------------------------------------------------------------------------
 # progan generate
 
+def add_condition_noise(p: argparse.ArgumentParser, what: str) -> None:
+    """--condition-noise / --no-condition-noise, the same for generate and studio."""
+    p.add_argument("--condition-noise", action=argparse.BooleanOptionalAction, default=False,
+                   help=f"text-conditional models: {what} (default: the code's mean, which followed prompts better "
+                   "with --reading draw)")
+
+
+def add_reading(p: argparse.ArgumentParser, who: str) -> None:
+    """--reading draw|mean, the same for generate and studio."""
+    p.add_argument("--reading", choices=["draw", "mean"], default="draw", help=f"text-conditional models: how each "
+                   f"{who} takes a prompt's reading (a mixture of training captions): draw, its own caption of it, "
+                   "drawn by weight; mean, the mixture's weighted mean")
+
+
 def add_generate(sub) -> None:
     p = sub.add_parser("generate", help="sample grids and interpolation videos from a run or exported generator")
     p.add_argument("model", type=Path, help="run folder, exported model folder or checkpoint folder")
@@ -296,10 +310,9 @@ def add_generate(sub) -> None:
                    help="class-conditional models: this class; repeat to blend, e.g. --class cat=0.7 --class dog=0.3")
     p.add_argument("--per-class", type=int, metavar="N", help="class-conditional models: a grid with N seeds per class")
     p.add_argument("--prompt", help="text-conditional models: what to show, e.g. 'monkeys surfing on the moon'")
-    p.add_argument("--condition-noise", action=argparse.BooleanOptionalAction, default=True,
-                   help="text-conditional models: each seed samples the conditioning augmentation's noise around "
-                   "the prompt's code, as training did (varied takes on the prompt); --no-condition-noise takes the "
-                   "code's mean")
+    add_condition_noise(p, "each seed samples the conditioning augmentation's noise around the prompt's code, as "
+                        "training did (varied takes on the prompt)")
+    add_reading(p, "seed")
     p.add_argument("--text-encoder", metavar="FOLDER", help="text-conditional models: the folder of the model's "
                    "sentence encoder, when it is no longer where training found it")
     p.add_argument("--device", type=device_arg, default="auto", help="default: cuda when available, else cpu")
@@ -329,8 +342,9 @@ def add_generate(sub) -> None:
     p.set_defaults(func=cmd_generate)
 
 
-def generation_condition(G, args, n: int):
-    """(condition rows [n, C] or None, a line saying what was asked) for generate's --class / --prompt."""
+def generation_condition(G, args, n: int, seeds: list[int] | None = None):
+    """(condition rows [n, C] or None, a line saying what was asked) for generate's --class / --prompt; with
+    `seeds` (n of them) and --reading draw, each seed draws its own caption of the prompt's reading."""
     from progan.conditioning import rows
     from progan.conditioning.spec import conditioning_kind
     from progan.seeds import generator
@@ -339,6 +353,8 @@ def generation_condition(G, args, n: int):
         raise ConfigError("give --class or --prompt, not both")
     if args.prompt is not None:
         reading = rows.prompt_reading(G, args.prompt, encoder_folder=args.text_encoder)
+        if seeds is not None and args.reading == "draw":
+            return rows.drawn_rows(G, reading, seeds), f"prompt read as: {reading.describe()} (a caption per seed)"
         return reading.condition.expand(n, -1).clone(), f"prompt read as: {reading.describe()}"
     if args.classes:
         names, weights = [], []
@@ -371,7 +387,7 @@ def cmd_generate(args) -> None:
         raise ConfigError("--out FOLDER is required (or --pattern NAME --video FILE for a show)")
     G = load_generator(args.model, args.device)
     seeds = gen.parse_seeds(args.seeds)
-    cond, asked = generation_condition(G, args, len(seeds))
+    cond, asked = generation_condition(G, args, len(seeds), seeds)
     if asked:
         print(asked)
     noise = None
@@ -420,6 +436,7 @@ def cmd_show(args) -> None:
     from progan.studio.renderer import FrameRenderer
     from progan.studio.setlist import read_setlist, resolve, total_seconds
     from progan.studio.show import MAX_SECONDS, ShowError, ShowSettings, parse_size, show_frames, write_video
+    from progan.studio.targets import Target
     from progan.studio.taste import Preferences, read_profile
     if not args.video:
         raise ConfigError("a show is rendered to a video: name the file with --video show.mp4 (or show.gif)")
@@ -440,15 +457,19 @@ def cmd_show(args) -> None:
                             grid=grid, speed=args.speed, truncation=args.truncation).check()
     path = args.out / args.video if args.out else Path(args.video)
     G = load_generator(args.model, args.device)
-    renderer = FrameRenderer(G)
+    renderer = FrameRenderer(G, condition_noise=args.condition_noise, reading=args.reading)
     prefs = Preferences(renderer.pref_basis)
     if args.taste:
         prefs.load_profile(read_profile(args.taste), renderer.taste_model)
-    cond = None
+    target = None
     if G.cfg.cond_size:
         rows, asked = generation_condition(G, args, 1)
         print(asked)
-        cond = rows[0]
+        target = Target(rows[0], "", "", "class")
+        if args.prompt is not None:  # the lanes take the reading as the studio's do
+            from progan.conditioning.rows import prompt_reading
+            target = renderer.targets.prompt_target(args.prompt, prompt_reading(G, args.prompt,
+                                                                                encoder_folder=args.text_encoder))
     setlist = None
     if entries is not None:
         import functools
@@ -463,7 +484,7 @@ def cmd_show(args) -> None:
                           where=args.setlist.name)
     controls = song_controls(song, reactions, settings.fps, settings.frames) if song is not None else None
     t0 = time.perf_counter()
-    n = write_video(show_frames(renderer, settings, prefs, cond, setlist, controls), path, settings.fps,
+    n = write_video(show_frames(renderer, settings, prefs, target, setlist, controls), path, settings.fps,
                     settings.size, audio=args.audio)
     extras = "".join([f", setlist of {len(setlist)} entries ({total_seconds(setlist):g} s a round)" if setlist else "",
                       f", moving with {args.audio.name} ({len(song.onsets)} onsets)" if song is not None else ""])
@@ -550,6 +571,9 @@ def add_studio(sub) -> None:
     p.add_argument("--taste", type=Path, help="a taste profile saved from the studio: every viewer starts with it")
     p.add_argument("--setlist", type=Path, help="a setlist every viewer starts playing in a loop: one entry a line, "
                    "SECONDS KIND WHAT (e.g. '8 prompt a red heart', '12 class cat=0.7, dog=0.3', '6 seed 42')")
+    add_condition_noise(p, "each lane samples the conditioning augmentation's noise around the prompt's code, as "
+                        "training did (a different take on the prompt in every lane)")
+    add_reading(p, "lane")
     p.set_defaults(func=cmd_studio)
 
 
@@ -563,7 +587,8 @@ def cmd_studio(args) -> None:
     setlist = read_setlist(args.setlist) if args.setlist else None
     run_studio(args.model, host=args.host, port=args.port, device=args.device, token=args.token,
                open_browser=args.open, threads=args.threads, text_encoder=args.text_encoder, pattern=pattern,
-               taste=taste, seed=args.seed, setlist=setlist, setlist_name=args.setlist.name if args.setlist else "")
+               taste=taste, seed=args.seed, setlist=setlist, setlist_name=args.setlist.name if args.setlist else "",
+               condition_noise=args.condition_noise, reading=args.reading)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -98,7 +98,7 @@ def render(G: Generator, z: torch.Tensor, truncation: float = 1.0, mean: torch.T
     the generator's trained level of detail, truncated by `truncation` (see `truncate`). The mean, when not given,
     is each row's own: the centre of what that row asks for (`truncation_means`). `noise` [B, ca_size]: a text
     model's conditioning-augmentation noise, sampled around each row's code as in training (default: the code's
-    mean)."""
+    mean), truncated as z is: scaled by `truncation`."""
     device = next(G.parameters()).device
     level, alpha = level_and_alpha(G.lod, G.resolution)
     if truncation != 1.0 and mean is None:
@@ -110,8 +110,10 @@ def render(G: Generator, z: torch.Tensor, truncation: float = 1.0, mean: torch.T
     noises = [None] * len(chunks) if noise is None else noise.split(batch_size)
     out = []
     for chunk, c, centre, n in zip(chunks, conds, centres, noises):
-        style = None if c is None else G.style(c.to(device), None if n is None else n.to(device))
-        x = G.embed(chunk.to(device), style=style)
+        style = None if c is None else G.style(c.to(device), None if n is None else truncation * n.to(device))
+        # z at norm sqrt(L), as the studio shows it: a conditional G normalises z and its condition code jointly,
+        # so z's own length would otherwise weigh against the condition, differently for every seed
+        x = G.embed(normalize(chunk.to(device)), style=style)
         if truncation != 1.0:
             x = truncate(x, centre.to(x), truncation)
         out.append(to_uint8(G.synthesize(x, level, alpha, style)).cpu())

@@ -54,8 +54,12 @@ echo "Final training grid:   $RUN/samples/final.png"
 echo "Grids per resolution:  $RUN/samples/"
 echo "Generated grid, video: $RUN/generated/grid.png  $RUN/generated/interpolation.gif"
 echo "Exported generator:    $RUN/model/"
-if [ "$CONDITION" = text ]; then
-    echo "Prompt grid:           $RUN/generated/prompt/grid.png  (\"${PROMPT:-monkeys surfing on the moon}\")"
-fi
 echo "Training curves:       $RUN/plot.png"
 echo "Watch it live:         .venv/bin/progan studio $RUN"
+if [ "$CONDITION" = text ] && [ "$OUT_RES" -ge 16 ]; then
+    # the words benchmark's headline for this run: its everyday phrasings, judged by a classifier of the real
+    # emoji's groups (trained once, a few minutes, then cached in runs/text_fidelity/cache)
+    echo
+    .venv/bin/python -m benchmarks.text_fidelity --headline "$RUN" --data "$DATA" | tail -n 1
+    echo "Prompt grid:           $RUN/generated/prompt/grid.png  (\"${PROMPT:-monkeys surfing on the moon}\")"
+fi

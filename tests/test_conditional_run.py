@@ -85,7 +85,10 @@ def test_text_conditional_run_reads_prompts_and_resumes_exactly(folders, tmp_pat
                  "--prompt", "a green circle", "--video", "v.gif", "--video-seeds", "0-1",
                  "--frames-per-seed", "2"]) == 0
     out = capsys.readouterr().out
-    assert "prompt read as: a green circle 1.00" in out
+    assert "prompt read as: a green circle 1.00 (a caption per seed)" in out
+    assert main(["generate", str(full), "--out", str(tmp_path / "m"), "--seeds", "0-3", "--prompt", "a green circle",
+                 "--reading", "mean"]) == 0
+    assert "prompt read as: a green circle 1.00\n" in capsys.readouterr().out
     # Nothing in the data is close: rendered as read, and said so (the studio does the same).
     assert main(["generate", str(full), "--out", str(tmp_path / "g"), "--prompt", "quarterly tax law reform"]) == 0
     assert "prompt read as: nothing in the data is close to this prompt" in capsys.readouterr().out

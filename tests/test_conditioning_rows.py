@@ -58,3 +58,18 @@ def test_condition_noise_is_a_function_of_each_seed():
     both = condition_noise_from_seeds([3, 7], 4)
     assert torch.equal(both[1], condition_noise_from_seeds([7], 4)[0])  # whatever else is in the batch
     assert not torch.equal(both[0], both[1])
+
+
+def test_each_seed_draws_its_own_caption_of_a_reading_by_weight():
+    from progan.conditioning.prompts import read_prompt
+    from progan.conditioning.rows import drawn_rows
+    vectors = torch.eye(4)
+    G = Generator(ModelConfig(resolution=8, latent_size=16, fmap_base=64, fmap_max=16, text_size=4, ca_size=2))
+    G.meta = {"conditioning": {"kind": "text", "captions": ["a", "b", "c", "d"], "caption_vectors": vectors}}
+    reading = read_prompt(torch.tensor([0.8, 0.6, 0.0, 0.0]), vectors, ["a", "b", "c", "d"])
+    assert reading.captions == ("a", "b")
+    rows = drawn_rows(G, reading, list(range(400)))
+    share_a = float(rows[:, 0].mean())  # each row is one caption's vector: a one-hot here
+    assert torch.equal(rows.sum(1), torch.ones(400)) and rows[:, 2:].abs().sum() == 0
+    assert abs(share_a - float(reading.weights[0])) < 0.08  # drawn by weight
+    assert torch.equal(drawn_rows(G, reading, [5, 9])[1], rows[9])  # a seed's draw whatever else is drawn

@@ -12,6 +12,7 @@ import websockets
 
 from progan.conditioning.rows import prompt_reading
 from progan.config import ModelConfig
+from progan.generate import condition_noise_from_seeds, latents_from_seeds, render
 from progan.networks import Generator
 from progan.studio.frames import frames_to_uint8
 from progan.studio.protocol import MAX_QUEUE, parse_control, unpack_message
@@ -189,15 +190,87 @@ def test_truncation_pulls_toward_the_prompts_own_centre(G, encoder, renderer):
     rec.session.post({"type": "prompt", "text": "full moon", "reading": reading(G, encoder, "full moon")})
     rec.frame(0.0)
     rec.frame(1.0)
-    z, psi, cond, mean = rec.session.next_latents()
+    inputs = rec.session.next_latents()
+    cond, mean = inputs.cond, inputs.mean
     assert cond.shape == (4, G.cfg.text_size) and torch.equal(cond[3], moon)
     torch.testing.assert_close(mean, renderer.condition_mean(moon).expand(4, -1, -1, -1))
-    frames = renderer.render(z, psi, cond, mean).astype(int)
+    frames = renderer.render(*inputs).astype(int)
     with torch.inference_mode():
         centre = frames_to_uint8(G.synthesize(renderer.condition_mean(moon), 2))[0].astype(int)
         everyone = frames_to_uint8(G.synthesize(renderer.x4_mean, 2))[0].astype(int)
     assert all(np.abs(f - centre).max() <= 1 for f in frames)  # psi 0: every cell is the prompt's centre ...
     assert np.abs(centre - everyone).mean() > 3  # ... not the centre of every condition
+
+
+def test_each_lane_samples_its_own_take_on_the_prompt(G, encoder):
+    renderer = FrameRenderer(G, mean_samples=64, condition_noise=True)
+    rec = Recorder(renderer)
+    rec.session.post({"type": "grid", "value": 2})
+    rec.session.post({"type": "freeze", "value": True})
+    rec.session.post({"type": "prompt", "text": "full moon", "reading": reading(G, encoder, "full moon")})
+    rec.frame(0.0)
+    rec.frame(1.0)
+    first = rec.session.next_latents()
+    assert first.noise.shape == (4, G.cfg.ca_size)
+    assert torch.cdist(first.noise, first.noise).triu(1)[torch.ones(4, 4).triu(1).bool()].min() > 1  # all differ
+    # the same latent in every lane still gives four different pictures: the noise reaches the generator
+    same_z = first.z[:1].expand(4, -1)
+    frames = renderer.render(same_z, first.psi, first.cond, first.mean, first.noise).astype(int)
+    assert min(np.abs(frames[i] - frames[j]).mean() for i in range(4) for j in range(i)) > 1
+    assert np.abs(renderer.render(same_z, first.psi, first.cond)[1:].astype(int)
+                  - renderer.render(same_z, first.psi, first.cond)[0].astype(int)).max() == 0  # none: one picture
+    # a new prompt brings new takes, moved to along with its row (unit variance half way)
+    rec.session.post({"type": "prompt", "text": "red heart", "reading": reading(G, encoder, "red heart")})
+    rec.frame(1.0 + MORPH_SECONDS / 4)
+    half = rec.session.next_latents()
+    p = rec.steering.morph_progress
+    rec.frame(2.0 + MORPH_SECONDS)
+    after = rec.session.next_latents()
+    assert 0 < p < 1 and not torch.allclose(after.noise, first.noise)
+    torch.testing.assert_close(half.noise, ((1 - p) * first.noise + p * after.noise) / ((1 - p)**2 + p**2)**0.5)
+    # a seed jump shows the seeds' own noise: the frame is `progan generate --seeds 7-10 --prompt 'red heart'`'s
+    rec.session.post({"type": "seed", "value": 7})
+    rec.frame(3.0)
+    jumped = rec.session.next_latents()
+    torch.testing.assert_close(jumped.noise, condition_noise_from_seeds([7, 8, 9, 10], G.cfg.ca_size))
+    cond = reading(G, encoder, "red heart").condition.view(1, -1).expand(4, -1)
+    offline = render(G, latents_from_seeds([7, 8, 9, 10], G.latent_size), cond=cond.float(),
+                     noise=condition_noise_from_seeds([7, 8, 9, 10], G.cfg.ca_size))
+    live = renderer.render(*jumped)
+    assert np.abs(offline.permute(0, 2, 3, 1).numpy().astype(int) - live.astype(int)).max() <= 1
+
+
+def test_the_lanes_draw_their_own_captions_of_a_reading_and_draw_again_as_it_plays_on(G, encoder, renderer):
+    rec = Recorder(renderer)
+    rec.session.post({"type": "grid", "value": 3})
+    monkeys = reading(G, encoder, "monkeys surfing on the moon")
+    assert len(monkeys.captions) >= 2
+    rec.session.post({"type": "prompt", "text": "monkeys surfing on the moon", "reading": monkeys})
+    parts = G.meta["conditioning"]["caption_vectors"][monkeys.indices]
+    shown = []
+    for k in range(4):  # each time the prompt has played its time, the lanes draw again
+        rec.frame(k * 8.0 + 0.01)
+        rec.frame(k * 8.0 + 1.0)
+        rows = rec.session.next_latents().cond
+        assert all(any(torch.equal(row, p) for p in parts) for row in rows)  # every lane one caption of the reading
+        shown.append(rows)
+    assert len({tuple(r.tolist()) for rows in shown for r in rows}) >= 2  # not one caption for all
+    assert any(not torch.equal(a, b) for a, b in zip(shown, shown[1:]))  # fresh takes as it plays on
+    assert rec.condition()["now"]["text"] == "monkeys surfing on the moon"
+    mean = FrameRenderer(G, mean_samples=64, reading="mean")
+    rec = Recorder(mean)
+    rec.session.post({"type": "prompt", "text": "monkeys surfing on the moon", "reading": monkeys})
+    rec.frame(0.0)
+    rec.frame(1.0)
+    assert torch.equal(rec.session.next_latents().cond[0], monkeys.condition)  # --reading mean: the weighted mean
+
+
+def test_without_condition_noise_every_lane_shows_the_codes_mean(G, encoder):
+    r = FrameRenderer(G, mean_samples=64)  # the default
+    rec = Recorder(r)
+    rec.session.post({"type": "grid", "value": 2})
+    rec.frame(0.0)
+    assert r.noise_size == 0 and rec.session.next_latents().noise is None
 
 
 def test_class_picks_and_blends_reach_the_generator_as_soft_rows():
@@ -213,7 +286,8 @@ def test_class_picks_and_blends_reach_the_generator_as_soft_rows():
     rec.session.post({"type": "freeze", "value": True})
     for t in (0.05, 0.1, 0.3, 0.6, 0.7):
         rec.frame(t)
-    z, psi, cond, mean = rec.session.next_latents()
+    z, psi, cond, mean, noise = rec.session.next_latents()
+    assert noise is None  # conditioning augmentation is a text model's
     torch.testing.assert_close(cond, torch.tensor([[0.7, 0.3, 0.0]]))
     assert rec.condition()["now"]["text"] == "cat 0.70, dog 0.30"
     with torch.inference_mode():

@@ -27,8 +27,8 @@ def test_session_applies_controls_and_renders_grid(G):
     s.post({"type": "grid", "value": 3, "id": 4})
     s.apply_pending()
     assert s.steering.walk.lanes == 9 and s.ack == 4
-    z, psi, cond, mean = s.next_latents()
-    assert z.shape == (9, 64) and cond is None and mean is None
+    z, psi, cond, mean, noise = s.next_latents()
+    assert z.shape == (9, 64) and cond is None and mean is None and noise is None
     assert s.post({"type": "like", "frame": s.seq + 1, "cell": 4})
     s.apply_pending()
     assert s.steering.prefs.likes == 1

@@ -123,7 +123,8 @@ def test_prompt_entries_are_read_by_the_model(tmp_path):
         if text == "nothing at all":
             from progan.conditioning.prompts import PromptError
             raise PromptError("close to nothing in the data")
-        return SimpleNamespace(condition=torch.full((8,), float(len(read))), describe=lambda: f"{text} 1.00")
+        return SimpleNamespace(condition=torch.full((8,), float(len(read))), describe=lambda: f"{text} 1.00",
+                               indices=torch.tensor([0]), weights=torch.ones(1))
 
     out = resolve(parse_setlist("4 prompt a sun\n# and then\n6 prompt the moon\n"), targets, reading, "s.txt")
     assert read == ["a sun", "the moon"]

@@ -159,21 +159,20 @@ def random_model(tmp_path, name: str, subset, text: bool):
     return load_generator(folder)
 
 
-def test_a_whole_evaluation_and_its_tables(tf, full, encoder, tmp_path):
+def test_a_whole_evaluation_and_its_tables(tf, full, encoder, tmp_path, monkeypatch):
     held = tf.held_out_split(full.column("groups"), tf.key_column(full))
     subset = tf.ensure_subset(full, held, full.path.with_name("emoji16-fidelity-train"))
     G, U = random_model(tmp_path, "text", subset, True), random_model(tmp_path, "uncond", subset, False)
-    got = tf.evaluate(G, U, full, held, encoder=encoder, steps=3, grids=tmp_path / "grids")
+    got = tf.evaluate(G, U, full, held, encoder=encoder, steps=3, grids=tmp_path / "grids", cache=tmp_path / "cache")
     f, d = got["fidelity"], got["diversity"]
     assert f["classifier_steps"] == 3 and f["held_out_images"] == len(held)
     assert f["held_out_names"] == len({full.column("variant_of")[i] for i in held})
-    for key in ("names_cond", "names_draw", "phrasings_cond", "phrasings_draw", "real_held_out", "uncond_names",
-                "uncond_phrasings"):
+    modes = [f"{s}_{m}" for s in ("names", "phrasings") for m in tf.MODES]
+    for key in [*modes, "real_held_out", "uncond_names", "uncond_phrasings"]:
         assert 0 <= f[key]["balanced"] <= 1 and set(f[key]["groups"]) == set(tf.GROUPS), key
         assert all(v is not None for v in f[key]["groups"].values()), key  # every group has prompts and reals
     assert f["phrasings_cond"]["images"] == tf.SEEDS * sum(len(p) for p in tf.PHRASINGS.values())
-    assert set(d) == {"names_cond", "names_draw", "names_noise", "phrasings_cond", "phrasings_draw",
-                      "phrasings_noise", "uncond_names", "uncond_phrasings", "data_within_group"}
+    assert set(d) == {*modes, "uncond_names", "uncond_phrasings", "data_within_group", "data_within_prompt"}
     assert all(0 <= v <= 1 for v in d.values())
     assert (tmp_path / "grids" / "phrasings-cond.png").is_file()
 
@@ -186,6 +185,20 @@ def test_a_whole_evaluation_and_its_tables(tf, full, encoder, tmp_path):
     assert torch.equal(x[:tf.SEEDS], y[:tf.SEEDS]) and not torch.equal(x[tf.SEEDS:], y[tf.SEEDS:])
     u = tf.prompt_samples(U, prompts, None)
     assert not torch.equal(u[:tf.SEEDS], u[tf.SEEDS:])  # latents differ per prompt: chance is measured, not built in
+
+    # the judge is trained once: a second evaluation loads it from the cache (the same weights, no training)
+    with monkeypatch.context() as m:
+        m.setattr(tf, "train_classifier", lambda *a, **k: pytest.fail("trained the cached judge again"))
+        again = tf.evaluate(G, U, full, held, encoder=encoder, steps=3, cache=tmp_path / "cache")
+    assert again["fidelity"]["real_held_out"] == f["real_held_out"]
+
+    # the data's own take on a prompt: the images of the captions the model's "draw" reading draws
+    texts = tf.images_of_texts(subset)
+    reading = readings["a happy dog"]
+    reals = tf.reading_reals(G, texts, reading, "a happy dog")
+    drawn = [G.meta["conditioning"]["captions"][i] for i in tf.draws(reading, "a happy dog", tf.SEEDS).tolist()]
+    assert len(reals) == tf.SEEDS and all(i in texts[t] for i, t in zip(reals, drawn))
+    assert all(subset.captions[i] in texts and i in texts[subset.captions[i]] for i in range(subset.count))
 
     # a text model that trained on the held-out emoji is refused
     seen = random_model(tmp_path, "seen", full, True)
@@ -206,4 +219,4 @@ def test_a_whole_evaluation_and_its_tables(tf, full, encoder, tmp_path):
     other = dict(zip(head.strip("| ").split(" | "), (c.strip() for c in lines[3].strip("| ").split(" | "))))
     assert other["SWD uncond"] == "-" and other["SWD ratio"] == "-"
     per_group = lines[lines.index("Accuracy per group:") + 2:]
-    assert len(per_group) == 2 + 7 + 7 and all(len(r.split("|")) == len(tf.GROUPS) + 4 for r in per_group)
+    assert len(per_group) == 2 + 2 * (len(modes) + 3) and all(len(r.split("|")) == len(tf.GROUPS) + 4 for r in per_group)

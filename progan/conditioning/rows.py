@@ -71,3 +71,19 @@ def prompt_reading(G, prompt: str, encoder=None, encoder_folder=None):
     except EncoderMismatch as e:
         raise ConditionError(f"{e} (this model was trained with it)") from None
     return read_prompt(encoder.encode_prompt(prompt), cond["caption_vectors"], cond["captions"])
+
+
+def seed_draws(weights: torch.Tensor, seeds: list[int]) -> list[int]:
+    """Per seed, the index of one part of a reading (weights [m]), drawn with probability its weight: the same
+    draw for a seed everywhere (`progan generate`, the studio's seed box)."""
+    from progan.seeds import generator
+
+    return [int(torch.multinomial(weights, 1, generator=generator(s, "reading-draw"))) for s in seeds]
+
+
+def drawn_rows(G, reading, seeds: list[int]) -> torch.Tensor:
+    """[len(seeds), C]: each seed's own caption of a prompt's reading, drawn with probability its weight (seed_draws).
+    A reading is a distribution: seeds that each draw from it show its parts (a monkey, a moon, a surfer), where
+    the weighted mean of their vectors is one blend the model never saw."""
+    vectors = G.meta["conditioning"]["caption_vectors"]
+    return vectors[reading.indices[seed_draws(reading.weights, seeds)]].float()

@@ -34,14 +34,16 @@ class Engine:
     folder of the model's encoder when it has moved since training (default: the one the model was trained with,
     found where its record says and loaded in the background from the moment the engine is made).
     `setlist`: setlist.parse_setlist's entries, which every viewer starts playing (resolved here, its prompts read
-    before the engine is made; SetlistError names a line this model cannot play)."""
+    before the engine is made; SetlistError names a line this model cannot play). `condition_noise`: a text model's
+    lanes each sample the conditioning augmentation's noise (False: every lane shows the code's mean); `reading`:
+    "draw", a prompt's lanes each draw their own caption of its reading, or "mean" (see FrameRenderer)."""
 
     def __init__(self, G: Generator, *, sliders: int = 8, jpeg_quality: int = 80, max_clients: int = 32,
                  seed: int | None = None, text_encoder: TextEncoder | str | os.PathLike | None = None,
                  pattern: Pattern = Pattern(), taste: dict | None = None, setlist: list[Entry] | None = None,
-                 setlist_name: str = "setlist"):
+                 setlist_name: str = "setlist", condition_noise: bool = False, reading: str = "draw"):
         self.G = G
-        self.renderer = FrameRenderer(G, sliders=sliders)
+        self.renderer = FrameRenderer(G, sliders=sliders, condition_noise=condition_noise, reading=reading)
         # Every viewer starts with this pattern and taste (a taste that does not fit the model is refused here).
         self.pattern, self.taste = pattern, taste
         if taste is not None:

@@ -45,7 +45,7 @@ class FrameRenderer:
     """
 
     def __init__(self, G: Generator, sliders: int = 8, mean_samples: int = 2048, max_batch: int = 16,
-                 max_pixels: int = 1 << 20):
+                 max_pixels: int = 1 << 20, condition_noise: bool = False, reading: str = "draw"):
         self.G = G
         self.net = inference_copy(G)
         self.device = G.dense.weight.device
@@ -53,6 +53,14 @@ class FrameRenderer:
         self.size = 4 * 2**self.level
         self.latent_size = G.latent_size
         self.cond_size = G.cond_size
+        # A text model's conditioning-augmentation noise size when each lane samples its own noise around the code,
+        # as training did (condition_noise); 0: every lane shows the code's mean.
+        self.noise_size = G.cfg.ca_size if G.text_size and condition_noise else 0
+        # How a text stream's lanes take a prompt's reading: "draw", each lane its own caption of it, drawn by
+        # weight; "mean", every lane the mixture's weighted mean (as `progan generate --reading`).
+        if reading not in ("draw", "mean"):
+            raise ValueError(f"reading must be 'draw' or 'mean', got {reading!r}")
+        self.reading = reading
         self.targets = Targets(G)
         t0 = time.perf_counter()
         self.eigenvalues, self.directions = sefa(G)
@@ -75,10 +83,11 @@ class FrameRenderer:
 
     @torch.inference_mode()
     def render(self, z: torch.Tensor, psi: torch.Tensor, cond: torch.Tensor | None = None,
-               mean: torch.Tensor | None = None) -> np.ndarray:
+               mean: torch.Tensor | None = None, noise: torch.Tensor | None = None) -> np.ndarray:
         """z [N, L] (any norm), psi [N] truncation, cond [N, cond_size] float rows for a conditional model (one-hot
-        or blended classes, prompt readings), mean [N, C, 4, 4] the truncation centre of each row (default x4_mean)
-        -> [N, H, W, 3]."""
+        or blended classes, prompt readings), mean [N, C, 4, 4] the truncation centre of each row (default x4_mean),
+        noise [N, noise_size] a text model's conditioning-augmentation noise (default: the code's mean), truncated
+        with z -> [N, H, W, 3]."""
         out = []
         for i in range(0, z.shape[0], self.max_batch):
             rows = slice(i, i + self.max_batch)
@@ -88,9 +97,11 @@ class FrameRenderer:
             def chunk(t: torch.Tensor) -> torch.Tensor:
                 return torch.cat([t[rows], t[rows][pad]]).to(self.device)
 
-            style = None if cond is None else self.net.style(chunk(cond).float())
+            p = chunk(psi)
+            eps = None if noise is None else chunk(noise).float() * p.view(-1, 1).float()
+            style = None if cond is None else self.net.style(chunk(cond).float(), eps)
             x4 = self.net.embed(chunk(z), style=style)
-            p = chunk(psi).to(x4.dtype)
+            p = p.to(x4.dtype)
             if bool((p != 1).any()):
                 x4 = truncate(x4, self.x4_mean if mean is None else chunk(mean).to(x4.dtype), p)
             out.append(frames_to_uint8(self.net.synthesize(x4, self.level, self.alpha, style)[:n]))

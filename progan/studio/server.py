@@ -162,10 +162,11 @@ class Studio(Engine):
                  max_clients: int = 32, sliders: int = 8, seed: int | None = None, control_rate: float = 100.0,
                  control_burst: float = 200.0, max_message: int = 4096, mjpeg_fps: float = 25.0,
                  text_encoder: TextEncoder | str | os.PathLike | None = None, pattern: Pattern = Pattern(),
-                 taste: dict | None = None, setlist: list[Entry] | None = None, setlist_name: str = "setlist"):
+                 taste: dict | None = None, setlist: list[Entry] | None = None, setlist_name: str = "setlist",
+                 condition_noise: bool = False, reading: str = "draw"):
         super().__init__(G, sliders=sliders, jpeg_quality=jpeg_quality, max_clients=max_clients, seed=seed,
                          text_encoder=text_encoder, pattern=pattern, taste=taste, setlist=setlist,
-                         setlist_name=setlist_name)
+                         setlist_name=setlist_name, condition_noise=condition_noise, reading=reading)
         self.token, self.loopback = token, loopback
         self.control_rate, self.control_burst, self.max_message = control_rate, control_burst, max_message
         self.mjpeg_fps = mjpeg_fps
@@ -517,7 +518,7 @@ def run_studio(model_path, host: str = "127.0.0.1", port: int = 8000, device: st
                open_browser: bool = False, threads: int | None = None, jpeg_quality: int = 80,
                max_clients: int = 32, text_encoder: str | os.PathLike | None = None, pattern: Pattern = Pattern(),
                taste: dict | None = None, seed: int | None = None, setlist: list[Entry] | None = None,
-               setlist_name: str = "setlist") -> None:
+               setlist_name: str = "setlist", condition_noise: bool = False, reading: str = "draw") -> None:
     """`progan studio`: load the model, print the URL and serve until interrupted (`text_encoder`: see Engine).
 
     A host other than loopback needs an access token; one is made up when not given and printed in the URL.
@@ -537,7 +538,7 @@ def run_studio(model_path, host: str = "127.0.0.1", port: int = 8000, device: st
         print("setlist: reading its prompts (the text encoder loads first, a few seconds)", flush=True)
     studio = Studio(G, token=token, loopback=loopback, jpeg_quality=jpeg_quality, max_clients=max_clients,
                     text_encoder=text_encoder, pattern=pattern, taste=taste, seed=seed, setlist=setlist,
-                    setlist_name=setlist_name)
+                    setlist_name=setlist_name, condition_noise=condition_noise, reading=reading)
     sock = bind_socket(host, port)
     port = sock.getsockname()[1]
     url = studio_url(host, port, token)

@@ -24,7 +24,7 @@ from progan.studio.frames import encode_jpeg, encode_png, tile
 from progan.studio.protocol import ControlError
 from progan.studio.patterns import Pattern
 from progan.studio.renderer import FrameRenderer
-from progan.studio.steering import Steering
+from progan.studio.steering import FrameInputs, Steering
 
 log = logging.getLogger("progan.studio")
 
@@ -154,7 +154,7 @@ class Session:
         while self.steering.messages:
             self.tell(self.steering.messages.popleft())
 
-    def next_latents(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    def next_latents(self) -> FrameInputs:
         return self.steering.latents(self.seq + 1)
 
     def header(self, kind: str) -> dict:
@@ -240,22 +240,27 @@ class RenderLoop:
         return None
 
     def render_pass(self, sessions: list[Session], now: float) -> None:
-        fresh, zs, psis, conds, means = [], [], [], [], []
+        fresh, inputs = [], []
         for s in sessions:
             s.apply_pending()
             s.step(now)
             if s.dirty or s.last_frame is None:
-                z, psi, cond, mean = s.next_latents()
-                fresh.append((s, z.shape[0]))
-                zs.append(z), psis.append(psi), conds.append(cond), means.append(mean)
+                frame_inputs = s.next_latents()
+                fresh.append((s, frame_inputs.z.shape[0]))
+                inputs.append(frame_inputs)
         t0 = time.perf_counter()
         images = None
         if fresh:
             r = self.renderer
-            mean = None
-            if any(m is not None for m in means):  # a session truncating toward its condition's centre
-                mean = torch.cat([r.x4_mean.expand(len(z), -1, -1, -1) if m is None else m for m, z in zip(means, zs)])
-            images = r.render(torch.cat(zs), torch.cat(psis), torch.cat(conds) if r.cond_size else None, mean)
+            mean = noise = None
+            if any(x.mean is not None for x in inputs):  # a session truncating toward its condition's centre
+                mean = torch.cat([r.x4_mean.expand(len(x.z), -1, -1, -1) if x.mean is None else x.mean
+                                  for x in inputs])
+            if r.noise_size:
+                noise = torch.cat([torch.zeros(len(x.z), r.noise_size) if x.noise is None else x.noise
+                                   for x in inputs])
+            images = r.render(torch.cat([x.z for x in inputs]), torch.cat([x.psi for x in inputs]),
+                              torch.cat([x.cond for x in inputs]) if r.cond_size else None, mean, noise)
         render_ms = (time.perf_counter() - t0) * 1e3
         offset = 0
         for s, lanes in fresh:

@@ -99,19 +99,19 @@ def show_frame(renderer: FrameRenderer, pattern: Pattern, seed: int, phase: floa
 
 
 def show_frames(renderer: FrameRenderer, settings: ShowSettings, prefs: Preferences | None = None,
-                cond: torch.Tensor | None = None, setlist: list[Target] | None = None,
+                target: Target | None = None, setlist: list[Target] | None = None,
                 controls: Callable[[int], list[dict]] | None = None) -> Iterator[np.ndarray]:
     """The show's frames [H, W, 3] uint8, laid out at settings.size: a Steering on settings.seed stepped by 1 / fps
-    (cond: one condition row to show; setlist: setlist.resolve's Targets, played in a loop; controls(k): the
-    controls, as the page sends them, to apply before frame k)."""
+    (target: the condition to show, a class blend or a prompt; setlist: setlist.resolve's Targets, played in a loop;
+    controls(k): the controls, as the page sends them, to apply before frame k)."""
     s = settings.check()
     steering = Steering(renderer, s.seed, s.pattern, prefs)
     steering.max_step = math.inf  # a video has no stalls to smooth over
     steering.set_grid(s.grid)
     steering.set_speed(s.speed)
     steering.set_truncation(s.truncation)
-    if cond is not None:
-        steering.play(Target(cond.view(-1), "", "", "class"))
+    if target is not None:
+        steering.play(target)
     if setlist:
         steering.load_setlist(setlist)
     coords = source_coords(s.pattern.layout, *s.size)
@@ -120,8 +120,7 @@ def show_frames(renderer: FrameRenderer, settings: ShowSettings, prefs: Preferen
         for cmd in controls(k) if controls is not None else ():
             renderer.controls[cmd["type"]].apply(steering, {**cmd, "received": now})
         steering.step(now)
-        z, psi, rows, mean = steering.latents(k)
-        images = renderer.render(z, psi, rows, mean)
+        images = renderer.render(*steering.latents(k))
         frame = images[0] if len(images) == 1 else tile(images, s.grid)
         yield compose(frame, s.pattern.layout, *s.size, coords=coords)
 

@@ -23,10 +23,12 @@ import collections
 import functools
 import math
 from dataclasses import replace
+from typing import NamedTuple
 
 import torch
 
-from progan.generate import latents_from_seeds, normalize
+from progan.conditioning.rows import seed_draws
+from progan.generate import condition_noise_from_seeds, latents_from_seeds, normalize
 from progan.seeds import generator
 from progan.studio.motion import ConditionMorph, Impulses, LatentMorph, LatentWalk
 from progan.studio.patterns import Anchors, Pattern, frame_latents, settings
@@ -46,6 +48,23 @@ PULSE_SECONDS = 0.25
 JUMP_KEYFRAMES = 1.0
 JUMP_TURNS = 0.25
 COUPLING_PULSE_SECONDS = 0.5
+
+
+class Takes(NamedTuple):
+    """Each lane's own take on a condition: its row [lanes, cond_size] and noise [lanes, noise_size] (or None)."""
+
+    rows: torch.Tensor
+    noise: torch.Tensor | None
+
+
+class FrameInputs(NamedTuple):
+    """What the renderer takes for one frame of one viewer (FrameRenderer.render's arguments), one row per lane."""
+
+    z: torch.Tensor                    # [lanes, L], steering applied
+    psi: torch.Tensor                  # [lanes] truncation
+    cond: torch.Tensor | None          # [lanes, cond_size] condition rows (conditional models)
+    mean: torch.Tensor | None          # [lanes, C, 4, 4] truncation centres (None: the renderer's)
+    noise: torch.Tensor | None         # [lanes, noise_size] conditioning-augmentation noise (text models)
 
 
 class Steering:
@@ -91,6 +110,13 @@ class Steering:
         self.queue: collections.deque[Target] = collections.deque()
         self.prompt_seconds = PROMPT_SECONDS_DEFAULT
         self.started: float | None = None     # when the target began to play (None: at the next frame)
+        self.encore = False                   # the prompt plays again, having played its time once
+        # Each lane's own take on what plays: its condition row (for a prompt read as "draw", its own caption of
+        # the reading) and, for a text model, its conditioning-augmentation noise, as training samples both. Drawn
+        # afresh for every new condition and moved to along with the row, so that a new prompt brings new takes.
+        self.takes_rng = generator(seed, "studio-takes")
+        self.takes: dict[str, Takes | None] = {"start": None, "end": None, "shown": None}
+        self.condition_target = self.target  # the latest target with a row (a seed entry has none)
         self.changed = self.target is not None  # the page has not been told what plays now
 
     # -- the controls -------------------------------------------------------------------------------------------
@@ -195,7 +221,10 @@ class Steering:
             self.show_seed, self.phase = seed, 0.0
             self.seed = seed
             return
-        self.walk.jump(latents_from_seeds([seed + i for i in range(self.walk.lanes)], self.renderer.latent_size))
+        seeds = [seed + i for i in range(self.walk.lanes)]
+        self.walk.jump(latents_from_seeds(seeds, self.renderer.latent_size))
+        if self.morph is not None:  # the seeds' own takes: the frame is `progan generate --seeds`'s
+            self.takes = {"start": None, "end": self.seed_takes(seeds), "shown": None}
         self.seed = seed
 
     def set_slider(self, index: int, value: float) -> None:
@@ -238,6 +267,7 @@ class Steering:
         """Turn toward `target`, the move timed from `at` (when it was asked for; default: the latest frame, so the
         next frame is already part of the way; before any frame: there at once). A condition row morphs; a seed's
         sample is glided to, the motion starting again from it."""
+        self.encore = False
         if at is None:
             at = self.last_time if self.last_time is not None else -math.inf
         seconds = MORPH_SECONDS if target.seconds is None else min(ENTRY_MORPH_SECONDS, target.seconds / 2)
@@ -246,6 +276,8 @@ class Steering:
             self.morph.seconds = seconds
             self.morph.to(target.row, at)
             self.means = {"start": self.means["shown"], "end": None, "shown": None}
+            self.takes = {"start": self.takes["shown"], "end": None, "shown": None}
+            self.condition_target = target
         if target.seed is not None:
             shown = self.history[-1][1] if self.history else None
             if self.pattern.motion == "walk":
@@ -262,16 +294,21 @@ class Steering:
 
     def advance_queue(self, now: float) -> None:
         """When what plays has played its time (a setlist entry's own, else prompt_seconds) the next in the queue
-        plays; before the first prompt, another caption of the data. A frozen stream holds what it shows."""
+        plays; before the first prompt, another caption of the data; with nothing queued, the same prompt again
+        with fresh takes (every lane draws anew). A frozen stream holds what it shows."""
         if self.started is None:
             self.started = now
         seconds = self.target.seconds if self.target.seconds is not None else self.prompt_seconds
-        if self.frozen or now - self.started < seconds:
+        played = now - self.started >= seconds or (self.encore and bool(self.queue))  # an encore has had its time
+        if self.frozen or not played:
             return
         if self.queue or self.target.seconds is not None:
             self.next_entry(now)
         elif self.target.source == "data" and self.renderer.targets.captions:
             self.play(self.renderer.targets.caption_target(self.rng), now)
+        elif self.target.source == "prompt":  # fresh takes on the same prompt: each lane draws again
+            self.play(self.target, now)
+            self.encore = True
 
     def condition_state(self) -> dict:
         """The "condition" message: what plays now and what comes next."""
@@ -290,6 +327,45 @@ class Steering:
                 m["start"] = self.renderer.condition_mean(self.morph.start)
             m["shown"] = torch.lerp(m["start"], m["end"], progress)
         return m["shown"]
+
+    def draws(self) -> bool:
+        return self.renderer.reading == "draw" and self.condition_target.parts is not None
+
+    def new_takes(self, lanes: int) -> Takes:
+        """Fresh takes on the condition for `lanes` lanes, from the stream's own generator."""
+        if self.draws():
+            vectors, weights = self.condition_target.parts
+            rows = vectors[torch.multinomial(weights, lanes, replacement=True, generator=self.takes_rng)]
+        else:
+            rows = self.morph.end.view(1, -1).expand(lanes, -1)
+        size = self.renderer.noise_size
+        return Takes(rows, torch.randn(lanes, size, generator=self.takes_rng) if size else None)
+
+    def seed_takes(self, seeds: list[int]) -> Takes:
+        """The takes of these seeds, as `progan generate --seeds` draws them."""
+        if self.draws():
+            vectors, weights = self.condition_target.parts
+            rows = vectors[seed_draws(weights, seeds)]
+        else:
+            rows = self.morph.end.view(1, -1).expand(len(seeds), -1)
+        size = self.renderer.noise_size
+        return Takes(rows, condition_noise_from_seeds(seeds, size) if size else None)
+
+    def lane_takes(self, lanes: int, progress: float) -> Takes:
+        """The takes shown along the morph: rows linear from those shown when it began to the new target's (as the
+        morph's own row), the noise likewise but rescaled to unit variance (two independent draws' plain average
+        would narrow the takes mid-morph). Drawn again when the number of lanes changes."""
+        t = self.takes
+        if t["end"] is None or t["end"].rows.shape[0] != lanes:
+            t["end"] = self.new_takes(lanes)
+        start, end = t["start"], t["end"]
+        if progress >= 1.0 or start is None or start.rows.shape != end.rows.shape:
+            t["shown"] = end
+        else:
+            a, b = 1.0 - progress, progress
+            noise = None if end.noise is None else (a * start.noise + b * end.noise) / math.sqrt(a * a + b * b)
+            t["shown"] = Takes(torch.lerp(start.rows, end.rows, progress), noise)
+        return t["shown"]
 
     # -- the render thread --------------------------------------------------------------------------------------
     def latent_of(self, frame: int | None, cell: int) -> torch.Tensor:
@@ -324,10 +400,8 @@ class Steering:
         self.seed = None
         return True
 
-    def latents(self, seq: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """(z [lanes, L] with steering applied, psi [lanes], condition rows [lanes, cond_size] or None, truncation
-        centres [lanes, C, 4, 4] or None for the renderer's) for frame `seq`, whose walk latents it records for
-        likes."""
+    def latents(self, seq: int) -> FrameInputs:
+        """The renderer's inputs for frame `seq`, whose walk latents it records for likes."""
         offset = self.renderer.slider_offset(self.sliders)
         now = self.last_time if self.last_time is not None else 0.0
         loosen = sum(w for w, _ in self.loosen.live(now))
@@ -346,15 +420,15 @@ class Steering:
             steered = z + offset
         self.history.append((seq, z))
         lanes = z.shape[0]
-        cond = mean = None
+        cond = mean = noise = None
         if self.morph is not None:
-            row, self.morph_progress = self.morph.at(self.last_time if self.last_time is not None else 0.0)
-            cond = row.view(1, -1).expand(lanes, -1)
+            _, self.morph_progress = self.morph.at(self.last_time if self.last_time is not None else 0.0)
+            cond, noise = self.lane_takes(lanes, self.morph_progress)
             if self.psi < 1:
                 mean = self.condition_mean(self.morph_progress).expand(lanes, -1, -1, -1)
             else:
                 self.means["shown"] = None
-        return steered, torch.full((lanes,), self.psi), cond, mean
+        return FrameInputs(steered, torch.full((lanes,), self.psi), cond, mean, noise)
 
     def react(self, z: torch.Tensor, now: float) -> torch.Tensor | None:
         """z [lanes, L] with the pulses still felt and the glide to a seed entry applied, at norm sqrt(L); None when

@@ -65,6 +65,9 @@ class Target:
     source: str
     seconds: float | None = None
     seed: int | None = None
+    # A prompt's reading as a distribution: its captions' vectors [m, cond_size] and weights [m], which the
+    # stream's lanes each draw their own caption from (FrameRenderer.reading "draw"); None: every lane takes `row`.
+    parts: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def as_json(self) -> dict:
         entry = {} if self.seconds is None else {"seconds": self.seconds}
@@ -96,7 +99,8 @@ class Targets:
 
     def prompt_target(self, text: str, reading) -> Target:
         """A prompt and its progan.conditioning.prompts.PromptReading."""
-        return Target(reading.condition.float().cpu(), text, reading.describe(), "prompt")
+        parts = (self.caption_vectors[reading.indices], reading.weights.float()) if self.captions else None
+        return Target(reading.condition.float().cpu(), text, reading.describe(), "prompt", parts=parts)
 
     def caption_target(self, rng: torch.Generator) -> Target:
         """A caption of the training data, drawn with `rng` (what a text stream shows until the first prompt)."""
