@@ -336,14 +336,14 @@ def judged_reals(full: PreparedDataset, held: list[int]) -> tuple[list[int], tor
 
 
 def headline(G, full: PreparedDataset, held: list[int], steps: int = CLASSIFIER_STEPS,
-             seconds: float = CLASSIFIER_SECONDS, cache: Path | None = None) -> dict:
+             seconds: float = CLASSIFIER_SECONDS, cache: Path | None = None, encoder=None) -> dict:
     """The benchmark's headline for any text model, one trained on every emoji included (the text demo's): the
     everyday phrasings (never a caption, so unseen whatever it trained on) sampled as a user gets them (USER_MODE),
     put in their group by the benchmark's judge, beside the judge on the held-out real images."""
     from progan.conditioning.encoder import encoder_for
     from progan.conditioning.rows import prompt_reading
 
-    encoder = encoder_for(G.meta["conditioning"]["encoder"])
+    encoder = encoder or encoder_for(G.meta["conditioning"]["encoder"])
     phrasings = {p: g for g, ps in PHRASINGS.items() for p in ps}
     readings = {p: prompt_reading(G, p, encoder) for p in phrasings}
     res = int(G.output_resolution)
