@@ -66,8 +66,9 @@ def test_kept_memory_is_not_handed_back_to_the_kernel():
         return
     default, kept = run_steps("default"), run_steps("keep")
     # With glibc's defaults the top of the heap is trimmed whenever enough of it is free: 10-160 MB a step here,
-    # varying with where the kernel places the heap.
-    assert default["released_per_step"] > 2**20, default
+    # varying with where the kernel places the heap; where the heap lies so that mallinfo does not see it shrink, the
+    # memory handed back shows as pages faulted in again (19,000 a step in one such run).
+    assert default["released_per_step"] > 2**20 or default["faults_per_step"] > 5000, default
     assert kept["released_per_step"] == 0, kept
     # Memory that stays mapped is not faulted in again (where the kernel counts faults; 17,000-35,000 a step with the
     # defaults on the machines of this project that do).
