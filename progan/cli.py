@@ -464,12 +464,13 @@ def cmd_show(args) -> None:
     target = None
     if G.cfg.cond_size:
         rows, asked = generation_condition(G, args, 1)
-        print(asked)
         target = Target(rows[0], "", "", "class")
         if args.prompt is not None:  # the lanes take the reading as the studio's do
             from progan.conditioning.rows import prompt_reading
             target = renderer.targets.prompt_target(args.prompt, prompt_reading(G, args.prompt,
                                                                                 encoder_folder=args.text_encoder))
+            asked += " (a caption per cell)" if args.reading == "draw" else ""
+        print(asked)
     setlist = None
     if entries is not None:
         import functools
