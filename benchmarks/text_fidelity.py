@@ -328,11 +328,13 @@ def data_msssim(dataset: PreparedDataset, res: int, exclude: list[int], seed: in
 
 # --- a whole evaluation ---------------------------------------------------------------------------------------
 
-def judged_reals(full: PreparedDataset, held: list[int]) -> tuple[list[int], torch.Tensor]:
-    """(the held-out images in GROUPS, every image's group index or -1)."""
-    groups = full.column("groups")
+def judge_split(full: PreparedDataset, held: list[int]) -> tuple[list[int], list[int], torch.Tensor]:
+    """(the images the judge trains on: in GROUPS and not held out; the held-out images in GROUPS, which it scores
+    as the ceiling; every image's group index or -1)."""
+    groups, held_set = full.column("groups"), set(held)
     labels = torch.tensor([GROUPS.index(g) if g in GROUPS else -1 for g in groups])
-    return [i for i in held if groups[i] in GROUPS], labels
+    train_idx = [i for i, g in enumerate(groups) if g in GROUPS and i not in held_set]
+    return train_idx, [i for i in held if groups[i] in GROUPS], labels
 
 
 def headline(G, full: PreparedDataset, held: list[int], steps: int = CLASSIFIER_STEPS,
@@ -347,10 +349,7 @@ def headline(G, full: PreparedDataset, held: list[int], steps: int = CLASSIFIER_
     phrasings = {p: g for g, ps in PHRASINGS.items() for p in ps}
     readings = {p: prompt_reading(G, p, encoder) for p in phrasings}
     res = int(G.output_resolution)
-    groups = full.column("groups")
-    held_set = set(held)
-    train_idx = [i for i, g in enumerate(groups) if g in GROUPS and i not in held_set]
-    judged_held, labels = judged_reals(full, held)
+    train_idx, judged_held, labels = judge_split(full, held)
     net, _ = judge(full.images(res, train_idx), labels[train_idx], steps, seconds, cache)
     draw, noise = MODES[USER_MODE]
     fakes = judged(net, prompt_samples(G, list(phrasings), readings, draw=draw, noise=noise), list(phrasings.values()))
@@ -373,15 +372,13 @@ def evaluate(G, U, full: PreparedDataset, held: list[int], encoder=None, steps: 
         encoder = encoder_for(G.meta["conditioning"]["encoder"])
     if grids is not None:
         grids.mkdir(parents=True, exist_ok=True)
-    groups = full.column("groups")
     names = held_out_names(full, held)
     phrasings = {p: g for g, ps in PHRASINGS.items() for p in ps}
     sets = {"names": names, "phrasings": phrasings}
     readings = {p: prompt_reading(G, p, encoder) for s in sets.values() for p in s}
 
     held_set = set(held)
-    train_idx = [i for i, g in enumerate(groups) if g in GROUPS and i not in held_set]
-    judged_held, labels = judged_reals(full, held)
+    train_idx, judged_held, labels = judge_split(full, held)
     classifiers = {}
 
     def classifier(res):  # one per resolution: the same judge for every model that renders at it
