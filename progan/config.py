@@ -194,9 +194,6 @@ class LossConfig:
     kl_weight: float = option(1.0, "text with conditioning augmentation: weight of its KL term in G's loss")
     mismatch_weight: float = option(1.0, "text: weight of the matching-aware negatives (reals with a wrong caption) "
                                     "in D's loss")
-    contrastive_weight: float = option(0.0, "text: weight of the in-batch contrastive term: D's projection scores "
-                                       "each image against every caption of its batch and softmax cross-entropy "
-                                       "asks it to pick the image's own (D on reals, G on its fakes)")
     gan_int: float = option(0.5, "text: share of G's rows conditioned on a mix of two captions (GAN-INT)")
     gp_every: int = option(1, "lazy regularisation: the gradient penalty on every K-th step, weighted K (paper: 1)",
                            metavar="K")
@@ -204,8 +201,7 @@ class LossConfig:
     def validate(self) -> None:
         if self.kind not in LOSS_KINDS:
             raise ConfigError(f"loss.kind must be one of {', '.join(LOSS_KINDS)}, got {self.kind!r}")
-        for name in ("r1_gamma", "gp_lambda", "gp_gamma", "drift", "cond_weight", "kl_weight", "mismatch_weight",
-                     "contrastive_weight", "gan_int"):
+        for name in ("r1_gamma", "gp_lambda", "gp_gamma", "drift", "cond_weight", "kl_weight", "mismatch_weight", "gan_int"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ConfigError(f"loss.{name} must be a finite number >= 0, got {value!r}")

@@ -11,11 +11,7 @@ Conditioning (networks.py): `cond` holds float rows, one per image.
   its fakes' logits against the labels they were generated from (drawn from the dataset). Rows may be soft.
 - Text (D.text_size): D is a projection critic that takes the caption embedding. D also scores the reals with a
   mismatched caption (`wrong_cond`) as fakes (matching-aware, GAN-CLS); G's loss adds the conditioning
-  augmentation's KL divergence. With contrastive_weight, both add an in-batch contrastive term (as XMC-GAN and
-  LAFITE do): D's projection scores each image against every caption row of its batch, and softmax cross-entropy
-  asks for the image's own, on the reals for D and on the fakes for G. Under WGAN the mismatched pair is one
-  negative with an unbounded score; here every other caption in the batch is a negative and the term saturates.
-  Its negatives are the per-process batch, as minibatch stddev's groups are.
+  augmentation's KL divergence.
 """
 
 from __future__ import annotations
@@ -64,21 +60,6 @@ def kl_divergence(mu: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
     return (0.5 * (mu.square() + (2 * log_sigma).exp() - 1) - log_sigma).mean(dim=1)
 
 
-def same_rows(cond: torch.Tensor) -> torch.Tensor:
-    """[B, B] bool: rows i and j are the same caption (a zero row, no caption, matches nothing)."""
-    captioned = cond.abs().amax(dim=1) > 0
-    return ((cond[:, None, :] - cond[None, :, :]).abs().amax(dim=2) < 1e-6) & captioned[:, None] & captioned[None]
-
-
-def matching_loss(logits: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
-    """Softmax cross-entropy per image of its matching logits [B, B] (image i against caption row j) toward the rows
-    that name it, `positives` [B, B] bool (its own row, and any equal or otherwise naming it), shared equally; an
-    image with none (no caption) adds nothing."""
-    count = positives.sum(dim=1, keepdim=True)
-    target = positives.to(logits.dtype) / count.clamp_min(1)
-    return soft_cross_entropy(logits, target) * (count[:, 0] > 0).to(logits.dtype)
-
-
 def _conditions(D, cond: torch.Tensor | None) -> torch.Tensor | None:
     """What D takes besides the images: the caption rows for a projection critic; nothing for an AC-GAN one (it
     predicts the class) or an unconditional one."""
@@ -89,15 +70,12 @@ def _conditions(D, cond: torch.Tensor | None) -> torch.Tensor | None:
 
 def discriminator_loss(D, real: torch.Tensor, fake: torch.Tensor, lod: float, mix: torch.Tensor,
                        cfg: LossConfig, cond: torch.Tensor | None = None, wrong_cond: torch.Tensor | None = None,
-                       wrong_mask: torch.Tensor | None = None, positives: torch.Tensor | None = None,
-                       penalty_scale: float = 1.0
+                       wrong_mask: torch.Tensor | None = None, penalty_scale: float = 1.0
                        ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """L_D = D(fake) - D(real) + penalty_scale * lambda * GP + drift * D(real)^2, and for a conditional D:
     - classes: + cond_weight * w * [CE(real logits, cond) + CE(fake logits, cond)], the fakes generated from `cond`;
     - text: every score takes `cond`; + mismatch_weight * [D(real, wrong_cond) - D(real) + drift * D(real,
       wrong_cond)^2] on the rows of `wrong_mask` (default all), wrong_cond a caption that does not match the image.
-    - text with contrastive_weight: + contrastive_weight * matching_loss of the reals against the batch's rows,
-      `positives` the rows that name each real (default: equal rows).
     w is the transitional condition weight at `lod` (1 unless configured); the projection applies it inside D.
     penalty_scale 0 skips the penalty's computation (lazy regularisation: LossConfig.gp_every).
 
@@ -106,13 +84,7 @@ def discriminator_loss(D, real: torch.Tensor, fake: torch.Tensor, lod: float, mi
     sees the per-process batch that `TrainConfig.check_batches` validated. The mismatched pairs are a fourth call.
     """
     c = _conditions(D, cond)
-    weight = condition_weight(D.cfg, lod)
-    contrastive = D.text_size and cfg.contrastive_weight > 0 and weight > 0
-    if contrastive:
-        out_real, match_real = D(real, lod, c, match=True)
-        out_real = out_real.float()
-    else:
-        out_real = D(real, lod, c).float()
+    out_real = D(real, lod, c).float()
     out_fake = D(fake, lod, c).float()
     d_real, d_fake = out_real[:, 0], out_fake[:, 0]
     logistic = cfg.kind == "logistic"
@@ -129,10 +101,7 @@ def discriminator_loss(D, real: torch.Tensor, fake: torch.Tensor, lod: float, mi
         gp = gradient_penalty(D, real, fake, lod, mix, cfg.gp_gamma, c)
         loss = loss + penalty_scale * cfg.gp_lambda * gp
         stats["gp"] = gp.mean().detach()
-    if contrastive:
-        matching = matching_loss(match_real.float(), same_rows(c) if positives is None else positives)
-        loss = loss + cfg.contrastive_weight * matching
-        stats["match_real"] = matching.mean().detach()
+    weight = condition_weight(D.cfg, lod)
     if D.num_classes:
         ce_real, ce_fake = soft_cross_entropy(out_real[:, 1:], cond), soft_cross_entropy(out_fake[:, 1:], cond)
         loss = loss + cfg.cond_weight * weight * (ce_real + ce_fake)
@@ -155,18 +124,11 @@ def generator_loss(D, fake: torch.Tensor, lod: float, cfg: LossConfig | None = N
     """L_G = -D(G(z)), and for a conditional G (`cond`, the rows the fakes were generated from):
     - classes: + cond_weight * w * CE(fake logits, cond), w the transitional condition weight;
     - text: the score takes `cond`; with conditioning augmentation `ca` = (mu, log sigma) from
-      G.condition_code(cond): + kl_weight * KL(N(mu, sigma^2) || N(0, I)); with contrastive_weight, +
-      contrastive_weight * the matching loss of its fakes against the rows they were generated from.
+      G.condition_code(cond): + kl_weight * KL(N(mu, sigma^2) || N(0, I)).
     """
     cfg = cfg or LossConfig()
-    c = _conditions(D, cond)
-    if D.text_size and cfg.contrastive_weight > 0 and condition_weight(D.cfg, lod) > 0:
-        out, match = D(fake, lod, c, match=True)
-        out = out.float()
-        contrastive = cfg.contrastive_weight * matching_loss(match.float(), same_rows(c))
-    else:
-        out, contrastive = D(fake, lod, c).float(), 0.0
-    loss = (F.softplus(-out[:, 0]) if cfg.kind == "logistic" else -out[:, 0]) + contrastive
+    out = D(fake, lod, _conditions(D, cond)).float()
+    loss = F.softplus(-out[:, 0]) if cfg.kind == "logistic" else -out[:, 0]
     if D.num_classes:
         loss = loss + cfg.cond_weight * condition_weight(D.cfg, lod) * soft_cross_entropy(out[:, 1:], cond)
     if ca is not None:

@@ -217,24 +217,17 @@ class Discriminator(nn.Module):
             self.project = EqualizedLinear(cfg.text_size, c4, gain=math.sqrt(cfg.text_size), bias=False)
         self.act = LeakyReLU()
 
-    def forward(self, img: torch.Tensor, lod: float, cond: torch.Tensor | None = None, match: bool = False):
+    def forward(self, img: torch.Tensor, lod: float, cond: torch.Tensor | None = None) -> torch.Tensor:
         """Images [B, 3, r, r] (+ caption embeddings [B, text_size] for a projection D) -> [B, 1 + num_classes]:
-        the critic score, then class logits if any. A class-conditional D predicts the class: it takes no cond.
-
-        match (projection D): also return logits [B, B], logits[i, j] the projection term of image i with caption
-        row j (its score with that caption, less the caption-free part psi(h_i)): the in-batch matching logits of
-        the contrastive term (losses.py)."""
+        the critic score, then class logits if any. A class-conditional D predicts the class: it takes no cond."""
         level, alpha = level_and_alpha(lod, self.resolution)
         res = resolution_of(level)
         if img.shape[-1] != res:
             raise ValueError(f"D at lod {lod} expects {res}x{res} images, got {tuple(img.shape)}")
-        return self.forward_at(img, level, alpha, cond, match)
+        return self.forward_at(img, level, alpha, cond)
 
-    def forward_at(self, img: torch.Tensor, level: int, alpha: float, cond: torch.Tensor | None = None,
-                   match: bool = False):
+    def forward_at(self, img: torch.Tensor, level: int, alpha: float, cond: torch.Tensor | None = None):
         check_cond(cond, self.text_size, "discriminator")
-        if match and not self.text_size:
-            raise ValueError("only a projection discriminator (a text model's) has matching logits")
         x = self.act(self.from_rgb[level](img))
         if level > 0:
             x = self.blocks[level - 1](x)
@@ -250,13 +243,10 @@ class Discriminator(nn.Module):
         with torch.autocast(x.device.type, enabled=False):
             x = x.to(self.dense1.weight.dtype)
             out = self.dense1(x)
-            if not self.text_size:
-                return out
-            weight = condition_weight(self.cfg, lod_of(level, alpha, self.resolution))
-            captions = self.project(cond.to(x.dtype))
-            out = out + weight * (captions * x).sum(1, keepdim=True) * self.dense1.scale
-            if match:
-                return out, weight * (x @ captions.T) * self.dense1.scale
+            if self.text_size:
+                weight = condition_weight(self.cfg, lod_of(level, alpha, self.resolution))
+                proj = (self.project(cond.to(x.dtype)) * x).sum(1, keepdim=True) * self.dense1.scale
+                out = out + weight * proj
             return out
 
 

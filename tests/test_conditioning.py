@@ -10,8 +10,7 @@ import torch.nn.functional as F
 
 from progan.config import ConfigError, LossConfig, ModelConfig, TrainConfig
 from progan.layers import pixel_norm
-from progan.losses import (discriminator_loss, generator_loss, gradient_penalty, kl_divergence, matching_loss,
-                           same_rows, soft_cross_entropy)
+from progan.losses import discriminator_loss, generator_loss, gradient_penalty, kl_divergence, soft_cross_entropy
 from progan.lod import condition_weight
 from progan.networks import Discriminator, Generator
 from progan.conditioning.training import CaptionVariants, condition_table, pairs_differ, step_conditions
@@ -200,68 +199,6 @@ def test_projection_loss_and_matching_aware_negatives():
     (with_wrong - base).backward()
     assert D.project.weight.grad.abs().sum() > 0
     assert D.dense1.weight.grad.abs().sum() < 1e-3 * D.project.weight.grad.abs().sum()
-
-
-def test_matching_logits_are_the_projection_of_every_caption():
-    torch.manual_seed(0)
-    D = Discriminator(TEXT)
-    img, cond = torch.randn(4, 3, 8, 8), unit_rows(4, 6)
-    out, logits = D(img, 0.0, cond, match=True)
-    torch.testing.assert_close(out, D(img, 0.0, cond))
-    assert logits.shape == (4, 4)
-    # image i's score with caption j, less its score with caption 0, is logits[i, j] - logits[i, 0]
-    first = D(img, 0.0, cond[:1].expand(4, -1))[:, 0]
-    for j in range(4):
-        with_j = D(img, 0.0, cond[j:j + 1].expand(4, -1))[:, 0]
-        torch.testing.assert_close(with_j - first, logits[:, j] - logits[:, 0], rtol=1e-4, atol=1e-5)
-    with pytest.raises(ValueError, match="projection"):
-        Discriminator(CLASSES)(img, 0.0, match=True)
-
-
-def test_matching_loss_targets_the_rows_that_name_the_image():
-    cond = unit_rows(4, 6)
-    torch.testing.assert_close(matching_loss(torch.zeros(4, 4), same_rows(cond)), torch.full((4,), math.log(4)))
-    assert matching_loss(20 * torch.eye(4), same_rows(cond)).max() < 1e-6
-    # two images with one caption: picking the twin's column costs what picking its own does; distinct, ~20 more
-    shared = torch.cat([cond[:1], cond[:1], cond[2:]])
-    own, twin = torch.zeros(4, 4), torch.zeros(4, 4)
-    own[0, 0] = twin[0, 1] = 20.0
-    torch.testing.assert_close(matching_loss(own, same_rows(shared))[0], matching_loss(twin, same_rows(shared))[0])
-    assert matching_loss(twin, same_rows(cond))[0] - matching_loss(own, same_rows(cond))[0] > 19
-    # a row that names the image without being its own (a shared variant such as "food") is no negative either
-    positives = torch.eye(4, dtype=torch.bool)
-    positives[0, 1] = True
-    torch.testing.assert_close(matching_loss(own, positives)[0], matching_loss(twin, positives)[0])
-    uncaptioned = torch.cat([cond[:3], torch.zeros(1, 6)])
-    assert not same_rows(uncaptioned)[3].any()
-    assert matching_loss(torch.randn(4, 4), same_rows(uncaptioned))[3] == 0
-
-
-def test_contrastive_term_in_both_losses():
-    torch.manual_seed(0)
-    G, D = Generator(TEXT), Discriminator(TEXT)
-    real, mix, cond = torch.randn(4, 3, 8, 8), torch.rand(4, 1, 1, 1), unit_rows(4, 6)
-    fake = G(torch.randn(4, 8), 0.0, cond)
-    base, _ = discriminator_loss(D, real, fake.detach(), 0.0, mix, LossConfig(), cond)
-    with_term, stats = discriminator_loss(D, real, fake.detach(), 0.0, mix, LossConfig(contrastive_weight=0.5), cond)
-    on_reals = matching_loss(D(real, 0.0, cond, match=True)[1], same_rows(cond))
-    torch.testing.assert_close(with_term - base, 0.5 * on_reals.mean(), rtol=1e-4, atol=1e-6)
-    torch.testing.assert_close(stats["match_real"], on_reals.mean())
-    g_base = generator_loss(D, fake, 0.0, LossConfig(), cond)
-    g_term = generator_loss(D, fake, 0.0, LossConfig(contrastive_weight=0.5), cond)
-    on_fakes = matching_loss(D(fake, 0.0, cond, match=True)[1], same_rows(cond))
-    torch.testing.assert_close(g_term - g_base, 0.5 * on_fakes.mean(), rtol=1e-4, atol=1e-6)
-    D.requires_grad_(False)
-    (g_term - g_base).backward()  # the term alone moves G toward images that pick their own caption
-    assert G.blocks[0].conv0.weight.grad.abs().sum() > 0
-    # at 8x8 of a model whose condition fades in with 16x16 the transitional weight is 0: no term at all
-    D32 = Discriminator(ModelConfig(**{**BASE, "resolution": 32}, text_size=6, cond_fade_start=16))
-    plain = discriminator_loss(D32, real, fake.detach(), 2.0, mix, LossConfig(), cond)[0]
-    faded, stats = discriminator_loss(D32, real, fake.detach(), 2.0, mix, LossConfig(contrastive_weight=1), cond)
-    assert "match_real" not in stats
-    torch.testing.assert_close(faded, plain)
-    with pytest.raises(ConfigError, match="contrastive_weight"):
-        LossConfig(contrastive_weight=-1.0).validate()
 
 
 def test_kl_divergence_and_generator_text_loss():
@@ -472,14 +409,6 @@ def test_caption_variants_are_drawn_per_image_and_step():
     # Without variants, the draws are exactly those of a run that never had them.
     plain = step_conditions(table, idx, torch.Generator().manual_seed(5), cfg)
     assert torch.equal(plain.real, table[idx])
-    # The contrastive term's positives: row j names real i when it is one of i's captions, whichever image drew it.
-    c = step_conditions(table, idx, torch.Generator().manual_seed(7), cfg, variants=variants)
-    for i, image in enumerate(idx.tolist()):
-        names = torch.cat([own[image], table[image:image + 1]])
-        expected = torch.tensor([bool(((names - row).abs().amax(dim=1) < 1e-6).any()) for row in c.real])
-        assert torch.equal(c.positives[i], expected), i
-        assert c.positives[i, i]
-    assert c.positives.sum() > len(idx)  # images repeat in idx: their rows name each other
 
 
 def test_projection_score_stays_float32_under_bf16_autocast():

@@ -91,17 +91,6 @@ class CaptionVariants:
         rows = self.rows[(self.start[idx] + k).clamp_max(len(self.rows) - 1)]
         return torch.where((count > 0)[:, None], rows, table[idx])
 
-    def names(self, table: torch.Tensor, idx: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """[n, m] bool: whether row j of `rows` [m, E] is one of image idx[i]'s captions (its own or a variant): the
-        contrastive term's positives, since a drawn variant ("food", "person") often names other images too."""
-        count = self.count[idx]
-        k = torch.arange(max(int(count.max()), 1) if len(idx) else 1, device=idx.device)
-        valid = k[None, :] < count[:, None]                                          # [n, K]
-        own = self.rows[(self.start[idx][:, None] + k).clamp_max(len(self.rows) - 1)]  # [n, K, E]
-        # unit vectors: equal rows have cosine 1
-        hits = ((own @ rows.T) > 1 - 1e-5) & valid[:, :, None]                      # [n, K, m]
-        return hits.any(dim=1) | ((table[idx] @ rows.T) > 1 - 1e-5)
-
 
 def dataset_conditions(cfg: TrainConfig, dataset, device: torch.device
                        ) -> tuple[torch.Tensor | None, Different | None, CaptionVariants | None]:
@@ -148,7 +137,6 @@ class StepConditions:
     noise_g: torch.Tensor | None = None  # ... and for G's step
     wrong: torch.Tensor | None = None    # [n, E] text: per real, the caption of a really different image
     wrong_mask: torch.Tensor | None = None  # [n] bool: False where no candidate was really different
-    positives: torch.Tensor | None = None   # [n, n] bool text with variants: real i is named by real row j
 
 
 def step_conditions(table: torch.Tensor, idx: torch.Tensor, gen: torch.Generator, cfg: TrainConfig,
@@ -201,7 +189,6 @@ def step_conditions(table: torch.Tensor, idx: torch.Tensor, gen: torch.Generator
         conds.real = variants.pick(table, idx, u[:, 0])
         conds.fake = beta * variants.pick(table, g_idx, u[:, 1]) + (1 - beta) * variants.pick(table, other, u[:, 2])
         conds.wrong = variants.pick(table, wrong_idx, u[:, 3])
-        conds.positives = variants.names(table, idx, conds.real)
     return conds
 
 

@@ -144,8 +144,7 @@ def train_step(state: TrainState, phase: Phase, real: torch.Tensor, cfg: TrainCo
     z = torch.randn(n * ranks.world_size, G.latent_size, generator=gen, device=ranks.device)[mine]
     mix = torch.rand(n * ranks.world_size, 1, 1, 1, generator=gen, device=ranks.device)[mine]
     # An unconditional step calls the losses exactly as before (no condition arguments at all).
-    d_conds = {} if conds is None else {"cond": conds.real, "wrong_cond": conds.wrong, "wrong_mask": conds.wrong_mask,
-                                    "positives": conds.positives}
+    d_conds = {} if conds is None else {"cond": conds.real, "wrong_cond": conds.wrong, "wrong_mask": conds.wrong_mask}
     # --augment: D sees reals and fakes through the same random transforms, in both steps (progan/augment.py)
     policy, draw = parse_augment(cfg.augment), Draws(gen, n * ranks.world_size, mine, ranks.device)
     with autocast:
