@@ -42,9 +42,9 @@ The table (--table [DIR]), one row per result:
     phrasings cond / draw           the same on the everyday phrasings
     real held-out                   the classifier on the held-out real images: the ceiling
     uncond names / phrasings        the unconditional model's samples against the same targets
-    names / ceiling, phr. / ceiling balanced accuracy (cond) over the ceiling's (the goal: >= 0.8)
-    groups > chance                 groups whose accuracy (cond) is above 1 / groups, names / phrasings (of 9)
-    groups > uncond                 groups whose accuracy (cond) is above the unconditional model's on that group
+    names / ceiling, phr. / ceiling balanced accuracy (draw) over the ceiling's (the goal: >= 0.8)
+    groups > chance                 groups whose accuracy (draw) is above 1 / groups, names / phrasings (of 9)
+    groups > uncond                 groups whose accuracy (draw) is above the unconditional model's on that group
     MS-SSIM prompt cond / draw      within-prompt diversity of the phrasings' samples
     MS-SSIM group (data)            the same for SEEDS real images of one group (the goal: within 20%)
     SWD, SWD uncond, SWD ratio      x1e3 against each model's training data; text over unconditional (goal <= 1.3)

@@ -11,9 +11,9 @@ a resumed run keeps it unless --precision says otherwise.
 - CUDA: bf16 on GPUs with native bf16 (compute capability 8.0 and up: tensor cores for it), fp32 elsewhere.
 - CPU: a short timing probe (`cpu_bf16_speedup`): a 3x3 convolution's forward and backward at the run's own width,
   in fp32 and under bf16 autocast. bf16 when it is at least BF16_MIN_SPEEDUP times faster. CPUs without bf16
-  instructions run bf16 emulated, 2-30x slower than fp32; CPUs with them (AVX512-BF16, AMX) 1.6-3x faster at the
-  widths where the step's time goes into convolutions, but not at narrow ones, where per-operation overhead rules
-  and autocast only adds casts.
+  instructions run bf16 emulated, 2-30x slower than fp32; CPUs with them (AVX512-BF16, AMX) 1.5-3x faster at the
+  widths where the step's time goes into convolutions (64 channels and up), but not at narrow ones, where
+  per-operation overhead rules and autocast only adds casts.
 """
 
 from __future__ import annotations
@@ -28,11 +28,12 @@ import torch.nn.functional as F
 from progan.config import ModelConfig
 
 # bf16 must be clearly faster, not only measurably: the choice must come out the same on every start on one machine,
-# and bf16 must pay at equal time. On an AVX512-BF16 CPU without AMX the probe gives 1.2-1.25x at the demo's widths,
-# 1.5 at 64 channels (where a threshold of 1.5 flipped between starts) and 1.65-1.8x at 128-512; yet at equal time
-# (two 12-minute seeds at 128 channels) bf16 showed only 1.1x the images and no better SWD (docs/speed-precision.md).
-# So such CPUs keep fp32; AMX CPUs (2.3-3.2x a step) and CUDA GPUs with bf16 take it.
-BF16_MIN_SPEEDUP = 2.0
+# and bf16 must pay at equal time. On an AVX512-BF16 CPU without AMX the probe gives 1.2-1.25x at the demo's width
+# (32 channels), 1.45-1.6x at the text demo's (64; a threshold of 1.5 flipped between starts there) and 1.65-1.8x at
+# 128-512: 1.35 sits clear of both ends. At 64 channels bf16 pays: two 20-minute text-model seeds showed 1.22x the
+# images and a lower SWD (30.9 and 24.5 against 39.0 and 34.9; docs/speed-precision.md). At 32 channels it would
+# not: per-operation overhead rules and autocast only adds casts.
+BF16_MIN_SPEEDUP = 1.35
 PROBE_ROUNDS = 5
 PROBE_FLOPS = 3e8         # forward multiply-adds x 2 of the probe's convolution: a few ms per round on one core
 
