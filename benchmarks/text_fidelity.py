@@ -8,7 +8,8 @@
 The data is the built-in emoji (--data, default data/emoji32: built when missing). A fixed split (SPLIT_SEED, in
 each Unicode group about HELD_OUT_SHARE of its images, all skin-tone variants of one emoji on the same side, ranked
 by progan.seeds.unit_hash) holds emoji out of the GAN: both models train on a subset dataset written without them
-(progan.data.prepare.write_subset: DIR-fidelity-train beside --data), so the held-out names are prompts the text
+(progan.data.prepare.write_subset: DIR-fidelity-train-no-skin-tones beside --data, without the skin-tone variants
+as the text demo trains; --skin-tones keeps them: DIR-fidelity-train), so the held-out names are prompts the text
 model never saw. `--train` trains the text model (the text demo's recipe, scripts/demo.sh with CONDITION=text, plus
 --flags) and the unconditional one (the same networks, no condition; reused when its folder exists) for --minutes
 each through `progan train`'s own argument parsing (benchmarks.recipe_quality.train_recipe), then evaluates.
@@ -47,7 +48,9 @@ The table (--table [DIR]), one row per result:
     groups > uncond                 groups whose accuracy (draw) is above the unconditional model's on that group
     MS-SSIM prompt cond / draw      within-prompt diversity of the phrasings' samples
     MS-SSIM group (data)            the same for SEEDS real images of one group (the goal: within 20%)
-    SWD, SWD uncond, SWD ratio      x1e3 against each model's training data; text over unconditional (goal <= 1.3)
+    SWD, SWD uncond, SWD ratio      x1e3 against each model's training data; text over unconditional (goal <= 1.3),
+                                    the unconditional model at the end of its run and at the text model's images
+                                    shown (its nearest checkpoint): the fair one, the same resolution and fade
     load                            mean 1-minute load average while the models trained
 A second table gives every group's accuracy per run, prompt set and reading.
 """
@@ -91,7 +94,9 @@ GROUPS = ["Smileys & Emotion", "People & Body", "Animals & Nature", "Food & Drin
 # unconditional model gets the same networks.
 RECIPE = "demo"
 TEXT_FLAGS = ["--cond-fade", "8:16", "--fmap-base", "512", "--cond-blocks"]
-UNCOND_FLAGS = ["--fmap-base", "512"]
+# The unconditional model keeps every checkpoint: its SWD is compared with the text model's at equal images shown, and
+# the text model may stop far before the unconditional one (it steps slower).
+UNCOND_FLAGS = ["--fmap-base", "512", "--keep-checkpoints", "1000"]
 # How a person asks, several per group. None may be a CLDR name or an emojilib keyword, even without its article
 # ("a pirate flag" would be the name "pirate flag").
 PHRASINGS = {
@@ -457,6 +462,8 @@ def table(results: list[dict]) -> str:
         bal = lambda key: f[key]["balanced"] if key in f else None  # noqa: E731
         ceiling = bal("real_held_out")
         text_q, uncond_q = r["text"].get("quality", {}), (r.get("uncond") or {}).get("quality", {})
+        equal = r.get("uncond_at_equal_images") or {}
+        equal_q = equal.get("quality", {})
         fading = r["text"]["lod"] != int(r["text"]["lod"])
         every_mode = lambda get, prefix: " / ".join(num(get(f"{prefix}_{m}")) for m in MODES)  # noqa: E731
         rows.append("| " + " | ".join([
@@ -471,8 +478,11 @@ def table(results: list[dict]) -> str:
             f"{above(f, f'phrasings_{USER_MODE}', 'uncond_phrasings')}",
             every_mode(d.get, "phrasings"),
             f"{num(d.get('data_within_prompt'))} / {num(d.get('data_within_group'))}",
-            num(text_q.get("swd"), 1), num(uncond_q.get("swd"), 1),
-            num(ratio(text_q.get("swd"), uncond_q.get("swd")), 2),
+            num(text_q.get("swd"), 1),
+            f"{num(uncond_q.get('swd'), 1)} / {num(equal_q.get('swd'), 1)}"
+            + (f" ({equal['kimg']:.1f})" if equal else ""),
+            f"{num(ratio(text_q.get('swd'), uncond_q.get('swd')), 2)} / "
+            f"{num(ratio(text_q.get('swd'), equal_q.get('swd')), 2)}",
             num((r.get("load_average") or {}).get("mean"), 1),
         ]) + " |")
         for key in [f"{s}_{m}" for s in ("names", "phrasings") for m in MODES] + [
@@ -483,8 +493,8 @@ def table(results: list[dict]) -> str:
     modes = " / ".join(MODES).replace("_", "+")
     head = (f"| run | seed | min | kimg | res | names {modes} | phrasings {modes} | real held-out "
             f"| uncond names / phrasings | names / ceiling ({USER_MODE}) | phr. / ceiling | groups > chance "
-            f"| groups > uncond | MS-SSIM prompt {modes} | MS-SSIM data prompt / group | SWD | SWD uncond "
-            "| SWD ratio | load |\n"
+            f"| groups > uncond | MS-SSIM prompt {modes} | MS-SSIM data prompt / group | SWD "
+            "| SWD uncond end / equal images (its kimg) | SWD ratio end / equal images | load |\n"
             "| --- | --: | --: | --: | --- | --- | --- | --: | --- | --: | --: | --- | --- | --- | --- | --: | --: "
             "| --: | --: |")
     group_head = ("| run | prompts | " + " | ".join(GROUPS) + " |\n| --- | --- | " + " | ".join("--:" for _ in GROUPS)
@@ -499,6 +509,27 @@ def model_summary(G, run: Path) -> dict:
     return {"run": str(run), "kimg": round(float(G.meta["kimg"]), 1), "resolution": int(G.output_resolution),
             "lod": float(G.lod), "trained_on": G.meta.get("dataset"),
             "train": json.loads(info_file.read_text()) if info_file.is_file() else None}
+
+
+def snapshots(run: Path) -> list[tuple[float, Path]]:
+    """(kimg, folder) of every generator a run holds: its exported model and each checkpoint."""
+    from progan.model_io import exported_kimg
+    from progan.train.checkpoint import list_checkpoints, read_state
+
+    found = [(read_state(c)["cur_nimg"] / 1000, c) for c in list_checkpoints(run)]
+    if (run / "model").exists():
+        found.append((exported_kimg(run / "model"), run / "model"))
+    return sorted(found, key=lambda kf: kf[0])
+
+
+def at_images(run: Path, kimg: float) -> tuple[float, Path]:
+    """The generator of `run` nearest to `kimg` images shown. The schedule is a function of images shown, so at equal
+    images two runs of one preset are at the same resolution and fade: comparing at equal time instead flatters
+    whichever model has finished a fade-in the other is in the middle of."""
+    found = snapshots(run)
+    if not found:
+        sys.exit(f"{run} holds no model or checkpoint to compare with")
+    return min(found, key=lambda kf: abs(kf[0] - kimg))
 
 
 def train_model(condition: str, flags: list[str], data: Path, run: Path, minutes: float, seed: int) -> None:
@@ -526,7 +557,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--train", action="store_true", help="train a text and an unconditional model, then evaluate")
     p.add_argument("--eval-only", type=Path, metavar="RUN", help="evaluate this text run")
-    p.add_argument("--baseline", type=Path, metavar="RUN", help="with --eval-only: the unconditional run")
+    p.add_argument("--baseline", type=Path, metavar="RUN", help="the unconditional run (default with --train: "
+                   "runs/text_fidelity/uncond-sSEED-MINUTESmin, trained when missing)")
     p.add_argument("--minutes", type=float, help="training time per model")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--flags", default="", help="more `progan train` flags for the text model, after the text demo's "
@@ -534,9 +566,9 @@ def main() -> int:
     p.add_argument("--name", help="the text model's name in the results (default demo-text)")
     p.add_argument("--data", type=Path, default=Path("data/emoji32"), help="the full emoji dataset (built when "
                    "missing); the models train on DATA-fidelity-train")
-    p.add_argument("--no-skin-tones", action="store_true", help="both models train without the skin-tone variants "
-                   "too (the text demo's data, built with `progan dataset --no-skin-tones`); the judge and the "
-                   "held-out split stay those of the whole set")
+    p.add_argument("--skin-tones", action="store_true", help="both models train with the skin-tone variants too "
+                   "(the text demo's data until it left them out: 60%% of the images are then People & Body); the "
+                   "judge and the held-out split are those of the whole set either way")
     p.add_argument("--runs", type=Path, default=Path("runs/text_fidelity"), help="where --train's run folders go")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     p.add_argument("--classifier-steps", type=int, default=CLASSIFIER_STEPS)
@@ -566,14 +598,18 @@ def main() -> int:
     if clash:
         sys.exit(f"these phrasings are captions, keywords or caption variants of {args.data}: {clash}")
     held = held_out_split(full.column("groups"), key_column(full))
-    variant = "-no-skin-tones" if args.no_skin_tones else ""
+    skin_tones = args.skin_tones
+    if args.eval_only:  # the data the run trained on decides, so that its SWD is against that data
+        trained_on = json.loads((args.eval_only / "config.json").read_text())["data"]
+        skin_tones = not trained_on.endswith("-no-skin-tones")
+    variant = "" if skin_tones else "-no-skin-tones"
     subset_dir = args.data.with_name(args.data.name + "-fidelity-train" + variant)
-    subset = ensure_subset(full, held, subset_dir, skin_tone_variants(full) if args.no_skin_tones else [])
+    subset = ensure_subset(full, held, subset_dir, [] if skin_tones else skin_tone_variants(full))
 
     name = args.name or "demo-text"
     if args.train:
         text_run = args.runs / f"{name}-s{args.seed}-{args.minutes:g}min"
-        baseline = args.runs / f"uncond{variant}-s{args.seed}-{args.minutes:g}min"
+        baseline = args.baseline or args.runs / f"uncond{variant}-s{args.seed}-{args.minutes:g}min"
         if text_run.exists():
             sys.exit(f"{text_run} exists: remove it, or evaluate it with --eval-only {text_run}")
         train_model("text", TEXT_FLAGS + args.flags.split(), subset_dir, text_run, args.minutes, args.seed)
@@ -605,6 +641,12 @@ def main() -> int:
     result["text"]["quality"] = quality(G, subset, args.runs / "cache")
     if U is not None:
         result["uncond"]["quality"] = quality(U, subset, args.runs / "cache")
+        kimg, folder = at_images(baseline, result["text"]["kimg"])
+        same = load_generator(folder)
+        result["uncond_at_equal_images"] = {
+            "source": str(folder), "kimg": round(kimg, 1), "lod": float(same.lod),
+            "quality": result["uncond"]["quality"] if folder == baseline / "model" else
+            quality(same, subset, args.runs / "cache")}
     result["eval_images"] = EVAL_IMAGES
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out / f"text_fidelity-{text_run.name}.json"

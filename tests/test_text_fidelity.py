@@ -222,16 +222,41 @@ def test_a_whole_evaluation_and_its_tables(tf, full, encoder, tmp_path, monkeypa
 
     result = {"name": "demo-text", "seed": 1, "minutes": 5.0, "load_average": {"mean": 1.5}, **got,
               "text": {"kimg": 12.3, "resolution": 16, "lod": 0.0, "quality": {"swd": 40.0}},
-              "uncond": {"kimg": 12.0, "resolution": 16, "lod": 0.0, "quality": {"swd": 32.0}}}
-    lines = tf.table([result, {**result, "name": "other", "uncond": None}]).splitlines()
+              "uncond": {"kimg": 20.0, "resolution": 16, "lod": 0.0, "quality": {"swd": 32.0}},
+              "uncond_at_equal_images": {"kimg": 12.0, "lod": 0.0, "quality": {"swd": 50.0}}}
+    no_baseline = {**result, "name": "other", "uncond": None, "uncond_at_equal_images": None}
+    lines = tf.table([result, no_baseline]).splitlines()
     head, rule, row = lines[:3]
     assert len(head.split("|")) == len(rule.split("|")) == len(row.split("|"))
     cells = dict(zip(head.strip("| ").split(" | "), (c.strip() for c in row.strip("| ").split(" | "))))
-    assert cells["run"] == "demo-text" and cells["kimg"] == "12.3" and cells["SWD ratio"] == "1.25"
+    assert cells["run"] == "demo-text" and cells["kimg"] == "12.3"
+    assert cells["SWD uncond end / equal images (its kimg)"] == "32.0 / 50.0 (12.0)"
+    assert cells["SWD ratio end / equal images"] == "1.25 / 0.80"
     assert cells["real held-out"] == f"{f['real_held_out']['balanced']:.3f}"
     assert re.fullmatch(r"\d/9 / \d/9", cells["groups > chance"]) and re.fullmatch(r"\d/9 / \d/9",
                                                                                    cells["groups > uncond"])
     other = dict(zip(head.strip("| ").split(" | "), (c.strip() for c in lines[3].strip("| ").split(" | "))))
-    assert other["SWD uncond"] == "-" and other["SWD ratio"] == "-"
+    assert other["SWD uncond end / equal images (its kimg)"] == "- / -"
+    assert other["SWD ratio end / equal images"] == "- / -"
     per_group = lines[lines.index("Accuracy per group:") + 2:]
     assert len(per_group) == 2 + 2 * (len(modes) + 3) and all(len(r.split("|")) == len(tf.GROUPS) + 4 for r in per_group)
+
+
+def test_the_baseline_at_equal_images_is_its_nearest_snapshot(tf, tmp_path):
+    """SWD is compared at the text model's images shown: the unconditional run's checkpoint or exported model
+    nearest to them, whichever of its folders that is."""
+    from progan.train.checkpoint import CHECKPOINT_FORMAT
+
+    run = tmp_path / "uncond"
+    for nimg in (140_000, 150_000, 160_000):
+        (run / "checkpoints" / f"ckpt-{nimg:012d}").mkdir(parents=True)
+        (run / "checkpoints" / f"ckpt-{nimg:012d}" / "state.json").write_text(
+            f'{{"format": "{CHECKPOINT_FORMAT}", "cur_nimg": {nimg}}}')
+    export_generator(run / "model", Generator(ModelConfig(resolution=8, latent_size=8, fmap_base=16, fmap_max=8)),
+                     lod=0.0, kimg=179.2)
+    assert [k for k, _ in tf.snapshots(run)] == [140.0, 150.0, 160.0, 179.2]
+    assert tf.at_images(run, 152.0) == (150.0, run / "checkpoints" / "ckpt-000000150000")
+    assert tf.at_images(run, 100.0)[0] == 140.0
+    assert tf.at_images(run, 175.0) == (179.2, run / "model")
+    with pytest.raises(SystemExit, match="no model or checkpoint"):
+        tf.at_images(tmp_path / "empty", 10.0)
