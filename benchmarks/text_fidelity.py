@@ -558,14 +558,16 @@ def main() -> int:
     p.add_argument("--train", action="store_true", help="train a text and an unconditional model, then evaluate")
     p.add_argument("--eval-only", type=Path, metavar="RUN", help="evaluate this text run")
     p.add_argument("--baseline", type=Path, metavar="RUN", help="the unconditional run (default with --train: "
-                   "runs/text_fidelity/uncond-sSEED-MINUTESmin, trained when missing)")
+                   "RUNS/uncond-no-skin-tones-sSEED-MINUTESmin, or uncond-sSEED-MINUTESmin with --skin-tones; trained "
+                   "when missing)")
     p.add_argument("--minutes", type=float, help="training time per model")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--flags", default="", help="more `progan train` flags for the text model, after the text demo's "
                    "(a variant to measure; name it with --name)")
     p.add_argument("--name", help="the text model's name in the results (default demo-text)")
     p.add_argument("--data", type=Path, default=Path("data/emoji32"), help="the full emoji dataset (built when "
-                   "missing); the models train on DATA-fidelity-train")
+                   "missing); the models train on DATA-fidelity-train-no-skin-tones (--skin-tones: "
+                   "DATA-fidelity-train)")
     p.add_argument("--skin-tones", action="store_true", help="both models train with the skin-tone variants too "
                    "(the text demo's data until it left them out: 60%% of the images are then People & Body); the "
                    "judge and the held-out split are those of the whole set either way")
