@@ -47,7 +47,12 @@ The table (--table [DIR]), one row per result:
     groups > chance                 groups whose accuracy (draw) is above 1 / groups, names / phrasings (of 9)
     groups > uncond                 groups whose accuracy (draw) is above the unconditional model's on that group
     MS-SSIM prompt cond / draw      within-prompt diversity of the phrasings' samples
-    MS-SSIM group (data)            the same for SEEDS real images of one group (the goal: within 20%)
+    MS-SSIM data prompt / group     the same for the data's own take on each phrasing (per seed, one training
+                                    image of the caption the draw drew) and for SEEDS real images of one group
+    MS-SSIM draw other captions /   like for like (the goal: within 20%): the model (draw) and the data on the
+      data's / same caption         pairs of seeds that drew different captions; then the model on the pairs
+                                    that drew the same caption, which the data cannot match (it holds one image
+                                    per caption): below 1, each seed is its own take on the caption
     SWD, SWD uncond, SWD ratio      x1e3 against each model's training data; text over unconditional (goal <= 1.3),
                                     the unconditional model at the end of its run and at the text model's images
                                     shown (its nearest checkpoint): the fair one, the same resolution and fade
@@ -231,10 +236,11 @@ def draws(reading, prompt: str, seeds: int) -> torch.Tensor:
 
 
 def prompt_samples(G, prompts: list[str], readings: dict | None, draw: bool = False,
-                   seeds: int = SEEDS, noise: bool = False) -> torch.Tensor:
+                   seeds: int = SEEDS, noise: bool = False, truncation: float = 1.0) -> torch.Tensor:
     """uint8 [len(prompts) * seeds, 3, r, r], each prompt's seeds together. readings: prompt -> PromptReading for a
     text model, None for an unconditional one (the same latents, no condition). noise: sample the conditioning
-    augmentation's noise per seed, as training does, instead of taking its mean."""
+    augmentation's noise per seed, as training does, instead of taking its mean. truncation: as `progan generate
+    --truncation`, each seed pulled toward the centre of its own condition row."""
     z = torch.cat([latents(G, p, seeds) for p in prompts])
     cond, ca = None, None
     if noise and readings is not None and G.cfg.ca_size:
@@ -244,7 +250,7 @@ def prompt_samples(G, prompts: list[str], readings: dict | None, draw: bool = Fa
         vectors = G.meta["conditioning"]["caption_vectors"]
         cond = torch.cat([vectors[draws(readings[p], p, seeds)] if draw else
                           readings[p].condition.view(1, -1).expand(seeds, -1) for p in prompts]).float()
-    return render(G, z, cond=cond, noise=ca)
+    return render(G, z, truncation, cond=cond, noise=ca)
 
 
 def images_of_texts(dataset: PreparedDataset) -> dict[str, list[int]]:
@@ -316,6 +322,20 @@ def within_block_msssim(images: torch.Tensor, block: int) -> float:
     return round(float(torch.stack(values).mean()), 4)
 
 
+def same_caption_pairs(readings: dict, prompts: list[str], seeds: int = SEEDS) -> torch.Tensor:
+    """[len(prompts), pairs] bool, the pairs of each prompt's seeds in torch.triu_indices order: did both seeds draw
+    the same caption of the reading?"""
+    i, j = torch.triu_indices(seeds, seeds, 1)
+    return torch.stack([(d[i] == d[j]) for d in (draws(readings[p], p, seeds) for p in prompts)])
+
+
+def pairs_msssim(images: torch.Tensor, block: int, chosen: torch.Tensor) -> float | None:
+    """Mean MS-SSIM over the pairs `chosen` ([blocks, pairs] bool, triu order) of each block of `block` images."""
+    i, j = torch.triu_indices(block, block, 1)
+    values = [ms_ssim(b[i][c], b[j][c]) for b, c in zip(images.float().split(block), chosen) if c.any()]
+    return round(float(torch.cat(values).mean()), 4) if values else None
+
+
 def data_msssim(dataset: PreparedDataset, res: int, exclude: list[int], seed: int = SPLIT_SEED,
                 block: int = SEEDS) -> float:
     """within_block_msssim of DATA_BLOCKS blocks of `block` distinct real images per group, averaged over groups."""
@@ -343,10 +363,11 @@ def judge_split(full: PreparedDataset, held: list[int]) -> tuple[list[int], list
 
 
 def headline(G, full: PreparedDataset, held: list[int], steps: int = CLASSIFIER_STEPS,
-             seconds: float = CLASSIFIER_SECONDS, cache: Path | None = None, encoder=None) -> dict:
+             seconds: float = CLASSIFIER_SECONDS, cache: Path | None = None, encoder=None,
+             truncation: float = 1.0) -> dict:
     """The benchmark's headline for any text model, one trained on every emoji included (the text demo's): the
-    everyday phrasings (never a caption, so unseen whatever it trained on) sampled as a user gets them (USER_MODE),
-    put in their group by the benchmark's judge, beside the judge on the held-out real images."""
+    everyday phrasings (never a caption, so unseen whatever it trained on) sampled as a user gets them (USER_MODE,
+    at `truncation`), put in their group by the benchmark's judge, beside the judge on the held-out real images."""
     from progan.conditioning.encoder import encoder_for
     from progan.conditioning.rows import prompt_reading
 
@@ -357,18 +378,21 @@ def headline(G, full: PreparedDataset, held: list[int], steps: int = CLASSIFIER_
     train_idx, judged_held, labels = judge_split(full, held)
     net, _ = judge(full.images(res, train_idx), labels[train_idx], steps, seconds, cache)
     draw, noise = MODES[USER_MODE]
-    fakes = judged(net, prompt_samples(G, list(phrasings), readings, draw=draw, noise=noise), list(phrasings.values()))
+    fakes = judged(net, prompt_samples(G, list(phrasings), readings, draw=draw, noise=noise, truncation=truncation),
+                   list(phrasings.values()))
     reals = per_group(probabilities(net, full.images(res, judged_held)).argmax(1), labels[judged_held])
-    return {"mode": USER_MODE, "phrasings": fakes["balanced"], "real_held_out": reals["balanced"],
+    return {"mode": USER_MODE, "truncation": truncation, "phrasings": fakes["balanced"], "real_held_out": reals["balanced"],
             "share_of_real": round(fakes["balanced"] / reals["balanced"], 3), "chance": round(1 / len(GROUPS), 4),
             "groups_above_chance": sum(v > 1 / len(GROUPS) for v in fakes["groups"].values() if v is not None)}
 
 
 def evaluate(G, U, full: PreparedDataset, held: list[int], encoder=None, steps: int = CLASSIFIER_STEPS,
-             seconds: float = CLASSIFIER_SECONDS, grids: Path | None = None, cache: Path | None = None) -> dict:
+             seconds: float = CLASSIFIER_SECONDS, grids: Path | None = None, cache: Path | None = None,
+             truncation: float = 1.0) -> dict:
     """Fidelity and diversity of text model G beside unconditional model U (or None); `held` the held-out split of
     the full dataset `full`. encoder: the loaded text encoder (default: G's, found by its record); cache: a folder
-    for the judge (trained once per resolution and training images)."""
+    for the judge (trained once per resolution and training images); truncation: G's samples pulled toward each
+    condition row's centre (`progan generate --truncation`; U's are not truncated)."""
     from progan.conditioning.rows import prompt_reading
 
     check_unseen(G, full, held)
@@ -393,7 +417,7 @@ def evaluate(G, U, full: PreparedDataset, held: list[int], encoder=None, steps: 
 
     res = int(G.output_resolution)
     net, how = classifier(res)
-    out = {"groups": GROUPS, "resolution": res, **how, "train_images": len(train_idx),
+    out = {"groups": GROUPS, "resolution": res, "truncation": truncation, **how, "train_images": len(train_idx),
            "held_out_images": len(judged_held), "held_out_names": len(names),
            "phrasings": len(phrasings), "seeds": SEEDS, "chance": round(1 / len(GROUPS), 4),
            # the held-out emoji's images are new to the model, but a name may be a text it trained on (another
@@ -405,10 +429,14 @@ def evaluate(G, U, full: PreparedDataset, held: list[int], encoder=None, steps: 
     for set_name, targets in sets.items():
         prompts = list(targets)
         for mode, (draw, noise) in MODES.items():
-            images = prompt_samples(G, prompts, readings, draw=draw, noise=noise)
+            images = prompt_samples(G, prompts, readings, draw=draw, noise=noise, truncation=truncation)
             out[f"{set_name}_{mode}"] = judged(net, images, [targets[p] for p in prompts])
             if res >= 16:
                 diversity[f"{set_name}_{mode}"] = within_block_msssim(images, SEEDS)
+            if res >= 16 and set_name == "phrasings" and mode == "draw":
+                same = same_caption_pairs(readings, prompts)
+                diversity["phrasings_draw_same_caption"] = pairs_msssim(images, SEEDS, same)
+                diversity["phrasings_draw_other_captions"] = pairs_msssim(images, SEEDS, ~same)
             if grids is not None and set_name == "phrasings":  # the first phrasing of each group, a row of seeds
                 rows = [prompts.index(ps[0]) for ps in PHRASINGS.values()]
                 grid = torch.cat([images[r * SEEDS:(r + 1) * SEEDS] for r in rows])
@@ -425,7 +453,13 @@ def evaluate(G, U, full: PreparedDataset, held: list[int], encoder=None, steps: 
         diversity["data_within_group"] = data_msssim(full, res, held)
         texts = {t: [i for i in idx if i not in held_set] for t, idx in images_of_texts(full).items()}
         reals = [i for p in sets["phrasings"] for i in reading_reals(G, texts, readings[p], p)]
-        diversity["data_within_prompt"] = within_block_msssim(full.images(res, torch.tensor(reals)), SEEDS)
+        real_images = full.images(res, torch.tensor(reals))
+        diversity["data_within_prompt"] = within_block_msssim(real_images, SEEDS)
+        # the data holds one image per caption: where two seeds drew one caption, its "take" is twice the same
+        # image. Those pairs say nothing about the data's variety, so the like-for-like comparison is on the
+        # pairs that drew different captions; the model's same-caption pairs show whether it varies one caption
+        diversity["data_within_prompt_other_captions"] = pairs_msssim(
+            real_images, SEEDS, ~same_caption_pairs(readings, list(sets["phrasings"])))
     out["readings"] = {p: readings[p].describe() for p in phrasings}
     return {"fidelity": out, "diversity": diversity}
 
@@ -478,6 +512,8 @@ def table(results: list[dict]) -> str:
             f"{above(f, f'phrasings_{USER_MODE}', 'uncond_phrasings')}",
             every_mode(d.get, "phrasings"),
             f"{num(d.get('data_within_prompt'))} / {num(d.get('data_within_group'))}",
+            f"{num(d.get('phrasings_draw_other_captions'))} / {num(d.get('data_within_prompt_other_captions'))} / "
+            f"{num(d.get('phrasings_draw_same_caption'))}",
             num(text_q.get("swd"), 1),
             f"{num(uncond_q.get('swd'), 1)} / {num(equal_q.get('swd'), 1)}"
             + (f" ({equal['kimg']:.1f})" if equal else ""),
@@ -493,9 +529,10 @@ def table(results: list[dict]) -> str:
     modes = " / ".join(MODES).replace("_", "+")
     head = (f"| run | seed | min | kimg | res | names {modes} | phrasings {modes} | real held-out "
             f"| uncond names / phrasings | names / ceiling ({USER_MODE}) | phr. / ceiling | groups > chance "
-            f"| groups > uncond | MS-SSIM prompt {modes} | MS-SSIM data prompt / group | SWD "
+            f"| groups > uncond | MS-SSIM prompt {modes} | MS-SSIM data prompt / group "
+            "| MS-SSIM draw other captions / data's / same caption | SWD "
             "| SWD uncond end / equal images (its kimg) | SWD ratio end / equal images | load |\n"
-            "| --- | --: | --: | --: | --- | --- | --- | --: | --- | --: | --: | --- | --- | --- | --- | --: | --: "
+            "| --- | --: | --: | --: | --- | --- | --- | --: | --- | --: | --: | --- | --- | --- | --- | --- | --: | --: "
             "| --: | --: |")
     group_head = ("| run | prompts | " + " | ".join(GROUPS) + " |\n| --- | --- | " + " | ".join("--:" for _ in GROUPS)
                   + " |")
@@ -545,11 +582,12 @@ def print_headline(args) -> int:
     G = load_generator(args.headline / "model" if (args.headline / "model").is_dir() else args.headline)
     full = ensure_dataset(args.data)
     held = held_out_split(full.column("groups"), key_column(full))
-    h = headline(G, full, held, steps=args.classifier_steps, cache=args.runs / "cache")
+    h = headline(G, full, held, steps=args.classifier_steps, cache=args.runs / "cache", truncation=args.truncation)
     print(f"Words it never saw: {sum(map(len, PHRASINGS.values()))} everyday phrasings put in the right "
           f"emoji group {h['phrasings']:.2f} of the time (balanced over {len(GROUPS)} groups, chance "
           f"{h['chance']:.2f}; real images {h['real_held_out']:.2f}: {h['share_of_real']:.2f} of theirs; "
-          f"{h['groups_above_chance']}/{len(GROUPS)} groups above chance)")
+          f"{h['groups_above_chance']}/{len(GROUPS)} groups above chance"
+          + (f"; truncation {args.truncation:g})" if args.truncation != 1 else ")"))
     return 0
 
 
@@ -574,6 +612,9 @@ def main() -> int:
     p.add_argument("--runs", type=Path, default=Path("runs/text_fidelity"), help="where --train's run folders go")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     p.add_argument("--classifier-steps", type=int, default=CLASSIFIER_STEPS)
+    p.add_argument("--truncation", type=float, default=1.0, metavar="PSI", help="sample the text model's prompts "
+                   "as `progan generate --truncation PSI` does (default 1: none); the result's name and file get "
+                   "-psiPSI")
     p.add_argument("--headline", type=Path, metavar="RUN", help="print the headline for any text run (one trained on "
                    "every emoji too: the text demo's): its everyday phrasings beside the real images, then exit")
     p.add_argument("--table", type=Path, nargs="?", const=Path("benchmarks/results"), metavar="DIR",
@@ -582,6 +623,8 @@ def main() -> int:
     if args.table:
         print(table(read_results(args.table)))
         return 0
+    if not 0 <= args.truncation <= 1:
+        p.error(f"--truncation {args.truncation:g}: must be in [0, 1]")
     if args.headline:
         return print_headline(args)
     if args.train == bool(args.eval_only):
@@ -628,7 +671,8 @@ def main() -> int:
         print(f"note: the baseline trained on {U.meta.get('dataset')}, the text model on {G.meta.get('dataset')}",
               flush=True)
     config = json.loads((text_run / "config.json").read_text())
-    result = {"name": name, "seed": config.get("seed"), "minutes": config.get("minutes"), "data": str(args.data),
+    suffix = "" if args.truncation == 1.0 else f"-psi{args.truncation:g}"
+    result = {"name": name + suffix, "seed": config.get("seed"), "minutes": config.get("minutes"), "data": str(args.data),
               "train_data": str(subset_dir), "split": {"seed": SPLIT_SEED, "share": HELD_OUT_SHARE},
               "text": model_summary(G, text_run), "uncond": model_summary(U, baseline) if U is not None else None,
               "cpu_threads": torch.get_num_threads(), "cpus": os.cpu_count(), "torch": torch.__version__}
@@ -637,8 +681,8 @@ def main() -> int:
     result["load_average"] = {"mean": round(sum(loads) / len(loads), 2)} if loads else None
     print(f"{name}: {result['text']['kimg']} kimg, {G.output_resolution}x{G.output_resolution}; "
           f"{len(held)} held-out images", flush=True)
-    result.update(evaluate(G, U, full, held, steps=args.classifier_steps, grids=text_run / "text_fidelity",
-                           cache=args.runs / "cache"))
+    result.update(evaluate(G, U, full, held, steps=args.classifier_steps, grids=text_run / f"text_fidelity{suffix}",
+                           cache=args.runs / "cache", truncation=args.truncation))
     # SWD of both against the data they trained on (the subset), with the same images and seed
     result["text"]["quality"] = quality(G, subset, args.runs / "cache")
     if U is not None:
@@ -651,7 +695,7 @@ def main() -> int:
             quality(same, subset, args.runs / "cache")}
     result["eval_images"] = EVAL_IMAGES
     args.out.mkdir(parents=True, exist_ok=True)
-    out = args.out / f"text_fidelity-{text_run.name}.json"
+    out = args.out / f"text_fidelity-{text_run.name}{suffix}.json"
     atomic_write_json(out, result)
     print(table([result]))
     print(f"wrote {out}")

@@ -182,8 +182,10 @@ def test_a_whole_evaluation_and_its_tables(tf, full, encoder, tmp_path, monkeypa
         assert 0 <= f[key]["balanced"] <= 1 and set(f[key]["groups"]) == set(tf.GROUPS), key
         assert all(v is not None for v in f[key]["groups"].values()), key  # every group has prompts and reals
     assert f["phrasings_cond"]["images"] == tf.SEEDS * sum(len(p) for p in tf.PHRASINGS.values())
-    assert set(d) == {*modes, "uncond_names", "uncond_phrasings", "data_within_group", "data_within_prompt"}
-    assert all(0 <= v <= 1 for v in d.values())
+    assert set(d) == {*modes, "uncond_names", "uncond_phrasings", "data_within_group", "data_within_prompt",
+                      "phrasings_draw_same_caption", "phrasings_draw_other_captions",
+                      "data_within_prompt_other_captions"}
+    assert all(v is None or 0 <= v <= 1 for v in d.values())
     assert (tmp_path / "grids" / "phrasings-cond.png").is_file()
 
     # the text model's samples follow its conditions (the same latents, other conditions, other images) and the
@@ -195,6 +197,11 @@ def test_a_whole_evaluation_and_its_tables(tf, full, encoder, tmp_path, monkeypa
     assert torch.equal(x[:tf.SEEDS], y[:tf.SEEDS]) and not torch.equal(x[tf.SEEDS:], y[tf.SEEDS:])
     u = tf.prompt_samples(U, prompts, None)
     assert not torch.equal(u[:tf.SEEDS], u[tf.SEEDS:])  # latents differ per prompt: chance is measured, not built in
+    # truncation pulls each seed toward the centre of its own condition row: at 0 one prompt's seeds are one image
+    # (up to rounding), another prompt's another
+    t0 = tf.prompt_samples(G, prompts, readings, truncation=0.0)
+    assert (t0[:tf.SEEDS].int() - t0[0].int()).abs().max() <= 1 and (x[:tf.SEEDS].int() - x[0].int()).abs().max() > 8
+    assert (t0[tf.SEEDS:].int() - t0[0].int()).abs().max() > 8
 
     # the judge is trained once: a second evaluation loads it from the cache (the same weights, no training)
     with monkeypatch.context() as m:
@@ -219,6 +226,8 @@ def test_a_whole_evaluation_and_its_tables(tf, full, encoder, tmp_path, monkeypa
     h = tf.headline(seen, full, held, steps=3, cache=tmp_path / "cache", encoder=encoder)
     assert h["mode"] == tf.USER_MODE and h["real_held_out"] == f["real_held_out"]["balanced"]
     assert 0 <= h["phrasings"] <= 1 and h["share_of_real"] == round(h["phrasings"] / h["real_held_out"], 3)
+    assert tf.headline(seen, full, held, steps=3, cache=tmp_path / "cache", encoder=encoder,
+                       truncation=0.5)["truncation"] == 0.5
 
     result = {"name": "demo-text", "seed": 1, "minutes": 5.0, "load_average": {"mean": 1.5}, **got,
               "text": {"kimg": 12.3, "resolution": 16, "lod": 0.0, "quality": {"swd": 40.0}},
@@ -240,6 +249,28 @@ def test_a_whole_evaluation_and_its_tables(tf, full, encoder, tmp_path, monkeypa
     assert other["SWD ratio end / equal images"] == "- / -"
     per_group = lines[lines.index("Accuracy per group:") + 2:]
     assert len(per_group) == 2 + 2 * (len(modes) + 3) and all(len(r.split("|")) == len(tf.GROUPS) + 4 for r in per_group)
+
+
+def test_diversity_is_compared_on_the_chosen_pairs_of_seeds(tf):
+    """The data's take on a prompt repeats an image where two seeds drew one caption: the comparison with the data
+    keeps only the pairs chosen, here those that drew different captions."""
+    seeds = 4
+    block = torch.rand(seeds, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 255
+    block[1] = block[0]  # seeds 0 and 1 drew one caption: the data's take is one image twice
+    i, j = torch.triu_indices(seeds, seeds, 1)
+    same = ((i == 0) & (j == 1)).view(1, -1)
+    assert tf.pairs_msssim(block, seeds, same) == pytest.approx(1.0, abs=1e-3)
+    assert tf.pairs_msssim(block, seeds, ~same) < 0.5  # independent noise
+    assert tf.pairs_msssim(block, seeds, torch.zeros_like(same)) is None
+    everything = tf.pairs_msssim(block, seeds, torch.ones_like(same))
+    assert everything == pytest.approx(tf.within_block_msssim(block, seeds), abs=1e-4)
+
+    class Reading:  # three captions, one of them almost always drawn
+        weights, indices = torch.tensor([0.9, 0.05, 0.05]), torch.tensor([7, 8, 9])
+    pairs = tf.same_caption_pairs({"p": Reading()}, ["p"], seeds=tf.SEEDS)[0]
+    drawn = tf.draws(Reading(), "p", tf.SEEDS)
+    i, j = torch.triu_indices(tf.SEEDS, tf.SEEDS, 1)
+    assert torch.equal(pairs, drawn[i] == drawn[j]) and pairs.any()
 
 
 def test_the_baseline_at_equal_images_is_its_nearest_snapshot(tf, tmp_path):
