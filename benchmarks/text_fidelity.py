@@ -316,10 +316,10 @@ def judged(net, images: torch.Tensor, targets: list[str], seeds: int = SEEDS) ->
 # --- diversity ----------------------------------------------------------------------------------------------------
 
 def within_block_msssim(images: torch.Tensor, block: int) -> float:
-    """Mean over consecutive blocks of `block` images of the mean MS-SSIM over all pairs in the block."""
-    i, j = torch.triu_indices(block, block, 1)
-    values = [ms_ssim(b[i], b[j]).mean() for b in images.float().split(block) if len(b) == block]
-    return round(float(torch.stack(values).mean()), 4)
+    """Mean MS-SSIM over all pairs within each consecutive block of `block` images (a last, shorter block is left
+    out)."""
+    pairs = block * (block - 1) // 2
+    return pairs_msssim(images, block, torch.ones(len(images) // block, pairs, dtype=torch.bool))
 
 
 def same_caption_pairs(readings: dict, prompts: list[str], seeds: int = SEEDS) -> torch.Tensor:
@@ -426,6 +426,7 @@ def evaluate(G, U, full: PreparedDataset, held: list[int], encoder=None, steps: 
            "real_held_out": per_group(probabilities(net, full.images(res, judged_held)).argmax(1),
                                       labels[judged_held])}
     diversity = {}
+    same_drawn = same_caption_pairs(readings, list(phrasings))  # the phrasings' pairs of seeds that drew one caption
     for set_name, targets in sets.items():
         prompts = list(targets)
         for mode, (draw, noise) in MODES.items():
@@ -434,9 +435,8 @@ def evaluate(G, U, full: PreparedDataset, held: list[int], encoder=None, steps: 
             if res >= 16:
                 diversity[f"{set_name}_{mode}"] = within_block_msssim(images, SEEDS)
             if res >= 16 and set_name == "phrasings" and mode == "draw":
-                same = same_caption_pairs(readings, prompts)
-                diversity["phrasings_draw_same_caption"] = pairs_msssim(images, SEEDS, same)
-                diversity["phrasings_draw_other_captions"] = pairs_msssim(images, SEEDS, ~same)
+                diversity["phrasings_draw_same_caption"] = pairs_msssim(images, SEEDS, same_drawn)
+                diversity["phrasings_draw_other_captions"] = pairs_msssim(images, SEEDS, ~same_drawn)
             if grids is not None and set_name == "phrasings":  # the first phrasing of each group, a row of seeds
                 rows = [prompts.index(ps[0]) for ps in PHRASINGS.values()]
                 grid = torch.cat([images[r * SEEDS:(r + 1) * SEEDS] for r in rows])
@@ -459,7 +459,7 @@ def evaluate(G, U, full: PreparedDataset, held: list[int], encoder=None, steps: 
         # image. Those pairs say nothing about the data's variety, so the like-for-like comparison is on the
         # pairs that drew different captions; the model's same-caption pairs show whether it varies one caption
         diversity["data_within_prompt_other_captions"] = pairs_msssim(
-            real_images, SEEDS, ~same_caption_pairs(readings, list(sets["phrasings"])))
+            real_images, SEEDS, ~same_drawn)
     out["readings"] = {p: readings[p].describe() for p in phrasings}
     return {"fidelity": out, "diversity": diversity}
 
