@@ -449,17 +449,23 @@ def evaluate(G, U, full: PreparedDataset, held: list[int], encoder=None, steps: 
                 diversity[f"uncond_{set_name}"] = within_block_msssim(images, SEEDS)
     if U is not None:
         out["uncond_resolution"] = int(U.output_resolution)
+    # The data's own take on each prompt (per seed, a training image of the caption the model's draw took), judged:
+    # what a model that drew every caption it trained on as the data does would score. Below it, the drawing is
+    # what falls short; it is itself below the ceiling where the reading draws captions of other groups.
+    texts = {t: [i for i in idx if i not in held_set] for t, idx in images_of_texts(full).items()}
+    takes = {}
+    for set_name, targets in sets.items():
+        reals = [i for p in targets for i in reading_reals(G, texts, readings[p], p)]
+        takes[set_name] = full.images(res, torch.tensor(reals))
+        out[f"{set_name}_data_take"] = judged(net, takes[set_name], list(targets.values()))
     if res >= 16:
         diversity["data_within_group"] = data_msssim(full, res, held)
-        texts = {t: [i for i in idx if i not in held_set] for t, idx in images_of_texts(full).items()}
-        reals = [i for p in sets["phrasings"] for i in reading_reals(G, texts, readings[p], p)]
-        real_images = full.images(res, torch.tensor(reals))
-        diversity["data_within_prompt"] = within_block_msssim(real_images, SEEDS)
+        diversity["data_within_prompt"] = within_block_msssim(takes["phrasings"], SEEDS)
         # the data holds one image per caption: where two seeds drew one caption, its "take" is twice the same
         # image. Those pairs say nothing about the data's variety, so the like-for-like comparison is on the
         # pairs that drew different captions; the model's same-caption pairs show whether it varies one caption
         diversity["data_within_prompt_other_captions"] = pairs_msssim(
-            real_images, SEEDS, ~same_drawn)
+            takes["phrasings"], SEEDS, ~same_drawn)
     out["readings"] = {p: readings[p].describe() for p in phrasings}
     return {"fidelity": out, "diversity": diversity}
 
@@ -496,6 +502,7 @@ def table(results: list[dict]) -> str:
         bal = lambda key: f[key]["balanced"] if key in f else None  # noqa: E731
         ceiling = bal("real_held_out")
         text_q, uncond_q = r["text"].get("quality", {}), (r.get("uncond") or {}).get("quality", {})
+        noise_q = r["text"].get("quality_noise", {})
         equal = r.get("uncond_at_equal_images") or {}
         equal_q = equal.get("quality", {})
         fading = r["text"]["lod"] != int(r["text"]["lod"])
@@ -507,6 +514,7 @@ def table(results: list[dict]) -> str:
             every_mode(bal, "names"), every_mode(bal, "phrasings"),
             num(ceiling), f"{num(bal('uncond_names'))} / {num(bal('uncond_phrasings'))}",
             num(ratio(bal(f"names_{USER_MODE}"), ceiling), 2), num(ratio(bal(f"phrasings_{USER_MODE}"), ceiling), 2),
+            f"{num(ratio(bal('names_data_take'), ceiling), 2)} / {num(ratio(bal('phrasings_data_take'), ceiling), 2)}",
             f"{above(f, f'names_{USER_MODE}')} / {above(f, f'phrasings_{USER_MODE}')}",
             f"{above(f, f'names_{USER_MODE}', 'uncond_names')} / "
             f"{above(f, f'phrasings_{USER_MODE}', 'uncond_phrasings')}",
@@ -514,25 +522,27 @@ def table(results: list[dict]) -> str:
             f"{num(d.get('data_within_prompt'))} / {num(d.get('data_within_group'))}",
             f"{num(d.get('phrasings_draw_other_captions'))} / {num(d.get('data_within_prompt_other_captions'))} / "
             f"{num(d.get('phrasings_draw_same_caption'))}",
-            num(text_q.get("swd"), 1),
+            f"{num(text_q.get('swd'), 1)} / {num(noise_q.get('swd'), 1)}",
             f"{num(uncond_q.get('swd'), 1)} / {num(equal_q.get('swd'), 1)}"
             + (f" ({equal['kimg']:.1f})" if equal else ""),
             f"{num(ratio(text_q.get('swd'), uncond_q.get('swd')), 2)} / "
-            f"{num(ratio(text_q.get('swd'), equal_q.get('swd')), 2)}",
+            f"{num(ratio(text_q.get('swd'), equal_q.get('swd')), 2)} / "
+            f"{num(ratio(noise_q.get('swd'), equal_q.get('swd')), 2)}",
             num((r.get("load_average") or {}).get("mean"), 1),
         ]) + " |")
         for key in [f"{s}_{m}" for s in ("names", "phrasings") for m in MODES] + [
-                "real_held_out", "uncond_names", "uncond_phrasings"]:
+                "names_data_take", "phrasings_data_take", "real_held_out", "uncond_names", "uncond_phrasings"]:
             if key in f:
                 group_rows.append(f"| {r['name']} s{r['seed']} | {key.replace('_', ' ')} | "
                                   + " | ".join(num(f[key]["groups"].get(g), 2) for g in GROUPS) + " |")
     modes = " / ".join(MODES).replace("_", "+")
     head = (f"| run | seed | min | kimg | res | names {modes} | phrasings {modes} | real held-out "
-            f"| uncond names / phrasings | names / ceiling ({USER_MODE}) | phr. / ceiling | groups > chance "
+            f"| uncond names / phrasings | names / ceiling ({USER_MODE}) | phr. / ceiling "
+            "| the data's take / ceiling (names / phr.) | groups > chance "
             f"| groups > uncond | MS-SSIM prompt {modes} | MS-SSIM data prompt / group "
-            "| MS-SSIM draw other captions / data's / same caption | SWD "
-            "| SWD uncond end / equal images (its kimg) | SWD ratio end / equal images | load |\n"
-            "| --- | --: | --: | --: | --- | --- | --- | --: | --- | --: | --: | --- | --- | --- | --- | --- | --: | --: "
+            "| MS-SSIM draw other captions / data's / same caption | SWD / with condition noise "
+            "| SWD uncond end / equal images (its kimg) | SWD ratio end / equal images / equal, noise | load |\n"
+            "| --- | --: | --: | --: | --- | --- | --- | --: | --- | --: | --: | --: | --- | --- | --- | --- | --- | --: | --: "
             "| --: | --: |")
     group_head = ("| run | prompts | " + " | ".join(GROUPS) + " |\n| --- | --- | " + " | ".join("--:" for _ in GROUPS)
                   + " |")
@@ -567,6 +577,23 @@ def at_images(run: Path, kimg: float) -> tuple[float, Path]:
     if not found:
         sys.exit(f"{run} holds no model or checkpoint to compare with")
     return min(found, key=lambda kf: abs(kf[0] - kimg))
+
+
+def text_model_at(run: Path, kimg: float | None = None):
+    """The text run's exported generator or, given `kimg`, its snapshot nearest to that many images shown: a
+    checkpoint's G_ema, with the conditioning and data that the exported model records (a checkpoint holds weights
+    and training state only). Compares a variant that stopped earlier with the recipe at the same images shown."""
+    from progan.model_io import load_generator
+
+    G = load_generator(run / "model")
+    if kimg is None:
+        return G
+    folder = at_images(run, kimg)[1]
+    if folder == run / "model":
+        return G
+    snapshot = load_generator(folder)
+    snapshot.meta.update(conditioning=G.meta["conditioning"], dataset=G.meta.get("dataset"))
+    return snapshot
 
 
 def train_model(condition: str, flags: list[str], data: Path, run: Path, minutes: float, seed: int) -> None:
@@ -612,6 +639,9 @@ def main() -> int:
     p.add_argument("--runs", type=Path, default=Path("runs/text_fidelity"), help="where --train's run folders go")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     p.add_argument("--classifier-steps", type=int, default=CLASSIFIER_STEPS)
+    p.add_argument("--at-kimg", type=float, metavar="K", help="with --eval-only: evaluate the run's checkpoint nearest "
+                   "to K kimg (the recipe at the images shown of a variant that stopped earlier); the result's name and "
+                   "file get -atKkimg")
     p.add_argument("--truncation", type=float, default=1.0, metavar="PSI", help="sample the text model's prompts "
                    "as `progan generate --truncation PSI` does (default 1: none); the result's name and file get "
                    "-psiPSI")
@@ -631,6 +661,8 @@ def main() -> int:
         p.error("give --train (with --minutes) or --eval-only RUN, or --table")
     if args.train and not args.minutes:
         p.error("--train needs --minutes")
+    if args.at_kimg is not None and not args.eval_only:
+        p.error("--at-kimg is for --eval-only")
     if args.flags and not args.name:
         p.error("--flags needs --name, the variant's name in the results")
     from progan.model_io import load_generator
@@ -665,13 +697,14 @@ def main() -> int:
     else:
         text_run, baseline = args.eval_only, args.baseline
         name = args.name or text_run.name
-    G = load_generator(text_run / "model")
+    G = text_model_at(text_run, args.at_kimg)
     U = load_generator(baseline / "model") if baseline else None
     if U is not None and U.meta.get("dataset") != G.meta.get("dataset"):
         print(f"note: the baseline trained on {U.meta.get('dataset')}, the text model on {G.meta.get('dataset')}",
               flush=True)
     config = json.loads((text_run / "config.json").read_text())
-    suffix = "" if args.truncation == 1.0 else f"-psi{args.truncation:g}"
+    suffix = ("" if args.at_kimg is None else f"-at{G.meta['kimg']:g}kimg") + (
+        "" if args.truncation == 1.0 else f"-psi{args.truncation:g}")
     result = {"name": name + suffix, "seed": config.get("seed"), "minutes": config.get("minutes"), "data": str(args.data),
               "train_data": str(subset_dir), "split": {"seed": SPLIT_SEED, "share": HELD_OUT_SHARE},
               "text": model_summary(G, text_run), "uncond": model_summary(U, baseline) if U is not None else None,
@@ -681,10 +714,15 @@ def main() -> int:
     result["load_average"] = {"mean": round(sum(loads) / len(loads), 2)} if loads else None
     print(f"{name}: {result['text']['kimg']} kimg, {G.output_resolution}x{G.output_resolution}; "
           f"{len(held)} held-out images", flush=True)
-    result.update(evaluate(G, U, full, held, steps=args.classifier_steps, grids=text_run / f"text_fidelity{suffix}",
-                           cache=args.runs / "cache", truncation=args.truncation))
+    grids = text_run / f"text_fidelity{suffix}"
+    result.update(evaluate(G, U, full, held, steps=args.classifier_steps, grids=grids, cache=args.runs / "cache",
+                           truncation=args.truncation))
+    # how each phrasing was read, beside the grids: the same for every model of one data set, so not in the results
+    atomic_write_json(grids / "readings.json", result["fidelity"].pop("readings"))
     # SWD of both against the data they trained on (the subset), with the same images and seed
     result["text"]["quality"] = quality(G, subset, args.runs / "cache")
+    if G.cfg.ca_size:  # and as `--condition-noise` samples it: each image its own draw around its caption's code
+        result["text"]["quality_noise"] = quality(G, subset, args.runs / "cache", condition_noise=True)
     if U is not None:
         result["uncond"]["quality"] = quality(U, subset, args.runs / "cache")
         kimg, folder = at_images(baseline, result["text"]["kimg"])

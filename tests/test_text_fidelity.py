@@ -3,6 +3,7 @@ and a whole evaluation on random generators at 16x16 (a stand-in encoder: the re
 
 import hashlib
 import importlib
+import json
 import re
 from collections import Counter
 from pathlib import Path
@@ -160,13 +161,28 @@ def test_balanced_accuracy_and_groups_on_a_hand_made_case(tf):
     assert tf.above(f, "missing") == "-"
 
 
-def random_model(tmp_path, name: str, subset, text: bool):
-    cfg = ModelConfig(resolution=16, latent_size=8, fmap_base=32, fmap_max=16, text_size=8 if text else 0)
+def random_model(tmp_path, name: str, subset, text: bool, ca_size: int = 0):
+    cfg = ModelConfig(resolution=16, latent_size=8, fmap_base=32, fmap_max=16, text_size=8 if text else 0,
+                      ca_size=ca_size)
     torch.manual_seed(1 if text else 2)
     conditioning, tensors = export_conditioning(subset, cfg)
     folder = export_generator(tmp_path / name / "model", Generator(cfg), lod=0.0, kimg=1.0,
                               extra={"conditioning": conditioning, "dataset": str(subset.path)}, tensors=tensors)
     return load_generator(folder)
+
+
+def test_swd_fakes_with_condition_noise_keep_their_latents_and_captions(tf, full, tmp_path):
+    from benchmarks.recipe_quality import make_fakes
+    G = random_model(tmp_path, "ca", full, True, ca_size=4)
+    plain, noisy = make_fakes(G, full, 16, 0), make_fakes(G, full, 16, 0, condition_noise=True)
+    assert not torch.equal(plain, noisy)
+    # with sigma ~ e^-30 the noise moves no code: the same images, so the latents and captions are drawn as without
+    # noise and the noise comes after them
+    with torch.no_grad():
+        G.ca.bias[4:] = -30.0
+    assert torch.equal(make_fakes(G, full, 16, 0, condition_noise=True), plain)
+    with pytest.raises(ValueError, match="conditioning augmentation"):
+        make_fakes(random_model(tmp_path, "no-ca", full, True), full, 16, 0, condition_noise=True)
 
 
 def test_a_whole_evaluation_and_its_tables(tf, full, encoder, tmp_path, monkeypatch):
@@ -178,10 +194,12 @@ def test_a_whole_evaluation_and_its_tables(tf, full, encoder, tmp_path, monkeypa
     assert f["classifier_steps"] == 3 and f["held_out_images"] == len(held)
     assert f["held_out_names"] == len({full.column("variant_of")[i] for i in held})
     modes = [f"{s}_{m}" for s in ("names", "phrasings") for m in tf.MODES]
-    for key in [*modes, "real_held_out", "uncond_names", "uncond_phrasings"]:
+    for key in [*modes, "names_data_take", "phrasings_data_take", "real_held_out", "uncond_names", "uncond_phrasings"]:
         assert 0 <= f[key]["balanced"] <= 1 and set(f[key]["groups"]) == set(tf.GROUPS), key
         assert all(v is not None for v in f[key]["groups"].values()), key  # every group has prompts and reals
-    assert f["phrasings_cond"]["images"] == tf.SEEDS * sum(len(p) for p in tf.PHRASINGS.values())
+    assert f["phrasings_cond"]["images"] == f["phrasings_data_take"]["images"] == tf.SEEDS * sum(
+        len(p) for p in tf.PHRASINGS.values())
+    assert f["names_data_take"]["images"] == tf.SEEDS * f["held_out_names"]
     assert set(d) == {*modes, "uncond_names", "uncond_phrasings", "data_within_group", "data_within_prompt",
                       "phrasings_draw_same_caption", "phrasings_draw_other_captions",
                       "data_within_prompt_other_captions"}
@@ -230,7 +248,8 @@ def test_a_whole_evaluation_and_its_tables(tf, full, encoder, tmp_path, monkeypa
                        truncation=0.5)["truncation"] == 0.5
 
     result = {"name": "demo-text", "seed": 1, "minutes": 5.0, "load_average": {"mean": 1.5}, **got,
-              "text": {"kimg": 12.3, "resolution": 16, "lod": 0.0, "quality": {"swd": 40.0}},
+              "text": {"kimg": 12.3, "resolution": 16, "lod": 0.0, "quality": {"swd": 40.0},
+                       "quality_noise": {"swd": 30.0}},
               "uncond": {"kimg": 20.0, "resolution": 16, "lod": 0.0, "quality": {"swd": 32.0}},
               "uncond_at_equal_images": {"kimg": 12.0, "lod": 0.0, "quality": {"swd": 50.0}}}
     no_baseline = {**result, "name": "other", "uncond": None, "uncond_at_equal_images": None}
@@ -240,15 +259,18 @@ def test_a_whole_evaluation_and_its_tables(tf, full, encoder, tmp_path, monkeypa
     cells = dict(zip(head.strip("| ").split(" | "), (c.strip() for c in row.strip("| ").split(" | "))))
     assert cells["run"] == "demo-text" and cells["kimg"] == "12.3"
     assert cells["SWD uncond end / equal images (its kimg)"] == "32.0 / 50.0 (12.0)"
-    assert cells["SWD ratio end / equal images"] == "1.25 / 0.80"
+    assert cells["SWD / with condition noise"] == "40.0 / 30.0"
+    assert cells["SWD ratio end / equal images / equal, noise"] == "1.25 / 0.80 / 0.60"
     assert cells["real held-out"] == f"{f['real_held_out']['balanced']:.3f}"
+    takes = [f[f"{s}_data_take"]["balanced"] / f["real_held_out"]["balanced"] for s in ("names", "phrasings")]
+    assert cells["the data's take / ceiling (names / phr.)"] == f"{takes[0]:.2f} / {takes[1]:.2f}"
     assert re.fullmatch(r"\d/9 / \d/9", cells["groups > chance"]) and re.fullmatch(r"\d/9 / \d/9",
                                                                                    cells["groups > uncond"])
     other = dict(zip(head.strip("| ").split(" | "), (c.strip() for c in lines[3].strip("| ").split(" | "))))
     assert other["SWD uncond end / equal images (its kimg)"] == "- / -"
-    assert other["SWD ratio end / equal images"] == "- / -"
+    assert other["SWD ratio end / equal images / equal, noise"] == "- / - / -"
     per_group = lines[lines.index("Accuracy per group:") + 2:]
-    assert len(per_group) == 2 + 2 * (len(modes) + 3) and all(len(r.split("|")) == len(tf.GROUPS) + 4 for r in per_group)
+    assert len(per_group) == 2 + 2 * (len(modes) + 5) and all(len(r.split("|")) == len(tf.GROUPS) + 4 for r in per_group)
 
 
 def test_diversity_is_compared_on_the_chosen_pairs_of_seeds(tf):
@@ -293,3 +315,29 @@ def test_the_baseline_at_equal_images_is_its_nearest_snapshot(tf, tmp_path):
     assert tf.at_images(run, 175.0) == (179.2, run / "model")
     with pytest.raises(SystemExit, match="no model or checkpoint"):
         tf.at_images(tmp_path / "empty", 10.0)
+
+
+def test_a_text_run_at_fewer_images_is_its_checkpoint_with_the_runs_conditioning(tf, full, tmp_path):
+    """--eval-only --at-kimg: a checkpoint holds G_ema and the training state; what the model is conditioned on
+    comes from the run's exported model."""
+    import dataclasses
+
+    from safetensors.torch import save_file
+
+    from progan.train.checkpoint import CHECKPOINT_FORMAT
+
+    exported = random_model(tmp_path, "run", full, True)
+    run = tmp_path / "run"
+    torch.manual_seed(7)
+    earlier = Generator(exported.cfg)
+    ckpt = run / "checkpoints" / "ckpt-000000150000"
+    ckpt.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in earlier.state_dict().items()}, str(ckpt / "G_ema.safetensors"))
+    (ckpt / "state.json").write_text(json.dumps({"format": CHECKPOINT_FORMAT, "cur_nimg": 150_000, "lod": 0.0,
+                                                 "config": {"model": dataclasses.asdict(exported.cfg)}}))
+    G = tf.text_model_at(run, 149.0)
+    assert G.meta["kimg"] == 150.0 and G.meta["dataset"] == exported.meta["dataset"]
+    assert G.meta["conditioning"]["captions"] == exported.meta["conditioning"]["captions"]
+    assert all(torch.equal(a, b) for a, b in zip(G.state_dict().values(), earlier.state_dict().values()))
+    assert not torch.equal(G.dense.weight, exported.dense.weight)
+    assert tf.text_model_at(run, 2.0).meta["kimg"] == 1.0 and tf.text_model_at(run).meta["kimg"] == 1.0
