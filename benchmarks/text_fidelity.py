@@ -466,7 +466,8 @@ def evaluate(G, U, full: PreparedDataset, held: list[int], encoder=None, steps: 
         # pairs that drew different captions; the model's same-caption pairs show whether it varies one caption
         diversity["data_within_prompt_other_captions"] = pairs_msssim(
             takes["phrasings"], SEEDS, ~same_drawn)
-    out["readings"] = {p: readings[p].describe() for p in phrasings}
+    if grids is not None:  # how each phrasing was read: the same for every model of one data set, so beside the grids
+        atomic_write_json(grids / "readings.json", {p: readings[p].describe() for p in phrasings})
     return {"fidelity": out, "diversity": diversity}
 
 
@@ -542,8 +543,8 @@ def table(results: list[dict]) -> str:
             f"| groups > uncond | MS-SSIM prompt {modes} | MS-SSIM data prompt / group "
             "| MS-SSIM draw other captions / data's / same caption | SWD / with condition noise "
             "| SWD uncond end / equal images (its kimg) | SWD ratio end / equal images / equal, noise | load |\n"
-            "| --- | --: | --: | --: | --- | --- | --- | --: | --- | --: | --: | --: | --- | --- | --- | --- | --- | --: | --: "
-            "| --: | --: |")
+            "| --- | --: | --: | --: | --- | --- | --- | --: | --- | --: | --: | --: | --- | --- | --- | --- | --- "
+            "| --: | --: | --: | --: |")
     group_head = ("| run | prompts | " + " | ".join(GROUPS) + " |\n| --- | --- | " + " | ".join("--:" for _ in GROUPS)
                   + " |")
     return "\n".join([head, *rows, "", "Accuracy per group:", "", group_head, *group_rows])
@@ -577,23 +578,6 @@ def at_images(run: Path, kimg: float) -> tuple[float, Path]:
     if not found:
         sys.exit(f"{run} holds no model or checkpoint to compare with")
     return min(found, key=lambda kf: abs(kf[0] - kimg))
-
-
-def text_model_at(run: Path, kimg: float | None = None):
-    """The text run's exported generator or, given `kimg`, its snapshot nearest to that many images shown: a
-    checkpoint's G_ema, with the conditioning and data that the exported model records (a checkpoint holds weights
-    and training state only). Compares a variant that stopped earlier with the recipe at the same images shown."""
-    from progan.model_io import load_generator
-
-    G = load_generator(run / "model")
-    if kimg is None:
-        return G
-    folder = at_images(run, kimg)[1]
-    if folder == run / "model":
-        return G
-    snapshot = load_generator(folder)
-    snapshot.meta.update(conditioning=G.meta["conditioning"], dataset=G.meta.get("dataset"))
-    return snapshot
 
 
 def train_model(condition: str, flags: list[str], data: Path, run: Path, minutes: float, seed: int) -> None:
@@ -641,9 +625,9 @@ def main() -> int:
     p.add_argument("--runs", type=Path, default=Path("runs/text_fidelity"), help="where --train's run folders go")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     p.add_argument("--classifier-steps", type=int, default=CLASSIFIER_STEPS)
-    p.add_argument("--at-kimg", type=float, metavar="K", help="with --eval-only: evaluate the run's checkpoint nearest "
-                   "to K kimg (the recipe at the images shown of a variant that stopped earlier); the result's name and "
-                   "file get -atKkimg")
+    p.add_argument("--at-kimg", type=float, metavar="K", help="with --eval-only: evaluate the run's checkpoint "
+                   "nearest to K kimg (the recipe at the images shown of a variant that stopped earlier); the result's "
+                   "name and file get -atKkimg")
     p.add_argument("--truncation", type=float, default=1.0, metavar="PSI", help="sample the text model's prompts "
                    "as `progan generate --truncation PSI` does (default 1: none); the result's name and file get "
                    "-psiPSI")
@@ -699,7 +683,8 @@ def main() -> int:
     else:
         text_run, baseline = args.eval_only, args.baseline
         name = args.name or text_run.name
-    G = text_model_at(text_run, args.at_kimg)
+    # --at-kimg: a checkpoint of the run, which load_generator gives the conditioning its exported model records
+    G = load_generator(text_run / "model" if args.at_kimg is None else at_images(text_run, args.at_kimg)[1])
     U = load_generator(baseline / "model") if baseline else None
     if U is not None and U.meta.get("dataset") != G.meta.get("dataset"):
         print(f"note: the baseline trained on {U.meta.get('dataset')}, the text model on {G.meta.get('dataset')}",
@@ -716,11 +701,8 @@ def main() -> int:
     result["load_average"] = {"mean": round(sum(loads) / len(loads), 2)} if loads else None
     print(f"{name}: {result['text']['kimg']} kimg, {G.output_resolution}x{G.output_resolution}; "
           f"{len(held)} held-out images", flush=True)
-    grids = text_run / f"text_fidelity{suffix}"
-    result.update(evaluate(G, U, full, held, steps=args.classifier_steps, grids=grids, cache=args.runs / "cache",
-                           truncation=args.truncation))
-    # how each phrasing was read, beside the grids: the same for every model of one data set, so not in the results
-    atomic_write_json(grids / "readings.json", result["fidelity"].pop("readings"))
+    result.update(evaluate(G, U, full, held, steps=args.classifier_steps, grids=text_run / f"text_fidelity{suffix}",
+                           cache=args.runs / "cache", truncation=args.truncation))
     # SWD of both against the data they trained on (the subset), with the same images and seed
     result["text"]["quality"] = quality(G, subset, args.runs / "cache")
     if G.cfg.ca_size:  # and as `--condition-noise` samples it: each image its own draw around its caption's code

@@ -158,9 +158,25 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Gene
     G.load_state_dict(state)
     G.lod = float(lod)
     G.meta = {**meta, "kimg": kimg, "source": str(folder)}
-    if cfg.cond_size and (folder / CONDITIONS).is_file():
-        G.meta["conditioning"] = {**G.meta.get("conditioning", {}), **read_tensors(folder / CONDITIONS)}
+    record = folder if kind == "model" else run_model_of(folder)
+    if cfg.cond_size and record is not None:
+        if record != folder:
+            G.meta.update({k: v for k, v in read_json(record / CONFIG, "model config").items()
+                           if k in ("conditioning", "dataset")})
+        if (record / CONDITIONS).is_file():
+            G.meta["conditioning"] = {**G.meta.get("conditioning", {}), **read_tensors(record / CONDITIONS)}
     return G.to(device).eval().requires_grad_(False)
+
+
+def run_model_of(checkpoint: Path) -> Path | None:
+    """The exported model beside a checkpoint (RUN/checkpoints/ckpt-N -> RUN/model), or None. A checkpoint holds
+    weights and training state; what a conditional run is conditioned on (class names, captions and their vectors,
+    the encoder) is recorded once, by the model every checkpoint exports."""
+    try:
+        found, kind = resolve_model_path(checkpoint.parent.parent / "model")
+    except ModelLoadError:
+        return None
+    return found if kind == "model" else None
 
 
 def state_dict_mismatch(module: torch.nn.Module, state: dict[str, torch.Tensor], ignore_suffix: str = "\0") -> str:

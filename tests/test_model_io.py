@@ -154,6 +154,36 @@ def test_a_legacy_model_folder_becomes_a_version(tmp_path):
     assert len(old) == 1 and which_version(old[0]) is OLD  # kept as the version before
 
 
+def test_a_checkpoint_of_a_conditional_run_takes_the_runs_conditioning(tmp_path):
+    """A checkpoint holds G_ema and the training state; a conditional run's class names (or captions and their
+    vectors) come from the model it exports, so generate and eval work from any checkpoint of it."""
+    import dataclasses
+    import json
+
+    from progan.train.checkpoint import CHECKPOINT_FORMAT
+
+    cfg = dataclasses.replace(CFG, num_classes=2)
+    run = tmp_path / "run"
+    export_generator(run / "model", Generator(cfg), lod=0.0, kimg=200.0,
+                     extra={"dataset": "shapes", "conditioning": {"kind": "class", "classes": ["cat", "dog"]}},
+                     tensors={"class_counts": torch.tensor([3.0, 5.0])})
+    torch.manual_seed(7)
+    earlier = Generator(cfg)
+    ckpt = run / "checkpoints" / "ckpt-000000150000"
+    ckpt.mkdir(parents=True)
+    atomic_save_tensors(ckpt / "G_ema.safetensors", earlier.state_dict())
+    (ckpt / "state.json").write_text(json.dumps({"format": CHECKPOINT_FORMAT, "cur_nimg": 150_000, "lod": 0.0,
+                                                 "config": {"model": dataclasses.asdict(cfg)}}))
+    G = load_generator(ckpt)
+    assert G.meta["kimg"] == 150.0 and G.meta["dataset"] == "shapes"
+    assert G.meta["conditioning"]["classes"] == ["cat", "dog"]
+    assert torch.equal(G.meta["conditioning"]["class_counts"], torch.tensor([3.0, 5.0]))
+    assert all(torch.equal(a, b) for a, b in zip(G.state_dict().values(), earlier.state_dict().values()))
+    # without the run's model beside it, a checkpoint still loads, with what it holds itself
+    moved = shutil.copytree(ckpt, tmp_path / "alone")
+    assert "conditioning" not in load_generator(moved).meta
+
+
 def test_missing_and_bad_paths_say_what_is_wrong(tmp_path):
     with pytest.raises(ModelLoadError, match="does not exist"):
         load_generator(tmp_path / "nothing")

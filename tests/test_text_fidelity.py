@@ -205,6 +205,8 @@ def test_a_whole_evaluation_and_its_tables(tf, full, encoder, tmp_path, monkeypa
                       "data_within_prompt_other_captions"}
     assert all(v is None or 0 <= v <= 1 for v in d.values())
     assert (tmp_path / "grids" / "phrasings-cond.png").is_file()
+    read = json.loads((tmp_path / "grids" / "readings.json").read_text())
+    assert set(read) == {p for ps in tf.PHRASINGS.values() for p in ps} and "readings" not in f
 
     # the text model's samples follow its conditions (the same latents, other conditions, other images) and the
     # unconditional model's do not
@@ -316,28 +318,3 @@ def test_the_baseline_at_equal_images_is_its_nearest_snapshot(tf, tmp_path):
     with pytest.raises(SystemExit, match="no model or checkpoint"):
         tf.at_images(tmp_path / "empty", 10.0)
 
-
-def test_a_text_run_at_fewer_images_is_its_checkpoint_with_the_runs_conditioning(tf, full, tmp_path):
-    """--eval-only --at-kimg: a checkpoint holds G_ema and the training state; what the model is conditioned on
-    comes from the run's exported model."""
-    import dataclasses
-
-    from safetensors.torch import save_file
-
-    from progan.train.checkpoint import CHECKPOINT_FORMAT
-
-    exported = random_model(tmp_path, "run", full, True)
-    run = tmp_path / "run"
-    torch.manual_seed(7)
-    earlier = Generator(exported.cfg)
-    ckpt = run / "checkpoints" / "ckpt-000000150000"
-    ckpt.mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in earlier.state_dict().items()}, str(ckpt / "G_ema.safetensors"))
-    (ckpt / "state.json").write_text(json.dumps({"format": CHECKPOINT_FORMAT, "cur_nimg": 150_000, "lod": 0.0,
-                                                 "config": {"model": dataclasses.asdict(exported.cfg)}}))
-    G = tf.text_model_at(run, 149.0)
-    assert G.meta["kimg"] == 150.0 and G.meta["dataset"] == exported.meta["dataset"]
-    assert G.meta["conditioning"]["captions"] == exported.meta["conditioning"]["captions"]
-    assert all(torch.equal(a, b) for a, b in zip(G.state_dict().values(), earlier.state_dict().values()))
-    assert not torch.equal(G.dense.weight, exported.dense.weight)
-    assert tf.text_model_at(run, 2.0).meta["kimg"] == 1.0 and tf.text_model_at(run).meta["kimg"] == 1.0
