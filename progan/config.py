@@ -195,18 +195,13 @@ class LossConfig:
     mismatch_weight: float = option(1.0, "text: weight of the matching-aware negatives (reals with a wrong caption) "
                                     "in D's loss")
     gan_int: float = option(0.5, "text: share of G's rows conditioned on a mix of two captions (GAN-INT)")
-    anchor_weight: float = option(0.0, "text: weight of an L1 term pulling G's image of a caption that names one "
-                                  "image toward that image, both pooled to --anchor-res (0: off)")
-    anchor_res: int = option(8, "text: the resolution the anchor term compares at (the layout, not the detail)",
-                             metavar="RES")
     gp_every: int = option(1, "lazy regularisation: the gradient penalty on every K-th step, weighted K (paper: 1)",
                            metavar="K")
 
     def validate(self) -> None:
         if self.kind not in LOSS_KINDS:
             raise ConfigError(f"loss.kind must be one of {', '.join(LOSS_KINDS)}, got {self.kind!r}")
-        for name in ("r1_gamma", "gp_lambda", "gp_gamma", "drift", "cond_weight", "kl_weight", "mismatch_weight",
-                     "gan_int", "anchor_weight"):
+        for name in ("r1_gamma", "gp_lambda", "gp_gamma", "drift", "cond_weight", "kl_weight", "mismatch_weight", "gan_int"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ConfigError(f"loss.{name} must be a finite number >= 0, got {value!r}")
@@ -216,8 +211,6 @@ class LossConfig:
             raise ConfigError(f"loss.gp_every must be an integer >= 1, got {self.gp_every!r}")
         if self.gan_int > 1:
             raise ConfigError(f"loss.gan_int is a share of G's rows, in [0, 1], got {self.gan_int!r}")
-        if not is_power_of_two(self.anchor_res):
-            raise ConfigError(f"loss.anchor_res must be a power of two, got {self.anchor_res!r}")
 
 
 @dataclass

@@ -11,8 +11,7 @@ Conditioning (networks.py): `cond` holds float rows, one per image.
   its fakes' logits against the labels they were generated from (drawn from the dataset). Rows may be soft.
 - Text (D.text_size): D is a projection critic that takes the caption embedding. D also scores the reals with a
   mismatched caption (`wrong_cond`) as fakes (matching-aware, GAN-CLS); G's loss adds the conditioning
-  augmentation's KL divergence and, optionally, an anchor: where a row's caption names one image, an L1 term between
-  the layouts (pooled to a few pixels) of G's image and that image.
+  augmentation's KL divergence.
 """
 
 from __future__ import annotations
@@ -59,19 +58,6 @@ def kl_divergence(mu: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
     in place of its condition and learnt to ignore it."""
     mu, log_sigma = mu.float(), log_sigma.float()
     return (0.5 * (mu.square() + (2 * log_sigma).exp() - 1) - log_sigma).mean(dim=1)
-
-
-def anchor_l1(image: torch.Tensor, target: torch.Tensor, resolution: int) -> torch.Tensor:
-    """Mean |pool(image) - pool(target)| per sample, both average-pooled to `resolution` (or left as they are when
-    smaller), against the target or its mirror image, whichever is nearer: the layout of the image a caption names,
-    in either orientation, since mirrored reals are real too. Detail finer than `resolution` is left to the
-    adversarial terms, so the seeds of one caption can still differ there."""
-    size = min(resolution, image.shape[-1])
-    image = F.adaptive_avg_pool2d(image.float(), size)
-    target = F.adaptive_avg_pool2d(target.float(), size)
-    straight = (image - target).abs().flatten(1).mean(dim=1)
-    mirrored = (image - target.flip(-1)).abs().flatten(1).mean(dim=1)
-    return torch.minimum(straight, mirrored)
 
 
 def _conditions(D, cond: torch.Tensor | None) -> torch.Tensor | None:
@@ -133,14 +119,12 @@ def discriminator_loss(D, real: torch.Tensor, fake: torch.Tensor, lod: float, mi
 
 
 def generator_loss(D, fake: torch.Tensor, lod: float, cfg: LossConfig | None = None,
-                   cond: torch.Tensor | None = None, ca: tuple[torch.Tensor, torch.Tensor] | None = None,
-                   anchor: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+                   cond: torch.Tensor | None = None, ca: tuple[torch.Tensor, torch.Tensor] | None = None
+                   ) -> torch.Tensor:
     """L_G = -D(G(z)), and for a conditional G (`cond`, the rows the fakes were generated from):
     - classes: + cond_weight * w * CE(fake logits, cond), w the transitional condition weight;
     - text: the score takes `cond`; with conditioning augmentation `ca` = (mu, log sigma) from
-      G.condition_code(cond): + kl_weight * KL(N(mu, sigma^2) || N(0, I)); with `anchor` = (G's images before
-      any augmentation, the images their rows were drawn from, which rows name one image):
-      + anchor_weight * anchor_l1 on those rows.
+      G.condition_code(cond): + kl_weight * KL(N(mu, sigma^2) || N(0, I)).
     """
     cfg = cfg or LossConfig()
     out = D(fake, lod, _conditions(D, cond)).float()
@@ -149,7 +133,4 @@ def generator_loss(D, fake: torch.Tensor, lod: float, cfg: LossConfig | None = N
         loss = loss + cfg.cond_weight * condition_weight(D.cfg, lod) * soft_cross_entropy(out[:, 1:], cond)
     if ca is not None:
         loss = loss + cfg.kl_weight * kl_divergence(*ca)
-    if anchor is not None:
-        image, target, own = anchor
-        loss = loss + cfg.anchor_weight * own.to(loss.dtype) * anchor_l1(image, target, cfg.anchor_res)
     return loss.mean()

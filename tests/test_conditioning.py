@@ -10,8 +10,7 @@ import torch.nn.functional as F
 
 from progan.config import ConfigError, LossConfig, ModelConfig, TrainConfig
 from progan.layers import pixel_norm
-from progan.losses import (anchor_l1, discriminator_loss, generator_loss, gradient_penalty, kl_divergence,
-                           soft_cross_entropy)
+from progan.losses import discriminator_loss, generator_loss, gradient_penalty, kl_divergence, soft_cross_entropy
 from progan.lod import condition_weight
 from progan.networks import Discriminator, Generator
 from progan.conditioning.training import CaptionVariants, condition_table, pairs_differ, step_conditions
@@ -221,34 +220,6 @@ def test_kl_divergence_and_generator_text_loss():
     assert G.ca.weight.grad.abs().sum() > 0 and G.blocks[0].conv0.weight.grad.abs().sum() > 0
 
 
-def test_anchor_l1_compares_layouts_in_either_orientation():
-    torch.manual_seed(0)
-    target = F.interpolate(torch.rand(3, 3, 8, 8) * 2 - 1, scale_factor=4)  # a layout at 8x8, shown at 32x32
-    assert anchor_l1(target, target, 8).abs().max() == 0
-    assert anchor_l1(target.flip(-1), target, 8).abs().max() < 1e-6  # a mirrored real is real too
-    checker = (torch.arange(32)[:, None] + torch.arange(32)[None, :]) % 2 * 0.4 - 0.2
-    assert anchor_l1(target + checker, target, 8).abs().max() < 1e-6  # detail finer than 8x8 is left free
-    assert (anchor_l1(target + checker, target, 32) > 0.19).all()
-    other = F.interpolate(torch.rand(3, 3, 8, 8) * 2 - 1, scale_factor=4)
-    torch.testing.assert_close(anchor_l1(other, target, 8), torch.minimum(
-        (F.avg_pool2d(other, 4) - F.avg_pool2d(target, 4)).abs().mean((1, 2, 3)),
-        (F.avg_pool2d(other, 4) - F.avg_pool2d(target.flip(-1), 4)).abs().mean((1, 2, 3))))
-    small = torch.rand(2, 3, 4, 4)
-    torch.testing.assert_close(anchor_l1(small, small * 0, 8), small.abs().mean((1, 2, 3)))  # below 8x8: as is
-
-
-def test_generator_loss_adds_the_anchor_on_the_rows_that_name_one_image():
-    torch.manual_seed(0)
-    G, D = Generator(TEXT), Discriminator(TEXT)
-    z, cond, noise = torch.randn(4, 8), unit_rows(4, 6), torch.randn(4, 4)
-    fake, target = G(z, 0.0, cond, noise), torch.rand(4, 3, 8, 8) * 2 - 1
-    own = torch.tensor([True, False, True, False])
-    cfg = LossConfig(anchor_weight=3.0, anchor_res=4)
-    loss = generator_loss(D, fake, 0.0, cfg, cond, anchor=(fake, target, own))
-    expected = -D(fake, 0.0, cond)[:, 0] + 3.0 * own * anchor_l1(fake, target, 4)
-    torch.testing.assert_close(loss, expected.mean())
-
-
 def test_gradients_reach_the_conditional_weights():
     torch.manual_seed(0)
     G, D = Generator(CLASSES), Discriminator(CLASSES)
@@ -440,38 +411,6 @@ def test_caption_variants_are_drawn_per_image_and_step():
     assert torch.equal(plain.real, table[idx])
 
 
-def test_anchor_rows_are_unmixed_and_name_one_image():
-    class Captioned:  # what CaptionVariants.of reads from a prepared dataset
-        def __init__(self, texts):
-            self.texts = texts
-            self.variant_embeddings = unit_rows(sum(map(len, texts)), 6, seed=4)
-
-        def column(self, name):
-            return self.texts if name == "caption_variants" else None
-
-    texts = [["dog", "a dog", "animals"], ["cat", "animals"], [], ["car", "a car", "vehicle"]]
-    variants = CaptionVariants.of(Captioned(texts), torch.device("cpu"))
-    assert variants.shared.tolist() == [False, False, True, False, True, False, False, False]
-    table = condition_table(TEXT, embeddings=unit_rows(4, 6))
-    idx = torch.arange(4).repeat(16)
-    cfg = train_cfg(TEXT, gan_int=0.5, anchor_weight=1.0)
-    c = step_conditions(table, idx, torch.Generator().manual_seed(0), cfg, variants=variants)
-    off = step_conditions(table, idx, torch.Generator().manual_seed(0), train_cfg(TEXT, gan_int=0.5),
-                          variants=variants)
-    assert off.fake_idx is None and off.fake_own is None and torch.equal(off.fake, c.fake)  # the same draws
-    animals = variants.rows[variants.shared]
-    own_rows = c.fake[c.fake_own]
-    assert 0 < c.fake_own.sum() < len(idx)
-    for row, image in zip(own_rows, c.fake_idx[c.fake_own].tolist()):  # its image's own caption or variant
-        mine = variants.rows[variants.start[image]:variants.start[image] + variants.count[image]]
-        candidates = torch.cat([mine, table[image:image + 1]])
-        assert (candidates - row).abs().amax(dim=1).min() == 0
-        assert (animals - row).abs().amax(dim=1).min() > 0
-    unmixed = ((c.fake[:, None] - torch.cat([table, variants.rows])[None]).abs().amax(-1) == 0).any(1)
-    assert not c.fake_own[~unmixed].any()  # no GAN-INT mix is anchored
-    assert c.fake_own[unmixed].float().mean() > 0.5  # and most single captions are
-
-
 def test_projection_score_stays_float32_under_bf16_autocast():
     torch.manual_seed(0)
     D = Discriminator(TEXT)
@@ -522,33 +461,3 @@ def test_conditional_train_step(model):
         assert "d_wrong" in stats and not torch.equal(a.G.ca.weight, before["G.ca.weight"])
     else:
         assert "ce_real" in stats
-
-
-def test_anchor_pulls_g_toward_the_images_its_captions_name():
-    """Training steps with the anchor term bring G's images of the anchored rows nearer the images they name than
-    the same steps without it."""
-    from progan.schedule import phase_at
-    from progan.train.distributed import Ranks
-    from progan.train.loop import build_state, train_step
-
-    images = torch.rand(12, 3, 4, 4, generator=torch.Generator().manual_seed(1)) * 2 - 1
-    table = condition_table(TEXT, embeddings=unit_rows(12, 6))
-    idx = torch.arange(8)
-
-    def distance_after(weight, steps=30):
-        cfg = train_cfg(TEXT, anchor_weight=weight, gan_int=0.0)
-        cfg.schedule.batch, cfg.schedule.lr = {4: 8}, {4: 0.01}
-        phase = phase_at(0, TEXT.resolution, cfg.schedule)
-        state = build_state(cfg, torch.device("cpu"))
-        probe = step_conditions(table, idx, torch.Generator().manual_seed(0), train_cfg(TEXT, anchor_weight=1.0,
-                                                                                        gan_int=0.0))
-        for step in range(steps):
-            conds = step_conditions(table, idx, torch.Generator().manual_seed(step), cfg)
-            if weight:
-                conds.anchor = images[conds.fake_idx]
-            train_step(state, phase, images[idx], cfg, Ranks(), conds)
-        with torch.no_grad():
-            fake = state.G(torch.zeros(8, TEXT.latent_size), phase.lod, probe.fake, torch.zeros(8, 4))
-        return anchor_l1(fake, images[probe.fake_idx], 8).mean()
-
-    assert distance_after(20.0) < 0.8 * distance_after(0.0)

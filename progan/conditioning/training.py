@@ -13,7 +13,6 @@ Everything is drawn for the global batch and this rank's slice taken, so N proce
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Union
 
@@ -75,7 +74,6 @@ class CaptionVariants:
     rows: torch.Tensor   # [M, E] unit vectors, image after image
     start: torch.Tensor  # [N] long: each image's first row
     count: torch.Tensor  # [N] long: how many it has (0: its own caption's row stands in)
-    shared: torch.Tensor | None = None  # [M] bool: the text is also a variant of another image ("animals", a group)
 
     @classmethod
     def of(cls, dataset, device: torch.device) -> "CaptionVariants | None":
@@ -84,24 +82,14 @@ class CaptionVariants:
             return None
         count = torch.tensor([len(t) for t in texts], dtype=torch.long)
         start = torch.cumsum(count, 0) - count
-        images_of = Counter(text for own in texts for text in set(own))
-        shared = torch.tensor([images_of[text] > 1 for own in texts for text in own], dtype=torch.bool)
-        return cls(rows.float().to(device), start.to(device), count.to(device), shared.to(device))
-
-    def _row(self, idx: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        count = self.count[idx]
-        k = torch.minimum((u * count).long(), (count - 1).clamp_min(0))
-        return (self.start[idx] + k).clamp_max(len(self.rows) - 1)
+        return cls(rows.float().to(device), start.to(device), count.to(device))
 
     def pick(self, table: torch.Tensor, idx: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """[n, E]: for images idx [n], the variant that uniform numbers u [n] in [0, 1) choose."""
-        return torch.where((self.count[idx] > 0)[:, None], self.rows[self._row(idx, u)], table[idx])
-
-    def names_one_image(self, idx: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        """[n] bool: whether the variant `pick` chooses is the image's alone (its name, not its group's)."""
-        if self.shared is None:
-            return torch.ones_like(idx, dtype=torch.bool)
-        return (self.count[idx] == 0) | ~self.shared[self._row(idx, u)]
+        count = self.count[idx]
+        k = torch.minimum((u * count).long(), (count - 1).clamp_min(0))
+        rows = self.rows[(self.start[idx] + k).clamp_max(len(self.rows) - 1)]
+        return torch.where((count > 0)[:, None], rows, table[idx])
 
 
 def dataset_conditions(cfg: TrainConfig, dataset, device: torch.device
@@ -149,11 +137,6 @@ class StepConditions:
     noise_g: torch.Tensor | None = None  # ... and for G's step
     wrong: torch.Tensor | None = None    # [n, E] text: per real, the caption of a really different image
     wrong_mask: torch.Tensor | None = None  # [n] bool: False where no candidate was really different
-    # text with an anchor term: which image each of G's rows was drawn from, and whether the row names that image
-    # alone (not a GAN-INT mix, not a shared variant); the training loop fills `anchor` with those images
-    fake_idx: torch.Tensor | None = None    # [n] long
-    fake_own: torch.Tensor | None = None    # [n] bool
-    anchor: torch.Tensor | None = None      # [n, C, H, W] the images of fake_idx, as the reals are shown
 
 
 def step_conditions(table: torch.Tensor, idx: torch.Tensor, gen: torch.Generator, cfg: TrainConfig,
@@ -206,9 +189,6 @@ def step_conditions(table: torch.Tensor, idx: torch.Tensor, gen: torch.Generator
         conds.real = variants.pick(table, idx, u[:, 0])
         conds.fake = beta * variants.pick(table, g_idx, u[:, 1]) + (1 - beta) * variants.pick(table, other, u[:, 2])
         conds.wrong = variants.pick(table, wrong_idx, u[:, 3])
-    if cfg.loss.anchor_weight > 0:
-        conds.fake_idx = g_idx
-        conds.fake_own = ~mixed if variants is None else ~mixed & variants.names_one_image(g_idx, u[:, 1])
     return conds
 
 

@@ -118,11 +118,6 @@ def real_batch(dataset: PreparedDataset, phase: Phase, cur_nimg: int, local_batc
     return blend_reals(to_float(x.to(ranks.device, non_blocking=True)), phase.alpha)
 
 
-def shown_images(dataset: PreparedDataset, phase: Phase, idx: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Images `idx` as the phase shows reals (faded like G's output), unmirrored: the anchor term's targets."""
-    return blend_reals(to_float(dataset.images(phase.resolution, idx).to(device, non_blocking=True)), phase.alpha)
-
-
 def penalty_scale(cur_nimg: int, batch: int, cfg: TrainConfig) -> int:
     """The gradient penalty's weight for the step starting at `cur_nimg`: gp_every on every gp_every-th step of the
     phase's batch, else 0 (not computed). A function of images shown, as the rest of the step; 1 every step for
@@ -169,9 +164,8 @@ def train_step(state: TrainState, phase: Phase, real: torch.Tensor, cfg: TrainCo
             loss_g = generator_loss(D, augment(G(z, phase.lod), policy, draw), phase.lod)
         else:
             ca = G.condition_code(conds.fake, conds.noise_g)[1:] if cfg.model.ca_size else None
-            image = G(z, phase.lod, conds.fake, conds.noise_g)
-            anchor = None if conds.anchor is None else (image, conds.anchor, conds.fake_own)
-            loss_g = generator_loss(D, augment(image, policy, draw), phase.lod, cfg.loss, conds.fake, ca, anchor)
+            fake = augment(G(z, phase.lod, conds.fake, conds.noise_g), policy, draw)
+            loss_g = generator_loss(D, fake, phase.lod, cfg.loss, conds.fake, ca)
     state.opt_G.zero_grad(set_to_none=True)
     loss_g.backward()
     D.requires_grad_(True)
@@ -281,8 +275,6 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, device: s
                 idx = rank_batch_indices(run.cur_nimg, local_batch, ranks.rank, dataset.count, cfg.seed)
                 gen = generator(cfg.seed, run.cur_nimg, "conditions", device=ranks.device)
                 conds = step_conditions(table, idx, gen, cfg, ranks.world_size, ranks.rank, different, variants)
-                if conds.fake_idx is not None:
-                    conds.anchor = shown_images(dataset, phase, conds.fake_idx.cpu(), ranks.device)
             stats = train_step(state, phase, reals, cfg, ranks, conds)
             prev_nimg, run.cur_nimg = run.cur_nimg, run.cur_nimg + phase.batch
             run.lod = state.G_ema.lod = phase.lod
