@@ -98,7 +98,8 @@ GROUPS = ["Smileys & Emotion", "People & Body", "Animals & Nature", "Food & Drin
 # The text demo's recipe (scripts/demo.sh, CONDITION=text): recipe_quality's "demo" recipe plus these flags. The
 # unconditional model gets the same networks.
 RECIPE = "demo"
-TEXT_FLAGS = ["--cond-fade", "8:16", "--fmap-base", "512", "--cond-blocks", "--mismatch-weight", "0.25"]
+TEXT_FLAGS = ["--cond-fade", "8:16", "--fmap-base", "512", "--cond-blocks", "--mismatch-weight", "0.25",
+              "--ca-size", "128", "--lr", "0.003"]
 # The unconditional model keeps every checkpoint: its SWD is compared with the text model's at equal images shown, and
 # the text model may stop far before the unconditional one (it steps slower).
 UNCOND_FLAGS = ["--fmap-base", "512", "--keep-checkpoints", "1000"]
