@@ -318,3 +318,11 @@ def test_the_baseline_at_equal_images_is_its_nearest_snapshot(tf, tmp_path):
     with pytest.raises(SystemExit, match="no model or checkpoint"):
         tf.at_images(tmp_path / "empty", 10.0)
 
+
+
+def test_the_benchmark_trains_the_text_demos_recipe(tf):
+    """The words benchmark measures what `CONDITION=text bash scripts/demo.sh` trains: both hold the recipe's flags."""
+    script = (Path(__file__).parent.parent / "scripts" / "demo.sh").read_text()
+    match = re.search(r"^\s*TEXT_FLAGS=\((.+)\)\s*$", script, re.MULTILINE)
+    assert match, "scripts/demo.sh no longer sets TEXT_FLAGS for the text demo"
+    assert match.group(1).split() == tf.TEXT_FLAGS
