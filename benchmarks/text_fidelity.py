@@ -719,7 +719,7 @@ def main() -> int:
     result["eval_images"] = EVAL_IMAGES
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out / f"text_fidelity-{text_run.name}{suffix}.json"
-    atomic_write_json(out, result)
+    atomic_write_json(out, result, indent=None)  # one line: dozens of these are kept in the repository
     print(table([result]))
     print(f"wrote {out}")
     return 0

@@ -44,8 +44,10 @@ def fsync_dir(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
-def atomic_write_json(path: str | os.PathLike, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+def atomic_write_json(path: str | os.PathLike, obj, indent: int | None = 2) -> None:
+    """indent None: one line, for the many small records a benchmark keeps in the repository."""
+    separators = (",", ":") if indent is None else None
+    atomic_write_bytes(path, (json.dumps(obj, indent=indent, sort_keys=True, separators=separators) + "\n").encode())
 
 
 def atomic_save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 
@@ -206,3 +207,12 @@ def test_generate_eval_and_studio_load_on_cuda_when_there_is_one(monkeypatch, ca
     with pytest.raises(SystemExit):  # no GPU now
         parser.parse_args(["generate", "run", "--out", "out", "--device", "cuda"])
     assert "torch sees no CUDA GPU" in capsys.readouterr().err
+
+
+def test_json_is_written_indented_or_on_one_line_and_reads_back_the_same(tmp_path):
+    record = {"b": [1, 2.5, None], "a": {"name": "päivä", "ok": True}}
+    atomic_write_json(tmp_path / "indented.json", record)
+    atomic_write_json(tmp_path / "line.json", record, indent=None)
+    indented, line = (tmp_path / "indented.json").read_text(), (tmp_path / "line.json").read_text()
+    assert json.loads(indented) == json.loads(line) == record
+    assert indented.count("\n") > 5 and line.count("\n") == 1 and ", " not in line and line.index('"a"') < line.index('"b"')
