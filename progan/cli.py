@@ -92,10 +92,10 @@ def cmd_dataset(args) -> None:
 # progan train
 
 # Config fields no flag of their own sets. --preset picks the config that the flags change and --data is stored
-# resolved; what a new run is conditioned on comes from the dataset and --condition, --ca-size, --cond-fade and
-# --aux-labels (set_conditioning). Every other field is a flag named after it (tests/test_cli_flags.py holds this).
-INTERNAL_FIELDS = ("preset", "data", "model.num_classes", "model.text_size", "model.ca_size", "model.aux_classes",
-                   "model.cond_fade_start", "model.cond_fade_end")
+# resolved; what a new run is conditioned on comes from the dataset and --condition, --ca-size and --cond-fade
+# (set_conditioning). Every other field is a flag named after it (tests/test_cli_flags.py holds this).
+INTERNAL_FIELDS = ("preset", "data", "model.num_classes", "model.text_size", "model.ca_size", "model.cond_fade_start",
+                   "model.cond_fade_end")
 
 # Flags whose name is not their field's.
 FLAG_NAMES = {"schedule.total_kimg": "--kimg", "metrics_kimg": "--metrics-every", "model.fused_scale": "--fused",
@@ -241,12 +241,6 @@ def set_conditioning(cfg: TrainConfig, args) -> None:
         cfg.model.ca_size = 32 if args.ca_size is None else args.ca_size
     elif args.ca_size is not None:
         raise ConfigError("--ca-size is for text-conditional models (--condition text)")
-    if cfg.aux_labels:
-        if not cfg.model.text_size:
-            raise ConfigError("--aux-labels is for text-conditional models (--condition text); a class-conditional "
-                              "model's D predicts its classes already")
-        from progan.conditioning.training import aux_label_names
-        cfg.model.aux_classes = len(aux_label_names(data, cfg.aux_labels))
     if args.cond_fade:
         try:
             start, end = (int(v) for v in args.cond_fade.split(":"))

@@ -52,7 +52,6 @@ class ModelConfig:
     fused_scale: bool = option(True, "fused up-conv / conv-down (same maths, less work)")
     text_size: int = 0            # > 0: text-conditional on caption embeddings of this size (projection D)
     ca_size: int = 0              # text: conditioning augmentation (StackGAN) to a code of this size; 0: none
-    aux_classes: int = 0          # text: D also predicts each real's label among this many (TrainConfig.aux_labels)
     cond_blocks: bool = option(False, "conditional models: the condition also scales and shifts every resolution "
                                "block's features (FiLM), not only the 4x4 input")
     cond_fade_start: int = 0      # transitional conditioning: the condition starts fading in with this resolution's
@@ -70,8 +69,7 @@ class ModelConfig:
         for name in ("latent_size", "fmap_base", "fmap_max", "fmap_min", "mbstd_group"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)!r}")
-        for name in ("g_fmap_min", "num_classes", "text_size", "ca_size", "aux_classes", "cond_fade_start",
-                     "cond_fade_end"):
+        for name in ("g_fmap_min", "num_classes", "text_size", "ca_size", "cond_fade_start", "cond_fade_end"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ConfigError(f"model.{name} must be an integer >= 0, got {getattr(self, name)!r}")
         if self.num_classes and self.text_size:
@@ -80,9 +78,6 @@ class ModelConfig:
         if self.ca_size and not self.text_size:
             raise ConfigError(f"model.ca_size ({self.ca_size}) is conditioning augmentation of caption embeddings; "
                               "it needs model.text_size")
-        if self.aux_classes and not self.text_size:
-            raise ConfigError(f"model.aux_classes ({self.aux_classes}) is a text model's auxiliary classifier; a "
-                              "class-conditional model's D predicts its classes already")
         if (self.cond_fade_start or self.cond_fade_end) and not self.cond_size:
             raise ConfigError("model.cond_fade_start / cond_fade_end fade a condition in, but the model is "
                               "unconditional (set num_classes or text_size)")
@@ -199,8 +194,6 @@ class LossConfig:
     kl_weight: float = option(1.0, "text with conditioning augmentation: weight of its KL term in G's loss")
     mismatch_weight: float = option(1.0, "text: weight of the matching-aware negatives (reals with a wrong caption) "
                                     "in D's loss")
-    aux_weight: float = option(1.0, "text with --aux-labels: weight of the auxiliary classifier's cross-entropy, on "
-                               "the reals in D's loss and on G's images in G's")
     gan_int: float = option(0.5, "text: share of G's rows conditioned on a mix of two captions (GAN-INT)")
     gp_every: int = option(1, "lazy regularisation: the gradient penalty on every K-th step, weighted K (paper: 1)",
                            metavar="K")
@@ -208,8 +201,7 @@ class LossConfig:
     def validate(self) -> None:
         if self.kind not in LOSS_KINDS:
             raise ConfigError(f"loss.kind must be one of {', '.join(LOSS_KINDS)}, got {self.kind!r}")
-        for name in ("r1_gamma", "gp_lambda", "gp_gamma", "drift", "cond_weight", "kl_weight", "mismatch_weight",
-                     "aux_weight", "gan_int"):
+        for name in ("r1_gamma", "gp_lambda", "gp_gamma", "drift", "cond_weight", "kl_weight", "mismatch_weight", "gan_int"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ConfigError(f"loss.{name} must be a finite number >= 0, got {value!r}")
@@ -250,10 +242,6 @@ class TrainConfig:
     metrics_images: int = option(2048, "images per metric evaluation during training")
     caption_variants: bool = option(True, "text: each step draws an image's caption from its dataset's caption "
                                     "variants (other names, keywords, phrasings) where it has them")
-    aux_labels: str = option("", "text: a per-image column of the dataset (the built-in emoji's subgroups or groups; "
-                             "labels: its class labels) that D learns to predict from the reals, and G's images of a "
-                             "caption are pushed toward that caption's label (an auxiliary classifier; '': none)",
-                             metavar="COLUMN")
     precision: str = option("auto", "auto: bf16 autocast where this machine runs it clearly faster (CUDA GPUs with "
                             "bf16 tensor cores; CPUs whose bf16 convolutions at the run's width are, by a short probe "
                             "at start), else fp32. The run records the resolved choice in config.json and keeps it on "
@@ -275,9 +263,6 @@ class TrainConfig:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         parse_augment(self.augment)
-        if bool(self.aux_labels) != bool(self.model.aux_classes):
-            raise ConfigError(f"aux_labels ({self.aux_labels!r}) and model.aux_classes ({self.model.aux_classes}) must "
-                              "be set together: the classifier's width is the column's count of values")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.keep_checkpoints < 1:

@@ -12,11 +12,6 @@ Conditioning (networks.py): `cond` holds float rows, one per image.
 - Text (D.text_size): D is a projection critic that takes the caption embedding. D also scores the reals with a
   mismatched caption (`wrong_cond`) as fakes (matching-aware, GAN-CLS); G's loss adds the conditioning
   augmentation's KL divergence.
-- Text with an auxiliary classifier (D.aux_classes, TrainConfig.aux_labels): D's extra outputs learn a per-image
-  label (the emoji's subgroup) by cross-entropy on the reals alone; G's loss adds the cross-entropy of its images'
-  logits against its captions' labels (soft for a GAN-INT mix). Unlike the official AC-GAN, D never learns to
-  classify the fakes: a head trained on them too learns whatever cue G puts in its images, and G could satisfy it
-  with colour alone; trained on reals alone it asks G for what sets the real images of a label apart.
 """
 
 from __future__ import annotations
@@ -73,23 +68,14 @@ def _conditions(D, cond: torch.Tensor | None) -> torch.Tensor | None:
     return cond if D.text_size else None
 
 
-def _aux_target(target: torch.Tensor | None, out: torch.Tensor) -> torch.Tensor:
-    if target is None or target.shape != (out.shape[0], out.shape[1] - 1):
-        raise ValueError(f"a D with an auxiliary classifier needs aux_target rows [{out.shape[0]}, {out.shape[1] - 1}]"
-                         f", got {None if target is None else tuple(target.shape)}")
-    return target
-
-
 def discriminator_loss(D, real: torch.Tensor, fake: torch.Tensor, lod: float, mix: torch.Tensor,
                        cfg: LossConfig, cond: torch.Tensor | None = None, wrong_cond: torch.Tensor | None = None,
-                       wrong_mask: torch.Tensor | None = None, penalty_scale: float = 1.0,
-                       aux_target: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                       wrong_mask: torch.Tensor | None = None, penalty_scale: float = 1.0
+                       ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """L_D = D(fake) - D(real) + penalty_scale * lambda * GP + drift * D(real)^2, and for a conditional D:
     - classes: + cond_weight * w * [CE(real logits, cond) + CE(fake logits, cond)], the fakes generated from `cond`;
     - text: every score takes `cond`; + mismatch_weight * [D(real, wrong_cond) - D(real) + drift * D(real,
-      wrong_cond)^2] on the rows of `wrong_mask` (default all), wrong_cond a caption that does not match the image;
-      with an auxiliary classifier, + aux_weight * w * CE(real logits, aux_target), the reals' label rows (a zero
-      row, an image without a label, adds nothing).
+      wrong_cond)^2] on the rows of `wrong_mask` (default all), wrong_cond a caption that does not match the image.
     w is the transitional condition weight at `lod` (1 unless configured); the projection applies it inside D.
     penalty_scale 0 skips the penalty's computation (lazy regularisation: LossConfig.gp_every).
 
@@ -120,10 +106,6 @@ def discriminator_loss(D, real: torch.Tensor, fake: torch.Tensor, lod: float, mi
         ce_real, ce_fake = soft_cross_entropy(out_real[:, 1:], cond), soft_cross_entropy(out_fake[:, 1:], cond)
         loss = loss + cfg.cond_weight * weight * (ce_real + ce_fake)
         stats.update(ce_real=ce_real.mean().detach(), ce_fake=ce_fake.mean().detach())
-    if D.aux_classes:
-        ce_aux = soft_cross_entropy(out_real[:, 1:], _aux_target(aux_target, out_real))
-        loss = loss + cfg.aux_weight * weight * ce_aux
-        stats["ce_aux"] = ce_aux.mean().detach()
     if wrong_cond is not None and D.text_size and weight > 0 and cfg.mismatch_weight > 0:
         d_wrong = D(real, lod, wrong_cond).float()[:, 0]
         # WGAN: psi(h) cancels in d_wrong - d_real: this trains the projection alone, and the drift on d_wrong
@@ -137,22 +119,18 @@ def discriminator_loss(D, real: torch.Tensor, fake: torch.Tensor, lod: float, mi
 
 
 def generator_loss(D, fake: torch.Tensor, lod: float, cfg: LossConfig | None = None,
-                   cond: torch.Tensor | None = None, ca: tuple[torch.Tensor, torch.Tensor] | None = None,
-                   aux_target: torch.Tensor | None = None) -> torch.Tensor:
+                   cond: torch.Tensor | None = None, ca: tuple[torch.Tensor, torch.Tensor] | None = None
+                   ) -> torch.Tensor:
     """L_G = -D(G(z)), and for a conditional G (`cond`, the rows the fakes were generated from):
     - classes: + cond_weight * w * CE(fake logits, cond), w the transitional condition weight;
     - text: the score takes `cond`; with conditioning augmentation `ca` = (mu, log sigma) from
-      G.condition_code(cond): + kl_weight * KL(N(mu, sigma^2) || N(0, I)); with an auxiliary classifier,
-      + aux_weight * w * CE(fake logits, aux_target), the label rows of the captions the fakes were made from.
+      G.condition_code(cond): + kl_weight * KL(N(mu, sigma^2) || N(0, I)).
     """
     cfg = cfg or LossConfig()
     out = D(fake, lod, _conditions(D, cond)).float()
     loss = F.softplus(-out[:, 0]) if cfg.kind == "logistic" else -out[:, 0]
     if D.num_classes:
         loss = loss + cfg.cond_weight * condition_weight(D.cfg, lod) * soft_cross_entropy(out[:, 1:], cond)
-    if D.aux_classes:
-        ce_aux = soft_cross_entropy(out[:, 1:], _aux_target(aux_target, out))
-        loss = loss + cfg.aux_weight * condition_weight(D.cfg, lod) * ce_aux
     if ca is not None:
         loss = loss + cfg.kl_weight * kl_divergence(*ca)
     return loss.mean()

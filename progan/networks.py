@@ -201,17 +201,16 @@ class Discriminator(nn.Module):
         self.resolution = cfg.resolution
         self.num_classes = cfg.num_classes
         self.text_size = cfg.text_size
-        self.aux_classes = cfg.aux_classes
         self.mbstd_group = cfg.mbstd_group
         resolutions = resolutions_up_to(cfg.resolution)
         c4 = cfg.channels(4)
         self.from_rgb = nn.ModuleList(EqualizedConv2d(3, cfg.channels(r), 1) for r in resolutions)
         self.blocks = nn.ModuleList(
             DiscriminatorBlock(cfg.channels(r), cfg.channels(r // 2), cfg.fused_scale) for r in resolutions[1:])
-        # 4x4 block: minibatch stddev, conv3x3, dense 4x4 -> c4, dense c4 -> 1 (+ class or auxiliary logits).
+        # 4x4 block: minibatch stddev, conv3x3, dense 4x4 -> c4, dense c4 -> 1 (+ class logits).
         self.conv4 = EqualizedConv2d(c4 + 1, c4, 3)
         self.dense0 = EqualizedLinear(c4 * 16, c4)
-        self.dense1 = EqualizedLinear(c4, 1 + cfg.num_classes + cfg.aux_classes, gain=1.0)
+        self.dense1 = EqualizedLinear(c4, 1 + cfg.num_classes, gain=1.0)
         if cfg.text_size:
             # Projection: embed(cond) acts as a per-condition addition to dense1's weight row, in the same units
             # (N(0, 1) weights times 1 / sqrt(c4) at run time); cond has unit norm, hence no 1 / sqrt(fan_in) here.
@@ -219,9 +218,8 @@ class Discriminator(nn.Module):
         self.act = LeakyReLU()
 
     def forward(self, img: torch.Tensor, lod: float, cond: torch.Tensor | None = None) -> torch.Tensor:
-        """Images [B, 3, r, r] (+ caption embeddings [B, text_size] for a projection D) -> [B, 1 + num_classes +
-        aux_classes]: the critic score, then class logits if any (a class-conditional D predicts the class: it takes
-        no cond), or a text D's auxiliary logits. Only the score takes the caption."""
+        """Images [B, 3, r, r] (+ caption embeddings [B, text_size] for a projection D) -> [B, 1 + num_classes]:
+        the critic score, then class logits if any. A class-conditional D predicts the class: it takes no cond."""
         level, alpha = level_and_alpha(lod, self.resolution)
         res = resolution_of(level)
         if img.shape[-1] != res:

@@ -53,8 +53,7 @@ def test_every_field_has_a_flag_or_is_internal():
 def example(path: str, kind, current) -> tuple[list[str], object]:
     """Command-line words for the flag of `path` and the value they should set, different from `current`."""
     flag = expected_flag(path)
-    special = {"augment": (["color,cutout"], "color,cutout"), "metrics": (["swd,msssim"], ["swd", "msssim"]),
-               "aux_labels": (["subgroups"], "subgroups")}
+    special = {"augment": (["color,cutout"], "color,cutout"), "metrics": (["swd,msssim"], ["swd", "msssim"])}
     if path in special:
         words, value = special[path]
         return [flag, *words], value

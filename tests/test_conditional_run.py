@@ -181,29 +181,3 @@ def test_resume_refuses_other_caption_vectors(folders, tmp_path, capsys):
     capsys.readouterr()
     assert main(["train", "--resume", str(run), "--data", str(other), "--quiet", "--kimg", "0.2"]) == 2
     assert "the per-image labels or caption vectors" in capsys.readouterr().err
-
-
-def test_a_text_run_with_an_auxiliary_classifier_learns_the_labels_and_resumes_exactly(folders, tmp_path, capsys):
-    _, data = folders
-    full, split = tmp_path / "full", tmp_path / "split"
-    args = ["--data", str(data), "--condition", "text", "--aux-labels", "labels", *TRAIN]
-    assert main(["train", "--run", str(full), *args]) == 0
-    assert main(["train", "--run", str(split), *args, "--kimg", "0.16"]) == 0
-    assert main(["train", "--resume", str(split), "--quiet", "--kimg", "0.32"]) == 0
-    a = load_file(str(ckpt.latest_checkpoint(full) / "D.safetensors"))
-    b = load_file(str(ckpt.latest_checkpoint(split) / "D.safetensors"))
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    assert a["dense1.weight"].shape[0] == 1 + 3  # the score and one logit per colour folder
-    config = json.loads((full / "config.json").read_text())
-    assert config["aux_labels"] == "labels" and config["model"]["aux_classes"] == 3
-    conditions = json.loads((full / "conditions.json").read_text())
-    assert conditions["aux_labels"] == {"column": "labels", "names": ["blue", "green", "red"]}
-    stats = [json.loads(line) for line in (full / "stats.jsonl").read_text().splitlines()]
-    assert stats and all("ce_aux" in s for s in stats)
-    capsys.readouterr()
-    code = main(["train", "--data", str(data), "--run", str(tmp_path / "c"), "--condition", "class",
-                 "--aux-labels", "labels", *TRAIN])
-    assert code == 2 and "--aux-labels is for text-conditional models" in capsys.readouterr().err
-    code = main(["train", "--run", str(tmp_path / "n"), "--data", str(data), "--condition", "text",
-                 "--aux-labels", "subgroups", *TRAIN])
-    assert code == 2 and "has no such column; it has labels" in capsys.readouterr().err

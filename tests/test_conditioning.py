@@ -424,8 +424,7 @@ def test_projection_score_stays_float32_under_bf16_autocast():
 
 # --- a training step --------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("model", [CLASSES, TEXT, dataclasses.replace(TEXT, aux_classes=3)],
-                         ids=["classes", "text", "text with an auxiliary classifier"])
+@pytest.mark.parametrize("model", [CLASSES, TEXT], ids=["classes", "text"])
 def test_conditional_train_step(model):
     """One D and one G step of a conditional model, twice from the same state: finite, the conditional weights
     move, and bit for bit the same (every draw comes from the step's generators)."""
@@ -433,9 +432,8 @@ def test_conditional_train_step(model):
     from progan.train.distributed import Ranks
     from progan.train.loop import build_state, train_step
 
-    cfg = TrainConfig(model=model, aux_labels="subgroups" if model.aux_classes else "")
+    cfg = TrainConfig(model=model)
     cfg.schedule.batch = {4: 8}
-    aux = torch.eye(3)[torch.arange(12) % 3] if model.aux_classes else None
     phase = phase_at(0, model.resolution, cfg.schedule)
     count = 12
     if model.num_classes:
@@ -449,7 +447,7 @@ def test_conditional_train_step(model):
         state = build_state(cfg, torch.device("cpu"))
         before = {f"{net}.{n}": p.clone() for net, m in (("G", state.G), ("D", state.D))
                   for n, p in m.named_parameters()}
-        conds = step_conditions(table, idx, torch.Generator().manual_seed(3), cfg, aux=aux)
+        conds = step_conditions(table, idx, torch.Generator().manual_seed(3), cfg)
         stats = train_step(state, phase, real, cfg, Ranks(), conds)
         return state, before, stats
 
@@ -461,110 +459,5 @@ def test_conditional_train_step(model):
     assert not torch.equal(a.D.state_dict()[moved], before[f"D.{moved}"])
     if model.text_size:
         assert "d_wrong" in stats and not torch.equal(a.G.ca.weight, before["G.ca.weight"])
-        assert ("ce_aux" in stats) == bool(model.aux_classes)
-        assert torch.equal(a.D.dense1.weight[1:], before["D.dense1.weight"][1:]) != bool(model.aux_classes)
     else:
         assert "ce_real" in stats
-
-
-# --- a text model's auxiliary classifier ------------------------------------------------------------------------
-
-AUX = ModelConfig(**BASE, text_size=6, ca_size=4, aux_classes=3)
-
-
-def test_auxiliary_classifier_loss_against_hand_computation():
-    """D: + aux_weight * CE(real logits, the reals' labels), the reals alone; G: + aux_weight * CE(fake logits, its
-    captions' labels), soft for a mix; a zero row (no label) adds nothing. The score does not change."""
-    torch.manual_seed(0)
-    D = Discriminator(AUX)
-    D.dense1.bias.data.normal_()
-    real, fake, mix = torch.randn(4, 3, 8, 8), torch.randn(4, 3, 8, 8), torch.rand(4, 1, 1, 1)
-    cond = unit_rows(4, 6)
-    labels = torch.tensor([[1.0, 0, 0], [0, 0, 1], [0, 0, 0], [0.25, 0.75, 0]])
-    cfg = LossConfig(aux_weight=0.7)
-    loss, stats = discriminator_loss(D, real, fake, 0.0, mix, cfg, cond, aux_target=labels)
-    plain = discriminator_loss(D, real, fake, 0.0, mix, LossConfig(aux_weight=0.0), cond, aux_target=labels)[0]
-    logits_real = D(real, 0.0, cond)[:, 1:]
-    ce = -(labels * torch.log_softmax(logits_real, 1)).sum(1)
-    assert ce[2] == 0
-    torch.testing.assert_close(loss - plain, 0.7 * ce.mean(), rtol=1e-4, atol=1e-6)
-    torch.testing.assert_close(stats["ce_aux"], ce.mean())
-    # the logits never touch the score
-    D.dense1.weight.data[1:] *= 3
-    changed = discriminator_loss(D, real, fake, 0.0, mix, LossConfig(aux_weight=0.0), cond, aux_target=labels)[0]
-    torch.testing.assert_close(changed, plain)
-    g = generator_loss(D, fake, 0.0, cfg, cond, aux_target=labels)
-    out = D(fake, 0.0, cond)
-    expected = -out[:, 0] - 0.7 * (labels * torch.log_softmax(out[:, 1:], 1)).sum(1)
-    torch.testing.assert_close(g, expected.mean())
-    with pytest.raises(ValueError, match=r"aux_target rows \[4, 3\]"):
-        generator_loss(D, fake, 0.0, cfg, cond)
-
-
-def test_transitional_weight_scales_the_auxiliary_terms():
-    model = dataclasses.replace(AUX, resolution=16, cond_fade_start=16)
-    torch.manual_seed(0)
-    D = Discriminator(model)
-    real, fake, mix = torch.randn(4, 3, 8, 8), torch.randn(4, 3, 8, 8), torch.rand(4, 1, 1, 1)
-    cond, labels = unit_rows(4, 6), torch.eye(3)[[0, 1, 2, 0]]
-    for lod, size, off in ((1.0, 8, True), (0.0, 16, False)):  # 8x8: the condition is still off; 16x16: on
-        r, f = torch.randn(4, 3, size, size), torch.randn(4, 3, size, size)
-        with_term = discriminator_loss(D, r, f, lod, mix, LossConfig(), cond, aux_target=labels)[0]
-        without = discriminator_loss(D, r, f, lod, mix, LossConfig(aux_weight=0.0), cond, aux_target=labels)[0]
-        assert torch.equal(with_term, without) == off
-        g_with = generator_loss(D, f, lod, LossConfig(), cond, aux_target=labels)
-        assert torch.equal(g_with, generator_loss(D, f, lod, LossConfig(aux_weight=0.0), cond,
-                                                  aux_target=labels)) == off
-
-
-def test_auxiliary_labels_follow_the_images_drawn_and_change_no_other_draw():
-    model = dataclasses.replace(AUX, text_size=12)
-    table = condition_table(model, embeddings=torch.eye(12))  # each image its own axis: a row says what it mixes
-    aux = torch.eye(3)[torch.arange(12) % 3]
-    aux[5] = 0  # an image without a label
-    idx = torch.arange(12).repeat(2)
-    cfg = train_cfg(model, gan_int=0.5)
-    with_aux = step_conditions(table, idx, torch.Generator().manual_seed(0), cfg, aux=aux)
-    without = step_conditions(table, idx, torch.Generator().manual_seed(0), cfg)
-    for name in ("real", "fake", "noise_d", "noise_g", "wrong", "wrong_mask"):
-        assert torch.equal(getattr(with_aux, name), getattr(without, name)), name
-    assert without.aux_real is None and without.aux_fake is None
-    torch.testing.assert_close(with_aux.aux_real, aux[idx])
-    # G's rows: a caption's label where the row is a caption, the same mix of two labels where it mixes two
-    weights = with_aux.fake  # [24, 12]: which images each row mixes, and how much
-    torch.testing.assert_close(with_aux.aux_fake, weights @ aux)
-    mixed = (weights > 0).sum(1) == 2
-    assert mixed.any() and (~mixed).any()
-
-
-def test_auxiliary_label_table_from_a_column_or_the_class_labels():
-    from types import SimpleNamespace
-    from progan.conditioning.training import aux_label_names, aux_label_table
-
-    ds = SimpleNamespace(path="data/x", labels=None, label_names=None, columns={
-        "subgroups": ["cat-face", "fruit", None, "cat-face", "flag"], "sizes": [1, 2, 3, 4, 5]},
-        __len__=lambda: 5)
-    ds.column = ds.columns.get
-    assert aux_label_names(ds, "subgroups") == ["cat-face", "fruit", "flag"]  # first appearance, None skipped
-    cfg = TrainConfig(model=AUX, aux_labels="subgroups")
-
-    class Data(SimpleNamespace):
-        def __len__(self):
-            return 5
-    data = Data(**vars(ds))
-    table = aux_label_table(cfg, data, torch.device("cpu"))
-    torch.testing.assert_close(table, torch.tensor([[1.0, 0, 0], [0, 1, 0], [0, 0, 0], [1, 0, 0], [0, 0, 1]]))
-    assert aux_label_table(TrainConfig(model=TEXT), data, torch.device("cpu")) is None
-    with pytest.raises(ConfigError, match="has no such column; it has sizes, subgroups"):
-        aux_label_names(data, "groups")
-    with pytest.raises(ConfigError, match="must be text .* found 1"):
-        aux_label_names(data, "sizes")
-    with pytest.raises(ConfigError, match="3 outputs but data/x has 2 labels"):
-        aux_label_table(cfg, Data(**{**vars(ds), "columns": {"subgroups": ["a", "b", "a", None, "b"]},
-                                     "column": {"subgroups": ["a", "b", "a", None, "b"]}.get}), torch.device("cpu"))
-    classes = Data(**{**vars(ds), "labels": torch.tensor([1, 0, 1, 1, 0]), "label_names": ["red", "blue"]})
-    assert aux_label_names(classes, "labels") == ["blue", "red"]
-    with pytest.raises(ConfigError, match="aux_classes"):
-        ModelConfig(**BASE, num_classes=3, aux_classes=3).validate()
-    with pytest.raises(ConfigError, match="set together"):
-        TrainConfig(model=TEXT, aux_labels="subgroups").validate()

@@ -67,49 +67,6 @@ def condition_table(cfg: ModelConfig, labels=None, num_labels: int = 0, embeddin
     return None
 
 
-def aux_label_values(dataset, column: str) -> list[str | None]:
-    """Each image's auxiliary label: a per-image column of text (the built-in emoji's "subgroups"), or "labels", the
-    dataset's class labels (--labels-from-folders). Refuses a column the dataset lacks or whose values are not text."""
-    if column == "labels" and dataset.labels is not None:
-        return [dataset.label_names[int(y)] for y in dataset.labels]
-    values = dataset.column(column)
-    if values is None:
-        have = sorted(dataset.columns) + (["labels"] if dataset.labels is not None else [])
-        raise ConfigError(f"--aux-labels {column}: {dataset.path} has no such column; it has "
-                          f"{', '.join(have) or 'none'}")
-    bad = next((v for v in values if v is not None and not isinstance(v, str)), None)
-    if bad is not None:
-        raise ConfigError(f"--aux-labels {column}: the column's values must be text (one label per image), "
-                          f"found {bad!r}")
-    return values
-
-
-def aux_label_names(dataset, column: str) -> list[str]:
-    """The auxiliary classifier's classes: the column's values in order of first appearance (images without one,
-    None or '', have no label)."""
-    names = list(dict.fromkeys(v for v in aux_label_values(dataset, column) if v))
-    if len(names) < 2:
-        raise ConfigError(f"--aux-labels {column}: a classifier needs at least two labels, {dataset.path} has "
-                          f"{len(names)}")
-    return names
-
-
-def aux_label_table(cfg: TrainConfig, dataset, device: torch.device) -> torch.Tensor | None:
-    """[N, aux_classes] one-hot rows of each image's auxiliary label (zero rows for images without one), or None
-    when the run has no auxiliary classifier. Refuses a dataset whose column does not hold the model's count."""
-    if not cfg.aux_labels:
-        return None
-    names = aux_label_names(dataset, cfg.aux_labels)
-    if len(names) != cfg.model.aux_classes:
-        raise ConfigError(f"--aux-labels {cfg.aux_labels}: the model's classifier has {cfg.model.aux_classes} "
-                          f"outputs but {dataset.path} has {len(names)} labels")
-    table = torch.zeros(len(dataset), len(names), device=device)
-    for i, value in enumerate(aux_label_values(dataset, cfg.aux_labels)):
-        if value:
-            table[i, names.index(value)] = 1.0
-    return table
-
-
 @dataclass
 class CaptionVariants:
     """Each image's other captions (its dataset's "caption_variants"), one drawn per image and step."""
@@ -155,15 +112,12 @@ def dataset_conditions(cfg: TrainConfig, dataset, device: torch.device
 
 
 def conditions_fingerprint(cfg: ModelConfig, dataset, table: torch.Tensor | None,
-                           variants: CaptionVariants | None = None, aux: torch.Tensor | None = None,
-                           aux_column: str = "") -> dict:
+                           variants: CaptionVariants | None = None) -> dict:
     """What a run is conditioned on, for a resumed run to check it trains on the same: the class names or the text
-    encoder, and a hash of the condition table (every image's label or caption vector, caption variants, and the
-    auxiliary labels with their column and names)."""
+    encoder, and a hash of the condition table (every image's label or caption vector, and caption variants)."""
     if table is None:
         return {"kind": "none"}
     tables = [table] if variants is None else [table, variants.rows, variants.count]
-    tables += [] if aux is None else [aux]
     digest = hashlib.sha256()
     for t in tables:
         digest.update(t.cpu().contiguous().numpy().tobytes())
@@ -172,8 +126,6 @@ def conditions_fingerprint(cfg: ModelConfig, dataset, table: torch.Tensor | None
         fingerprint["label_names"] = list(dataset.label_names)
     else:
         fingerprint["encoder"] = {key: dataset.text_encoder.get(key) for key in ("name", "dimension", "sha256")}
-    if aux is not None:
-        fingerprint["aux_labels"] = {"column": aux_column, "names": aux_label_names(dataset, aux_column)}
     return fingerprint
 
 
@@ -185,21 +137,18 @@ class StepConditions:
     noise_g: torch.Tensor | None = None  # ... and for G's step
     wrong: torch.Tensor | None = None    # [n, E] text: per real, the caption of a really different image
     wrong_mask: torch.Tensor | None = None  # [n] bool: False where no candidate was really different
-    aux_real: torch.Tensor | None = None  # [n, K] text with an auxiliary classifier: the reals' label rows
-    aux_fake: torch.Tensor | None = None  # [n, K] ... and those of G's rows (mixed as its captions are)
 
 
 def step_conditions(table: torch.Tensor, idx: torch.Tensor, gen: torch.Generator, cfg: TrainConfig,
                     world_size: int = 1, rank: int = 0, different: Different | None = None,
-                    variants: CaptionVariants | None = None, aux: torch.Tensor | None = None) -> StepConditions:
+                    variants: CaptionVariants | None = None) -> StepConditions:
     """This rank's condition rows for one step.
 
     table: condition_table(...) on the step's device; idx: this rank's real images' dataset indices [n];
     gen: a generator on the table's device for this step's conditions alone (the order of draws is fixed per
     config); different: which pairs count as mismatched for text (default: pairs whose rows differ); variants:
     text: each image's row is then one of its caption variants, drawn anew each step (after every other draw, so
-    a run without variants draws exactly what it always did); aux: aux_label_table(...), whose rows follow the
-    images drawn (no draws of their own).
+    a run without variants draws exactly what it always did).
     """
     device, count = table.device, table.shape[0]
     n = idx.shape[0]
@@ -221,8 +170,6 @@ def step_conditions(table: torch.Tensor, idx: torch.Tensor, gen: torch.Generator
     beta = torch.where(mixed[:, None], beta, torch.ones_like(beta))
     # Convex mixes, not renormalised: a prompt is read as a mixture of captions, and fed as one too.
     conds.fake = beta * table[g_idx] + (1 - beta) * table[other]
-    if aux is not None:
-        conds.aux_real, conds.aux_fake = aux[idx], beta * aux[g_idx] + (1 - beta) * aux[other]
 
     candidates = draw_indices(MISMATCH_CANDIDATES)
     diff = pairs_differ(table, idx[:, None].expand_as(candidates).reshape(-1), candidates.reshape(-1),

@@ -33,8 +33,7 @@ from progan.schedule import Phase, phase_at, schedule_warnings
 from progan.seeds import derive_seed, generator
 from progan.train import checkpoint as ckpt
 from progan.train.checkpoint import RunProgress
-from progan.conditioning.training import (StepConditions, aux_label_table, conditions_fingerprint, dataset_conditions,
-                                         step_conditions)
+from progan.conditioning.training import StepConditions, conditions_fingerprint, dataset_conditions, step_conditions
 from progan.train.distributed import (Ranks, all_gather_cat, any_rank, average_gradients, barrier, broadcast_module,
                                       init_from_env, mean_over_ranks, wait_for_metrics)
 from progan.train.log import RunLog
@@ -145,8 +144,7 @@ def train_step(state: TrainState, phase: Phase, real: torch.Tensor, cfg: TrainCo
     z = torch.randn(n * ranks.world_size, G.latent_size, generator=gen, device=ranks.device)[mine]
     mix = torch.rand(n * ranks.world_size, 1, 1, 1, generator=gen, device=ranks.device)[mine]
     # An unconditional step calls the losses exactly as before (no condition arguments at all).
-    d_conds = {} if conds is None else {"cond": conds.real, "wrong_cond": conds.wrong, "wrong_mask": conds.wrong_mask,
-                                        "aux_target": conds.aux_real}
+    d_conds = {} if conds is None else {"cond": conds.real, "wrong_cond": conds.wrong, "wrong_mask": conds.wrong_mask}
     # --augment: D sees reals and fakes through the same random transforms, in both steps (progan/augment.py)
     policy, draw = parse_augment(cfg.augment), Draws(gen, n * ranks.world_size, mine, ranks.device)
     with autocast:
@@ -167,7 +165,7 @@ def train_step(state: TrainState, phase: Phase, real: torch.Tensor, cfg: TrainCo
         else:
             ca = G.condition_code(conds.fake, conds.noise_g)[1:] if cfg.model.ca_size else None
             fake = augment(G(z, phase.lod, conds.fake, conds.noise_g), policy, draw)
-            loss_g = generator_loss(D, fake, phase.lod, cfg.loss, conds.fake, ca, conds.aux_fake)
+            loss_g = generator_loss(D, fake, phase.lod, cfg.loss, conds.fake, ca)
     state.opt_G.zero_grad(set_to_none=True)
     loss_g.backward()
     D.requires_grad_(True)
@@ -220,11 +218,10 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, device: s
         raise ConfigError(f"dataset {cfg.data} is {dataset.resolution}x{dataset.resolution}, smaller than the "
                           f"training resolution {cfg.model.resolution}; prepare it at a higher resolution")
     table, different, variants = dataset_conditions(cfg, dataset, ranks.device)  # refuses a dataset that does not fit
-    aux = aux_label_table(cfg, dataset, ranks.device)
     precision = choose_precision(cfg, ranks, run_dir, resume)
     cfg = dataclasses.replace(cfg, precision=precision.name)  # config.json records the resolved choice
     changes, notes = prepare_run_dir(run_dir, cfg, resume)  # every rank checks: every rank refuses alike
-    conditions = conditions_fingerprint(cfg.model, dataset, table, variants, aux, cfg.aux_labels)
+    conditions = conditions_fingerprint(cfg.model, dataset, table, variants)
     check_same_conditions(run_dir, conditions, resume)
     barrier(ranks)
 
@@ -277,8 +274,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, device: s
             if table is not None:  # the reals' images again (a pure function), and the conditions' own stream
                 idx = rank_batch_indices(run.cur_nimg, local_batch, ranks.rank, dataset.count, cfg.seed)
                 gen = generator(cfg.seed, run.cur_nimg, "conditions", device=ranks.device)
-                conds = step_conditions(table, idx, gen, cfg, ranks.world_size, ranks.rank, different, variants,
-                                        aux)
+                conds = step_conditions(table, idx, gen, cfg, ranks.world_size, ranks.rank, different, variants)
             stats = train_step(state, phase, reals, cfg, ranks, conds)
             prev_nimg, run.cur_nimg = run.cur_nimg, run.cur_nimg + phase.batch
             run.lod = state.G_ema.lod = phase.lod

@@ -100,8 +100,7 @@ def record_changes(run_dir: Path, cur_nimg: int, changes: list[str]) -> None:
 
 CONDITIONS = "conditions.json"
 WHAT_DIFFERS = {"kind": "what the model is conditioned on", "label_names": "the class names",
-                "encoder": "the text encoder", "table_sha256": "the per-image labels or caption vectors",
-                "aux_labels": "the auxiliary classifier's labels"}
+                "encoder": "the text encoder", "table_sha256": "the per-image labels or caption vectors"}
 
 
 def check_same_conditions(run_dir: Path, fingerprint: dict, resume: bool) -> None:
