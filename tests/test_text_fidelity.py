@@ -319,7 +319,6 @@ def test_the_baseline_at_equal_images_is_its_nearest_snapshot(tf, tmp_path):
         tf.at_images(tmp_path / "empty", 10.0)
 
 
-
 def test_the_benchmark_trains_the_text_demos_recipe(tf):
     """The words benchmark measures what `CONDITION=text bash scripts/demo.sh` trains: both hold the recipe's flags."""
     script = (Path(__file__).parent.parent / "scripts" / "demo.sh").read_text()
