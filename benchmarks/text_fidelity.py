@@ -237,11 +237,12 @@ def draws(reading, prompt: str, seeds: int) -> torch.Tensor:
 
 
 def prompt_samples(G, prompts: list[str], readings: dict | None, draw: bool = False,
-                   seeds: int = SEEDS, noise: bool = False, truncation: float = 1.0) -> torch.Tensor:
+                   seeds: int = SEEDS, noise: bool = False, truncation: float = 1.0,
+                   guidance: float = 1.0) -> torch.Tensor:
     """uint8 [len(prompts) * seeds, 3, r, r], each prompt's seeds together. readings: prompt -> PromptReading for a
     text model, None for an unconditional one (the same latents, no condition). noise: sample the conditioning
     augmentation's noise per seed, as training does, instead of taking its mean. truncation: as `progan generate
-    --truncation`, each seed pulled toward the centre of its own condition row."""
+    --truncation`, each seed pulled toward the centre of its own condition row. guidance: as `--guidance`."""
     z = torch.cat([latents(G, p, seeds) for p in prompts])
     cond, ca = None, None
     if noise and readings is not None and G.cfg.ca_size:
@@ -251,7 +252,7 @@ def prompt_samples(G, prompts: list[str], readings: dict | None, draw: bool = Fa
         vectors = G.meta["conditioning"]["caption_vectors"]
         cond = torch.cat([vectors[draws(readings[p], p, seeds)] if draw else
                           readings[p].condition.view(1, -1).expand(seeds, -1) for p in prompts]).float()
-    return render(G, z, truncation, cond=cond, noise=ca)
+    return render(G, z, truncation, cond=cond, noise=ca, guidance=guidance)
 
 
 def images_of_texts(dataset: PreparedDataset) -> dict[str, list[int]]:
@@ -365,7 +366,7 @@ def judge_split(full: PreparedDataset, held: list[int]) -> tuple[list[int], list
 
 def headline(G, full: PreparedDataset, held: list[int], steps: int = CLASSIFIER_STEPS,
              seconds: float = CLASSIFIER_SECONDS, cache: Path | None = None, encoder=None,
-             truncation: float = 1.0) -> dict:
+             truncation: float = 1.0, guidance: float = 1.0) -> dict:
     """The benchmark's headline for any text model, one trained on every emoji included (the text demo's): the
     everyday phrasings (never a caption, so unseen whatever it trained on) sampled as a user gets them (USER_MODE,
     at `truncation`), put in their group by the benchmark's judge, beside the judge on the held-out real images."""
@@ -379,21 +380,22 @@ def headline(G, full: PreparedDataset, held: list[int], steps: int = CLASSIFIER_
     train_idx, judged_held, labels = judge_split(full, held)
     net, _ = judge(full.images(res, train_idx), labels[train_idx], steps, seconds, cache)
     draw, noise = MODES[USER_MODE]
-    fakes = judged(net, prompt_samples(G, list(phrasings), readings, draw=draw, noise=noise, truncation=truncation),
-                   list(phrasings.values()))
+    fakes = judged(net, prompt_samples(G, list(phrasings), readings, draw=draw, noise=noise, truncation=truncation,
+                                       guidance=guidance), list(phrasings.values()))
     reals = per_group(probabilities(net, full.images(res, judged_held)).argmax(1), labels[judged_held])
-    return {"mode": USER_MODE, "truncation": truncation, "phrasings": fakes["balanced"], "real_held_out": reals["balanced"],
+    return {"mode": USER_MODE, "truncation": truncation, "guidance": guidance, "phrasings": fakes["balanced"], "real_held_out": reals["balanced"],
             "share_of_real": round(fakes["balanced"] / reals["balanced"], 3), "chance": round(1 / len(GROUPS), 4),
             "groups_above_chance": sum(v > 1 / len(GROUPS) for v in fakes["groups"].values() if v is not None)}
 
 
 def evaluate(G, U, full: PreparedDataset, held: list[int], encoder=None, steps: int = CLASSIFIER_STEPS,
              seconds: float = CLASSIFIER_SECONDS, grids: Path | None = None, cache: Path | None = None,
-             truncation: float = 1.0) -> dict:
+             truncation: float = 1.0, guidance: float = 1.0) -> dict:
     """Fidelity and diversity of text model G beside unconditional model U (or None); `held` the held-out split of
     the full dataset `full`. encoder: the loaded text encoder (default: G's, found by its record); cache: a folder
     for the judge (trained once per resolution and training images); truncation: G's samples pulled toward each
-    condition row's centre (`progan generate --truncation`; U's are not truncated)."""
+    condition row's centre (`progan generate --truncation`; U's are not truncated); guidance: G's condition rows
+    pushed away from the average caption (`progan generate --guidance`)."""
     from progan.conditioning.rows import prompt_reading
 
     check_unseen(G, full, held)
@@ -418,7 +420,7 @@ def evaluate(G, U, full: PreparedDataset, held: list[int], encoder=None, steps: 
 
     res = int(G.output_resolution)
     net, how = classifier(res)
-    out = {"groups": GROUPS, "resolution": res, "truncation": truncation, **how, "train_images": len(train_idx),
+    out = {"groups": GROUPS, "resolution": res, "truncation": truncation, "guidance": guidance, **how, "train_images": len(train_idx),
            "held_out_images": len(judged_held), "held_out_names": len(names),
            "phrasings": len(phrasings), "seeds": SEEDS, "chance": round(1 / len(GROUPS), 4),
            # the held-out emoji's images are new to the model, but a name may be a text it trained on (another
@@ -431,7 +433,8 @@ def evaluate(G, U, full: PreparedDataset, held: list[int], encoder=None, steps: 
     for set_name, targets in sets.items():
         prompts = list(targets)
         for mode, (draw, noise) in MODES.items():
-            images = prompt_samples(G, prompts, readings, draw=draw, noise=noise, truncation=truncation)
+            images = prompt_samples(G, prompts, readings, draw=draw, noise=noise, truncation=truncation,
+                                    guidance=guidance)
             out[f"{set_name}_{mode}"] = judged(net, images, [targets[p] for p in prompts])
             if res >= 16:
                 diversity[f"{set_name}_{mode}"] = within_block_msssim(images, SEEDS)
@@ -596,12 +599,14 @@ def print_headline(args) -> int:
     G = load_generator(args.headline / "model" if (args.headline / "model").is_dir() else args.headline)
     full = ensure_dataset(args.data)
     held = held_out_split(full.column("groups"), key_column(full))
-    h = headline(G, full, held, steps=args.classifier_steps, cache=args.runs / "cache", truncation=args.truncation)
+    h = headline(G, full, held, steps=args.classifier_steps, cache=args.runs / "cache", truncation=args.truncation,
+                 guidance=args.guidance)
     print(f"Words it never saw: {sum(map(len, PHRASINGS.values()))} everyday phrasings put in the right "
           f"emoji group {h['phrasings']:.2f} of the time (balanced over {len(GROUPS)} groups, chance "
           f"{h['chance']:.2f}; real images {h['real_held_out']:.2f}: {h['share_of_real']:.2f} of theirs; "
           f"{h['groups_above_chance']}/{len(GROUPS)} groups above chance"
-          + (f"; truncation {args.truncation:g})" if args.truncation != 1 else ")"))
+          + (f"; truncation {args.truncation:g}" if args.truncation != 1 else "")
+          + (f"; guidance {args.guidance:g}" if args.guidance != 1 else "") + ")")
     return 0
 
 
@@ -612,6 +617,8 @@ def main() -> int:
     p.add_argument("--baseline", type=Path, metavar="RUN", help="the unconditional run (default with --train: "
                    "RUNS/uncond-no-skin-tones-sSEED-MINUTESmin, or uncond-sSEED-MINUTESmin with --skin-tones; trained "
                    "when missing)")
+    p.add_argument("--no-baseline", action="store_true", help="with --train: no unconditional model (no SWD ratio): "
+                   "a screen whose images are judged against another run's")
     p.add_argument("--minutes", type=float, help="training time per model")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--flags", default="", help="more `progan train` flags for the text model, after the text demo's "
@@ -632,6 +639,8 @@ def main() -> int:
     p.add_argument("--truncation", type=float, default=1.0, metavar="PSI", help="sample the text model's prompts "
                    "as `progan generate --truncation PSI` does (default 1: none); the result's name and file get "
                    "-psiPSI")
+    p.add_argument("--guidance", type=float, default=1.0, metavar="S", help="sample the text model's prompts as "
+                   "`progan generate --guidance S` does (default 1: none); the result's name and file get -gS")
     p.add_argument("--headline", type=Path, metavar="RUN", help="print the headline for any text run (one trained on "
                    "every emoji too: the text demo's): its everyday phrasings beside the real images, then exit")
     p.add_argument("--table", type=Path, nargs="?", const=Path("benchmarks/results"), metavar="DIR",
@@ -642,6 +651,8 @@ def main() -> int:
         return 0
     if not 0 <= args.truncation <= 1:
         p.error(f"--truncation {args.truncation:g}: must be in [0, 1]")
+    if not args.guidance >= 1:
+        p.error(f"--guidance {args.guidance:g}: must be at least 1")
     if args.headline:
         return print_headline(args)
     if args.train == bool(args.eval_only):
@@ -677,7 +688,9 @@ def main() -> int:
         if text_run.exists():
             sys.exit(f"{text_run} exists: remove it, or evaluate it with --eval-only {text_run}")
         train_model("text", TEXT_FLAGS + args.flags.split(), subset_dir, text_run, args.minutes, args.seed)
-        if (baseline / "model").exists():
+        if args.no_baseline:
+            baseline = None
+        elif (baseline / "model").exists():
             print(f"reusing the unconditional model {baseline}", flush=True)
         else:
             train_model("none", UNCOND_FLAGS, subset_dir, baseline, args.minutes, args.seed)
@@ -692,7 +705,8 @@ def main() -> int:
               flush=True)
     config = json.loads((text_run / "config.json").read_text())
     suffix = ("" if args.at_kimg is None else f"-at{G.meta['kimg']:g}kimg") + (
-        "" if args.truncation == 1.0 else f"-psi{args.truncation:g}")
+        "" if args.truncation == 1.0 else f"-psi{args.truncation:g}") + (
+        "" if args.guidance == 1.0 else f"-g{args.guidance:g}")
     result = {"name": name + suffix, "seed": config.get("seed"), "minutes": config.get("minutes"), "data": str(args.data),
               "train_data": str(subset_dir), "split": {"seed": SPLIT_SEED, "share": HELD_OUT_SHARE},
               "text": model_summary(G, text_run), "uncond": model_summary(U, baseline) if U is not None else None,
@@ -703,11 +717,12 @@ def main() -> int:
     print(f"{name}: {result['text']['kimg']} kimg, {G.output_resolution}x{G.output_resolution}; "
           f"{len(held)} held-out images", flush=True)
     result.update(evaluate(G, U, full, held, steps=args.classifier_steps, grids=text_run / f"text_fidelity{suffix}",
-                           cache=args.runs / "cache", truncation=args.truncation))
+                           cache=args.runs / "cache", truncation=args.truncation, guidance=args.guidance))
     # SWD of both against the data they trained on (the subset), with the same images and seed
-    result["text"]["quality"] = quality(G, subset, args.runs / "cache")
+    result["text"]["quality"] = quality(G, subset, args.runs / "cache", guidance=args.guidance)
     if G.cfg.ca_size:  # and as `--condition-noise` samples it: each image its own draw around its caption's code
-        result["text"]["quality_noise"] = quality(G, subset, args.runs / "cache", condition_noise=True)
+        result["text"]["quality_noise"] = quality(G, subset, args.runs / "cache", condition_noise=True,
+                                                  guidance=args.guidance)
     if U is not None:
         result["uncond"]["quality"] = quality(U, subset, args.runs / "cache")
         kimg, folder = at_images(baseline, result["text"]["kimg"])
