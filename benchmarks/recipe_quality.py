@@ -141,30 +141,29 @@ def conditions_of(G, dataset: PreparedDataset, idx: torch.Tensor) -> torch.Tenso
 
 @torch.inference_mode()
 def make_fakes(G, dataset: PreparedDataset, num: int, seed: int, truncation: float = 1.0,
-               condition_noise: bool = False, guidance: float = 1.0) -> torch.Tensor | None:
+               condition_noise: bool = False) -> torch.Tensor | None:
     """The evaluation images: latent i with the condition of a randomly drawn dataset image (a text model's from
     the captioned ones), truncated by `truncation` (progan.generate.truncate). None when untruncated and not
     text-conditional: evaluate makes its own, in the data's class mix for a class model. condition_noise: a text
     model samples its conditioning augmentation's noise per image, as `--condition-noise` does (drawn after the
-    latents and conditions, which stay the same). guidance: the conditions through progan.generate.guide."""
+    latents and conditions, which stay the same)."""
     if condition_noise and not G.cfg.ca_size:
         raise ValueError("condition_noise is for text models with conditioning augmentation (ca_size > 0)")
-    if not G.cfg.text_size and truncation == 1.0 and guidance == 1.0:
+    if not G.cfg.text_size and truncation == 1.0:
         return None
     gen = torch.Generator().manual_seed(seed)
     z = torch.randn(num, G.latent_size, generator=gen)
     pool = text_rows(dataset) if G.cfg.text_size else torch.arange(dataset.count)
     idx = pool[torch.randint(len(pool), (num,), generator=gen)]
     noise = torch.randn(num, G.cfg.ca_size, generator=gen) if condition_noise else None
-    return render(G, z, truncation, cond=conditions_of(G, dataset, idx), noise=noise, guidance=guidance)
+    return render(G, z, truncation, cond=conditions_of(G, dataset, idx), noise=noise)
 
 
-def quality(G, dataset: PreparedDataset, cache: Path, truncation: float = 1.0, condition_noise: bool = False,
-            guidance: float = 1.0) -> dict:
+def quality(G, dataset: PreparedDataset, cache: Path, truncation: float = 1.0, condition_noise: bool = False) -> dict:
     from progan.metrics import evaluate, format_table
     if G.output_resolution < 16:  # SWD's smallest level is 16x16: a run this short has no numbers
         return {"skipped": f"the model renders {G.output_resolution}x{G.output_resolution}; SWD needs 16x16"}
-    fakes = make_fakes(G, dataset, EVAL_IMAGES, EVAL_SEED, truncation, condition_noise, guidance)
+    fakes = make_fakes(G, dataset, EVAL_IMAGES, EVAL_SEED, truncation, condition_noise)
     conditions = None
     if G.num_classes:  # the fakes follow the dataset's own mix of classes, as the reals do
         from progan.conditioning.training import condition_table

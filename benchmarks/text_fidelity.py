@@ -237,12 +237,11 @@ def draws(reading, prompt: str, seeds: int) -> torch.Tensor:
 
 
 def prompt_samples(G, prompts: list[str], readings: dict | None, draw: bool = False,
-                   seeds: int = SEEDS, noise: bool = False, truncation: float = 1.0,
-                   guidance: float = 1.0) -> torch.Tensor:
+                   seeds: int = SEEDS, noise: bool = False, truncation: float = 1.0) -> torch.Tensor:
     """uint8 [len(prompts) * seeds, 3, r, r], each prompt's seeds together. readings: prompt -> PromptReading for a
     text model, None for an unconditional one (the same latents, no condition). noise: sample the conditioning
     augmentation's noise per seed, as training does, instead of taking its mean. truncation: as `progan generate
-    --truncation`, each seed pulled toward the centre of its own condition row. guidance: as `--guidance`."""
+    --truncation`, each seed pulled toward the centre of its own condition row."""
     z = torch.cat([latents(G, p, seeds) for p in prompts])
     cond, ca = None, None
     if noise and readings is not None and G.cfg.ca_size:
@@ -252,7 +251,7 @@ def prompt_samples(G, prompts: list[str], readings: dict | None, draw: bool = Fa
         vectors = G.meta["conditioning"]["caption_vectors"]
         cond = torch.cat([vectors[draws(readings[p], p, seeds)] if draw else
                           readings[p].condition.view(1, -1).expand(seeds, -1) for p in prompts]).float()
-    return render(G, z, truncation, cond=cond, noise=ca, guidance=guidance)
+    return render(G, z, truncation, cond=cond, noise=ca)
 
 
 def images_of_texts(dataset: PreparedDataset) -> dict[str, list[int]]:
@@ -366,7 +365,7 @@ def judge_split(full: PreparedDataset, held: list[int]) -> tuple[list[int], list
 
 def headline(G, full: PreparedDataset, held: list[int], steps: int = CLASSIFIER_STEPS,
              seconds: float = CLASSIFIER_SECONDS, cache: Path | None = None, encoder=None,
-             truncation: float = 1.0, guidance: float = 1.0) -> dict:
+             truncation: float = 1.0) -> dict:
     """The benchmark's headline for any text model, one trained on every emoji included (the text demo's): the
     everyday phrasings (never a caption, so unseen whatever it trained on) sampled as a user gets them (USER_MODE,
     at `truncation`), put in their group by the benchmark's judge, beside the judge on the held-out real images."""
@@ -380,22 +379,21 @@ def headline(G, full: PreparedDataset, held: list[int], steps: int = CLASSIFIER_
     train_idx, judged_held, labels = judge_split(full, held)
     net, _ = judge(full.images(res, train_idx), labels[train_idx], steps, seconds, cache)
     draw, noise = MODES[USER_MODE]
-    fakes = judged(net, prompt_samples(G, list(phrasings), readings, draw=draw, noise=noise, truncation=truncation,
-                                       guidance=guidance), list(phrasings.values()))
+    fakes = judged(net, prompt_samples(G, list(phrasings), readings, draw=draw, noise=noise, truncation=truncation),
+                   list(phrasings.values()))
     reals = per_group(probabilities(net, full.images(res, judged_held)).argmax(1), labels[judged_held])
-    return {"mode": USER_MODE, "truncation": truncation, "guidance": guidance, "phrasings": fakes["balanced"], "real_held_out": reals["balanced"],
+    return {"mode": USER_MODE, "truncation": truncation, "phrasings": fakes["balanced"], "real_held_out": reals["balanced"],
             "share_of_real": round(fakes["balanced"] / reals["balanced"], 3), "chance": round(1 / len(GROUPS), 4),
             "groups_above_chance": sum(v > 1 / len(GROUPS) for v in fakes["groups"].values() if v is not None)}
 
 
 def evaluate(G, U, full: PreparedDataset, held: list[int], encoder=None, steps: int = CLASSIFIER_STEPS,
              seconds: float = CLASSIFIER_SECONDS, grids: Path | None = None, cache: Path | None = None,
-             truncation: float = 1.0, guidance: float = 1.0) -> dict:
+             truncation: float = 1.0) -> dict:
     """Fidelity and diversity of text model G beside unconditional model U (or None); `held` the held-out split of
     the full dataset `full`. encoder: the loaded text encoder (default: G's, found by its record); cache: a folder
     for the judge (trained once per resolution and training images); truncation: G's samples pulled toward each
-    condition row's centre (`progan generate --truncation`; U's are not truncated); guidance: G's condition rows
-    pushed away from the average caption (`progan generate --guidance`)."""
+    condition row's centre (`progan generate --truncation`; U's are not truncated)."""
     from progan.conditioning.rows import prompt_reading
 
     check_unseen(G, full, held)
@@ -420,7 +418,7 @@ def evaluate(G, U, full: PreparedDataset, held: list[int], encoder=None, steps: 
 
     res = int(G.output_resolution)
     net, how = classifier(res)
-    out = {"groups": GROUPS, "resolution": res, "truncation": truncation, "guidance": guidance, **how, "train_images": len(train_idx),
+    out = {"groups": GROUPS, "resolution": res, "truncation": truncation, **how, "train_images": len(train_idx),
            "held_out_images": len(judged_held), "held_out_names": len(names),
            "phrasings": len(phrasings), "seeds": SEEDS, "chance": round(1 / len(GROUPS), 4),
            # the held-out emoji's images are new to the model, but a name may be a text it trained on (another
@@ -433,8 +431,7 @@ def evaluate(G, U, full: PreparedDataset, held: list[int], encoder=None, steps: 
     for set_name, targets in sets.items():
         prompts = list(targets)
         for mode, (draw, noise) in MODES.items():
-            images = prompt_samples(G, prompts, readings, draw=draw, noise=noise, truncation=truncation,
-                                    guidance=guidance)
+            images = prompt_samples(G, prompts, readings, draw=draw, noise=noise, truncation=truncation)
             out[f"{set_name}_{mode}"] = judged(net, images, [targets[p] for p in prompts])
             if res >= 16:
                 diversity[f"{set_name}_{mode}"] = within_block_msssim(images, SEEDS)
@@ -599,14 +596,12 @@ def print_headline(args) -> int:
     G = load_generator(args.headline / "model" if (args.headline / "model").is_dir() else args.headline)
     full = ensure_dataset(args.data)
     held = held_out_split(full.column("groups"), key_column(full))
-    h = headline(G, full, held, steps=args.classifier_steps, cache=args.runs / "cache", truncation=args.truncation,
-                 guidance=args.guidance)
+    h = headline(G, full, held, steps=args.classifier_steps, cache=args.runs / "cache", truncation=args.truncation)
     print(f"Words it never saw: {sum(map(len, PHRASINGS.values()))} everyday phrasings put in the right "
           f"emoji group {h['phrasings']:.2f} of the time (balanced over {len(GROUPS)} groups, chance "
           f"{h['chance']:.2f}; real images {h['real_held_out']:.2f}: {h['share_of_real']:.2f} of theirs; "
           f"{h['groups_above_chance']}/{len(GROUPS)} groups above chance"
-          + (f"; truncation {args.truncation:g}" if args.truncation != 1 else "")
-          + (f"; guidance {args.guidance:g}" if args.guidance != 1 else "") + ")")
+          + (f"; truncation {args.truncation:g})" if args.truncation != 1 else ")"))
     return 0
 
 
@@ -639,8 +634,6 @@ def main() -> int:
     p.add_argument("--truncation", type=float, default=1.0, metavar="PSI", help="sample the text model's prompts "
                    "as `progan generate --truncation PSI` does (default 1: none); the result's name and file get "
                    "-psiPSI")
-    p.add_argument("--guidance", type=float, default=1.0, metavar="S", help="sample the text model's prompts as "
-                   "`progan generate --guidance S` does (default 1: none); the result's name and file get -gS")
     p.add_argument("--headline", type=Path, metavar="RUN", help="print the headline for any text run (one trained on "
                    "every emoji too: the text demo's): its everyday phrasings beside the real images, then exit")
     p.add_argument("--table", type=Path, nargs="?", const=Path("benchmarks/results"), metavar="DIR",
@@ -651,14 +644,14 @@ def main() -> int:
         return 0
     if not 0 <= args.truncation <= 1:
         p.error(f"--truncation {args.truncation:g}: must be in [0, 1]")
-    if not args.guidance >= 1:
-        p.error(f"--guidance {args.guidance:g}: must be at least 1")
     if args.headline:
         return print_headline(args)
     if args.train == bool(args.eval_only):
         p.error("give --train (with --minutes) or --eval-only RUN, or --table")
     if args.train and not args.minutes:
         p.error("--train needs --minutes")
+    if args.no_baseline and (args.baseline or not args.train):
+        p.error("--no-baseline is for --train, without --baseline")
     if args.at_kimg is not None and not args.eval_only:
         p.error("--at-kimg is for --eval-only")
     if args.flags and not args.name:
@@ -705,8 +698,7 @@ def main() -> int:
               flush=True)
     config = json.loads((text_run / "config.json").read_text())
     suffix = ("" if args.at_kimg is None else f"-at{G.meta['kimg']:g}kimg") + (
-        "" if args.truncation == 1.0 else f"-psi{args.truncation:g}") + (
-        "" if args.guidance == 1.0 else f"-g{args.guidance:g}")
+        "" if args.truncation == 1.0 else f"-psi{args.truncation:g}")
     result = {"name": name + suffix, "seed": config.get("seed"), "minutes": config.get("minutes"), "data": str(args.data),
               "train_data": str(subset_dir), "split": {"seed": SPLIT_SEED, "share": HELD_OUT_SHARE},
               "text": model_summary(G, text_run), "uncond": model_summary(U, baseline) if U is not None else None,
@@ -717,12 +709,11 @@ def main() -> int:
     print(f"{name}: {result['text']['kimg']} kimg, {G.output_resolution}x{G.output_resolution}; "
           f"{len(held)} held-out images", flush=True)
     result.update(evaluate(G, U, full, held, steps=args.classifier_steps, grids=text_run / f"text_fidelity{suffix}",
-                           cache=args.runs / "cache", truncation=args.truncation, guidance=args.guidance))
+                           cache=args.runs / "cache", truncation=args.truncation))
     # SWD of both against the data they trained on (the subset), with the same images and seed
-    result["text"]["quality"] = quality(G, subset, args.runs / "cache", guidance=args.guidance)
+    result["text"]["quality"] = quality(G, subset, args.runs / "cache")
     if G.cfg.ca_size:  # and as `--condition-noise` samples it: each image its own draw around its caption's code
-        result["text"]["quality_noise"] = quality(G, subset, args.runs / "cache", condition_noise=True,
-                                                  guidance=args.guidance)
+        result["text"]["quality_noise"] = quality(G, subset, args.runs / "cache", condition_noise=True)
     if U is not None:
         result["uncond"]["quality"] = quality(U, subset, args.runs / "cache")
         kimg, folder = at_images(baseline, result["text"]["kimg"])

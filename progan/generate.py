@@ -92,34 +92,15 @@ def truncate(x4: torch.Tensor, mean: torch.Tensor, psi: float | torch.Tensor) ->
 
 
 @torch.inference_mode()
-def condition_centre(G: Generator) -> torch.Tensor:
-    """[1, cond_size]: the condition row that `guide` pushes away from, what the model is asked on average: the mean
-    of a text model's caption vectors, the even mix of a class model's classes."""
-    vectors = G.meta.get("conditioning", {}).get("caption_vectors") if hasattr(G, "meta") else None
-    if vectors is not None:
-        return vectors.float().mean(0, keepdim=True)
-    return torch.full((1, G.cond_size), 1.0 / G.cond_size)
-
-
-def guide(cond: torch.Tensor, centre: torch.Tensor, scale: float) -> torch.Tensor:
-    """Condition guidance: each row moved away from the centre by `scale` (1: the row as asked; 2: twice as far),
-    so that G draws more of what sets the row apart from the average. The networks are linear in the row up to the
-    first non-linearity, so this is the guidance of diffusion models taken in condition space."""
-    return centre + scale * (cond - centre)
-
-
 def render(G: Generator, z: torch.Tensor, truncation: float = 1.0, mean: torch.Tensor | None = None,
-           batch_size: int = 64, cond: torch.Tensor | None = None, noise: torch.Tensor | None = None,
-           guidance: float = 1.0) -> torch.Tensor:
+           batch_size: int = 64, cond: torch.Tensor | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
     """Latents (and, for a conditional model, condition rows `cond` [B, cond_size]) -> uint8 images [B, 3, r, r] at
     the generator's trained level of detail, truncated by `truncation` (see `truncate`). The mean, when not given,
     is each row's own: the centre of what that row asks for (`truncation_means`). `noise` [B, ca_size]: a text
     model's conditioning-augmentation noise, sampled around each row's code as in training (default: the code's
-    mean), truncated as z is: scaled by `truncation`. `guidance`: the condition rows through `guide` first."""
+    mean), truncated as z is: scaled by `truncation`."""
     device = next(G.parameters()).device
     level, alpha = level_and_alpha(G.lod, G.resolution)
-    if guidance != 1.0 and cond is not None:
-        cond = guide(cond, condition_centre(G).to(cond), guidance)
     if truncation != 1.0 and mean is None:
         mean = truncation_means(G, cond) if cond is not None else mean_embedding(G)
     means = mean.expand(len(z), -1, -1, -1) if mean is not None and len(mean) == 1 else mean

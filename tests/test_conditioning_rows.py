@@ -73,26 +73,3 @@ def test_each_seed_draws_its_own_caption_of_a_reading_by_weight():
     assert torch.equal(rows.sum(1), torch.ones(400)) and rows[:, 2:].abs().sum() == 0
     assert abs(share_a - float(reading.weights[0])) < 0.08  # drawn by weight
     assert torch.equal(drawn_rows(G, reading, [5, 9])[1], rows[9])  # a seed's draw whatever else is drawn
-
-
-def test_guidance_moves_each_row_away_from_the_average_caption():
-    torch.manual_seed(0)
-    G = Generator(ModelConfig(resolution=8, latent_size=16, fmap_base=64, fmap_max=16, text_size=6, ca_size=4)).eval()
-    vectors = torch.nn.functional.normalize(torch.randn(5, 6), dim=1)
-    G.meta = {"conditioning": {"kind": "text", "caption_vectors": vectors}}
-    z = latents_from_seeds([0, 1, 2], G.latent_size)
-    cond = vectors[[0, 3, 4]]
-    centre = vectors.mean(0, keepdim=True)
-    assert torch.equal(render(G, z, cond=cond, guidance=1.0), render(G, z, cond=cond))
-    assert torch.equal(render(G, z, cond=cond, guidance=2.5), render(G, z, cond=centre + 2.5 * (cond - centre)))
-    assert not torch.equal(render(G, z, cond=cond, guidance=2.5), render(G, z, cond=cond))
-    # the average caption is what guidance pushes away from: it stays where it is
-    at_centre = centre.expand(3, -1)
-    assert torch.equal(render(G, z, cond=at_centre, guidance=3.0), render(G, z, cond=at_centre))
-
-
-def test_a_class_models_guidance_pushes_away_from_the_even_mix(class_G):
-    z = latents_from_seeds([0, 1], class_G.latent_size)
-    cat = one_hot_rows(torch.tensor([0, 0]), 3)
-    pushed = torch.tensor([[5 / 3, -1 / 3, -1 / 3]] * 2)  # 1/3 + 2 * (row - 1/3)
-    assert torch.equal(render(class_G, z, cond=cat, guidance=2.0), render(class_G, z, cond=pushed))

@@ -325,3 +325,12 @@ def test_the_benchmark_trains_the_text_demos_recipe(tf):
     match = re.search(r"^\s*TEXT_FLAGS=\((.+)\)\s*$", script, re.MULTILINE)
     assert match, "scripts/demo.sh no longer sets TEXT_FLAGS for the text demo"
     assert match.group(1).split() == tf.TEXT_FLAGS
+
+
+@pytest.mark.parametrize("argv", [["--eval-only", "runs/x", "--no-baseline"],
+                                  ["--train", "--minutes", "1", "--no-baseline", "--baseline", "runs/u"]])
+def test_no_baseline_is_only_for_a_training_without_one(tf, argv, monkeypatch, capsys):
+    monkeypatch.setattr("sys.argv", ["text_fidelity", *argv])
+    with pytest.raises(SystemExit):
+        tf.main()
+    assert "--no-baseline is for --train, without --baseline" in capsys.readouterr().err
