@@ -54,8 +54,6 @@ class ModelConfig:
     ca_size: int = 0              # text: conditioning augmentation (StackGAN) to a code of this size; 0: none
     cond_blocks: bool = option(False, "conditional models: the condition also scales and shifts every resolution "
                                "block's features (FiLM), not only the 4x4 input")
-    d_cond_channels: int = option(0, "text: the caption also enters D's 4x4 block as this many channels "
-                                  "concatenated to its features (StackGAN, DF-GAN), beside the projection; 0: none")
     cond_fade_start: int = 0      # transitional conditioning: the condition starts fading in with this resolution's
     cond_fade_end: int = 0        # fade-in and is fully on once this one has faded in (0: start); 0, 0: always on
 
@@ -71,8 +69,7 @@ class ModelConfig:
         for name in ("latent_size", "fmap_base", "fmap_max", "fmap_min", "mbstd_group"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)!r}")
-        for name in ("g_fmap_min", "num_classes", "text_size", "ca_size", "d_cond_channels", "cond_fade_start",
-                     "cond_fade_end"):
+        for name in ("g_fmap_min", "num_classes", "text_size", "ca_size", "cond_fade_start", "cond_fade_end"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ConfigError(f"model.{name} must be an integer >= 0, got {getattr(self, name)!r}")
         if self.num_classes and self.text_size:
@@ -81,9 +78,6 @@ class ModelConfig:
         if self.ca_size and not self.text_size:
             raise ConfigError(f"model.ca_size ({self.ca_size}) is conditioning augmentation of caption embeddings; "
                               "it needs model.text_size")
-        if self.d_cond_channels and not self.text_size:
-            raise ConfigError(f"model.d_cond_channels ({self.d_cond_channels}) brings a caption into D; it needs "
-                              "model.text_size")
         if (self.cond_fade_start or self.cond_fade_end) and not self.cond_size:
             raise ConfigError("model.cond_fade_start / cond_fade_end fade a condition in, but the model is "
                               "unconditional (set num_classes or text_size)")

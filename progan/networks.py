@@ -208,17 +208,13 @@ class Discriminator(nn.Module):
         self.blocks = nn.ModuleList(
             DiscriminatorBlock(cfg.channels(r), cfg.channels(r // 2), cfg.fused_scale) for r in resolutions[1:])
         # 4x4 block: minibatch stddev, conv3x3, dense 4x4 -> c4, dense c4 -> 1 (+ class logits).
-        self.conv4 = EqualizedConv2d(c4 + 1 + cfg.d_cond_channels, c4, 3)
+        self.conv4 = EqualizedConv2d(c4 + 1, c4, 3)
         self.dense0 = EqualizedLinear(c4 * 16, c4)
         self.dense1 = EqualizedLinear(c4, 1 + cfg.num_classes, gain=1.0)
         if cfg.text_size:
             # Projection: embed(cond) acts as a per-condition addition to dense1's weight row, in the same units
             # (N(0, 1) weights times 1 / sqrt(c4) at run time); cond has unit norm, hence no 1 / sqrt(fan_in) here.
             self.project = EqualizedLinear(cfg.text_size, c4, gain=math.sqrt(cfg.text_size), bias=False)
-        if cfg.d_cond_channels:
-            # The caption as feature maps beside the image's at 4x4, so that D's last convolution judges them
-            # together, not only through the projection's one inner product. Unit-norm input: the same gain.
-            self.cond_to_4x4 = EqualizedLinear(cfg.text_size, cfg.d_cond_channels, gain=math.sqrt(cfg.text_size))
         self.act = LeakyReLU()
 
     def forward(self, img: torch.Tensor, lod: float, cond: torch.Tensor | None = None) -> torch.Tensor:
@@ -240,10 +236,6 @@ class Discriminator(nn.Module):
             for block in reversed(self.blocks[:level - 1]):
                 x = block(x)
         x = minibatch_stddev(x, self.mbstd_group)
-        if self.cfg.d_cond_channels:
-            code = self.act(self.cond_to_4x4(cond.to(x.dtype))) * condition_weight(
-                self.cfg, lod_of(level, alpha, self.resolution))
-            x = torch.cat([x, code[:, :, None, None].expand(-1, -1, *x.shape[2:]).to(x.dtype)], dim=1)
         x = self.act(self.conv4(x))
         x = self.act(self.dense0(x.flatten(1)))
         # The score in full precision even under bf16 autocast: the bias's gradient is the difference of two nearly

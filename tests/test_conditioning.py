@@ -105,27 +105,6 @@ def test_conditioning_augmentation_code():
     assert not torch.allclose(G(z, 0.0, cond), G(z, 0.0, unit_rows(4, 6, seed=3)))
 
 
-def test_caption_channels_join_ds_4x4_features_under_the_transitional_weight():
-    cfg = ModelConfig(**{**BASE, "resolution": 32}, text_size=6, d_cond_channels=3, cond_fade_start=16)
-    torch.manual_seed(0)
-    D = Discriminator(cfg)
-    D.project.weight.data.zero_()  # the projection says nothing: what follows the caption comes through conv4
-    img, a, b = torch.randn(4, 3, 8, 8), unit_rows(4, 6), unit_rows(4, 6, 1)
-    assert D.conv4.weight.shape[1] == cfg.channels(4) + 1 + 3
-    img16 = torch.randn(4, 3, 16, 16)
-    assert not torch.allclose(D(img16, 1.0, a), D(img16, 1.0, b))
-    # before the condition fades in (8x8: weight 0) the caption's channels are zeros
-    torch.testing.assert_close(D(img, 2.0, a), D(img, 2.0, b), rtol=0, atol=0)
-    seen = {}
-    handle = D.conv4.register_forward_hook(lambda m, inp, out: seen.update(x=inp[0]))
-    D(img16, 1.0, a)
-    handle.remove()
-    code = F.leaky_relu(a @ D.cond_to_4x4.weight.T * D.cond_to_4x4.scale + D.cond_to_4x4.bias, 0.2)
-    torch.testing.assert_close(seen["x"][:, -3:], code[:, :, None, None].expand(-1, -1, 4, 4))
-    with pytest.raises(ConfigError, match="d_cond_channels .* needs model.text_size"):
-        ModelConfig(**BASE, num_classes=3, d_cond_channels=3).validate()
-
-
 def test_transitional_condition_weight():
     cfg = ModelConfig(**{**BASE, "resolution": 32}, num_classes=3, cond_fade_start=16)
     # lod 3 = 4x4, 2 = 8x8, 1.5 = halfway through 16's fade, 1 = 16x16
