@@ -237,12 +237,11 @@ def draws(reading, prompt: str, seeds: int) -> torch.Tensor:
 
 
 def prompt_samples(G, prompts: list[str], readings: dict | None, draw: bool = False,
-                   seeds: int = SEEDS, noise: bool = False, truncation: float = 1.0, pull: float = 0.0) -> torch.Tensor:
+                   seeds: int = SEEDS, noise: bool = False, truncation: float = 1.0) -> torch.Tensor:
     """uint8 [len(prompts) * seeds, 3, r, r], each prompt's seeds together. readings: prompt -> PromptReading for a
     text model, None for an unconditional one (the same latents, no condition). noise: sample the conditioning
     augmentation's noise per seed, as training does, instead of taking its mean. truncation: as `progan generate
-    --truncation`, each seed pulled toward the centre of its own condition row. pull: with draw, each seed's caption
-    moved that share of the way toward the reading's weighted mean."""
+    --truncation`, each seed pulled toward the centre of its own condition row."""
     z = torch.cat([latents(G, p, seeds) for p in prompts])
     cond, ca = None, None
     if noise and readings is not None and G.cfg.ca_size:
@@ -250,8 +249,8 @@ def prompt_samples(G, prompts: list[str], readings: dict | None, draw: bool = Fa
                           for p in prompts for s in range(seeds)])
     if readings is not None:
         vectors = G.meta["conditioning"]["caption_vectors"]
-        cond = torch.cat([torch.lerp(vectors[draws(readings[p], p, seeds)].float(), readings[p].condition.float(), pull)
-                          if draw else readings[p].condition.view(1, -1).expand(seeds, -1) for p in prompts]).float()
+        cond = torch.cat([vectors[draws(readings[p], p, seeds)] if draw else
+                          readings[p].condition.view(1, -1).expand(seeds, -1) for p in prompts]).float()
     return render(G, z, truncation, cond=cond, noise=ca)
 
 
@@ -390,7 +389,7 @@ def headline(G, full: PreparedDataset, held: list[int], steps: int = CLASSIFIER_
 
 def evaluate(G, U, full: PreparedDataset, held: list[int], encoder=None, steps: int = CLASSIFIER_STEPS,
              seconds: float = CLASSIFIER_SECONDS, grids: Path | None = None, cache: Path | None = None,
-             truncation: float = 1.0, pull: float = 0.0) -> dict:
+             truncation: float = 1.0) -> dict:
     """Fidelity and diversity of text model G beside unconditional model U (or None); `held` the held-out split of
     the full dataset `full`. encoder: the loaded text encoder (default: G's, found by its record); cache: a folder
     for the judge (trained once per resolution and training images); truncation: G's samples pulled toward each
@@ -419,7 +418,7 @@ def evaluate(G, U, full: PreparedDataset, held: list[int], encoder=None, steps: 
 
     res = int(G.output_resolution)
     net, how = classifier(res)
-    out = {"groups": GROUPS, "resolution": res, "truncation": truncation, "pull": pull, **how, "train_images": len(train_idx),
+    out = {"groups": GROUPS, "resolution": res, "truncation": truncation, **how, "train_images": len(train_idx),
            "held_out_images": len(judged_held), "held_out_names": len(names),
            "phrasings": len(phrasings), "seeds": SEEDS, "chance": round(1 / len(GROUPS), 4),
            # the held-out emoji's images are new to the model, but a name may be a text it trained on (another
@@ -432,7 +431,7 @@ def evaluate(G, U, full: PreparedDataset, held: list[int], encoder=None, steps: 
     for set_name, targets in sets.items():
         prompts = list(targets)
         for mode, (draw, noise) in MODES.items():
-            images = prompt_samples(G, prompts, readings, draw=draw, noise=noise, truncation=truncation, pull=pull)
+            images = prompt_samples(G, prompts, readings, draw=draw, noise=noise, truncation=truncation)
             out[f"{set_name}_{mode}"] = judged(net, images, [targets[p] for p in prompts])
             if res >= 16:
                 diversity[f"{set_name}_{mode}"] = within_block_msssim(images, SEEDS)
@@ -635,8 +634,6 @@ def main() -> int:
     p.add_argument("--truncation", type=float, default=1.0, metavar="PSI", help="sample the text model's prompts "
                    "as `progan generate --truncation PSI` does (default 1: none); the result's name and file get "
                    "-psiPSI")
-    p.add_argument("--pull", type=float, default=0.0, metavar="L", help="with the draw modes, each seed's caption "
-                   "moved L of the way toward the reading's weighted mean (default 0); the result's name gets -pullL")
     p.add_argument("--headline", type=Path, metavar="RUN", help="print the headline for any text run (one trained on "
                    "every emoji too: the text demo's): its everyday phrasings beside the real images, then exit")
     p.add_argument("--table", type=Path, nargs="?", const=Path("benchmarks/results"), metavar="DIR",
@@ -701,7 +698,7 @@ def main() -> int:
               flush=True)
     config = json.loads((text_run / "config.json").read_text())
     suffix = ("" if args.at_kimg is None else f"-at{G.meta['kimg']:g}kimg") + (
-        "" if args.truncation == 1.0 else f"-psi{args.truncation:g}") + ("" if not args.pull else f"-pull{args.pull:g}")
+        "" if args.truncation == 1.0 else f"-psi{args.truncation:g}")
     result = {"name": name + suffix, "seed": config.get("seed"), "minutes": config.get("minutes"), "data": str(args.data),
               "train_data": str(subset_dir), "split": {"seed": SPLIT_SEED, "share": HELD_OUT_SHARE},
               "text": model_summary(G, text_run), "uncond": model_summary(U, baseline) if U is not None else None,
@@ -712,7 +709,7 @@ def main() -> int:
     print(f"{name}: {result['text']['kimg']} kimg, {G.output_resolution}x{G.output_resolution}; "
           f"{len(held)} held-out images", flush=True)
     result.update(evaluate(G, U, full, held, steps=args.classifier_steps, grids=text_run / f"text_fidelity{suffix}",
-                           cache=args.runs / "cache", truncation=args.truncation, pull=args.pull))
+                           cache=args.runs / "cache", truncation=args.truncation))
     # SWD of both against the data they trained on (the subset), with the same images and seed
     result["text"]["quality"] = quality(G, subset, args.runs / "cache")
     if G.cfg.ca_size:  # and as `--condition-noise` samples it: each image its own draw around its caption's code
