@@ -228,8 +228,6 @@ class TrainConfig:
     adam_betas: tuple[float, float] = option((0.0, 0.99), "Adam's beta1 and beta2 (paper: 0 0.99)",
                                              metavar=("BETA1", "BETA2"))
     adam_eps: float = option(1e-8, "Adam's epsilon")
-    cond_lr: float = option(1.0, "conditional models: the learning rate of the condition's own layers (G's "
-                            "conditioning augmentation and block modulation, D's projection), times the schedule's")
     minutes: float | None = option(None, "stop (with a checkpoint) after this much wall time (default: the whole "
                                    "schedule)")
     tick_kimg: float = option(1.0, "one line of stats.jsonl every N kimg")
@@ -259,8 +257,6 @@ class TrainConfig:
             raise ConfigError(f"ema_beta must be in [0, 1), got {self.ema_beta}")
         if not self.ema_kimg >= 0:
             raise ConfigError(f"ema_kimg must be >= 0, got {self.ema_kimg}")
-        if not (math.isfinite(self.cond_lr) and self.cond_lr > 0):
-            raise ConfigError(f"cond_lr must be a positive multiple of the learning rate, got {self.cond_lr}")
         if self.minutes is not None and self.minutes <= 0:
             raise ConfigError(f"minutes must be positive, got {self.minutes}")
         for name in ("tick_kimg", "snapshot_kimg", "checkpoint_kimg"):

@@ -181,20 +181,3 @@ def test_resume_refuses_other_caption_vectors(folders, tmp_path, capsys):
     capsys.readouterr()
     assert main(["train", "--resume", str(run), "--data", str(other), "--quiet", "--kimg", "0.2"]) == 2
     assert "the per-image labels or caption vectors" in capsys.readouterr().err
-
-
-def test_the_conditions_own_learning_rate_holds_through_phases_and_a_resume(folders, tmp_path):
-    _, data = folders
-    full, split = tmp_path / "full", tmp_path / "split"
-    args = ["--data", str(data), "--condition", "text", "--cond-blocks", "--cond-lr", "3", *TRAIN]
-    assert main(["train", "--run", str(full), *args]) == 0
-    assert main(["train", "--run", str(split), *args, "--kimg", "0.16"]) == 0
-    assert main(["train", "--resume", str(split), "--quiet", "--kimg", "0.32"]) == 0
-    for name in ("G", "D", "opt_G", "opt_D"):
-        a = load_file(str(ckpt.latest_checkpoint(full) / f"{name}.safetensors"))
-        b = load_file(str(ckpt.latest_checkpoint(split) / f"{name}.safetensors"))
-        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
-    groups = json.loads((ckpt.latest_checkpoint(full) / "state.json").read_text())["param_groups"]
-    lr = json.loads((full / "config.json").read_text())["schedule"]["lr"]["4"]
-    for opt in ("opt_G", "opt_D"):
-        assert [g["lr"] for g in groups[opt]] == pytest.approx([lr, 3 * lr])

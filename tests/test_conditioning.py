@@ -461,20 +461,3 @@ def test_conditional_train_step(model):
         assert "d_wrong" in stats and not torch.equal(a.G.ca.weight, before["G.ca.weight"])
     else:
         assert "ce_real" in stats
-
-
-def test_the_conditions_own_layers_learn_at_their_own_rate():
-    from progan.train.loop import make_optimizer
-    cfg = TrainConfig(model=dataclasses.replace(TEXT, cond_blocks=True), cond_lr=3.0)
-    G, D = Generator(cfg.model), Discriminator(cfg.model)
-    for net, own in ((G, ("ca.", "modulate.")), (D, ("project.",))):
-        opt = make_optimizer(net, 0.002, cfg)
-        names = {id(p): n for n, p in net.named_parameters()}
-        plain, cond = opt.param_groups
-        assert {names[id(p)] for p in cond["params"]} == {n for n in names.values() if n.startswith(own)}
-        assert len(plain["params"]) + len(cond["params"]) == len(names)
-        assert (plain["lr"], cond["lr"]) == (0.002, pytest.approx(0.006))
-    # at 1 (the default) one group, the optimizer of every model before the option
-    assert len(make_optimizer(G, 0.002, TrainConfig(model=TEXT)).param_groups) == 1
-    with pytest.raises(ConfigError, match="cond_lr"):
-        TrainConfig(cond_lr=0).validate()

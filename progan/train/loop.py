@@ -67,25 +67,11 @@ class TrainState:
 FUSED_ADAM_DEVICES = ("cpu", "cuda")
 
 
-# The layers that only carry the condition: `--cond-lr` sets their learning rate apart.
-CONDITION_LAYERS = ("ca.", "modulate.", "project.")
-
-
 def make_optimizer(module: torch.nn.Module, lr: float, cfg: TrainConfig) -> torch.optim.Adam:
-    """Adam over every weight of `module`, the condition's own layers at cfg.cond_lr times `lr` (a param group of
-    their own with its `lr_mult`). Fused where torch has the kernel: one pass over each tensor instead of a dozen,
-    3-4x faster on a CPU (docs/speed.md), the same update within float rounding."""
+    """Adam over every weight of `module`. Fused where torch has the kernel: one pass over each tensor instead of a
+    dozen, 3-4x faster on a CPU (docs/speed.md), the same update within float rounding."""
     device = next(module.parameters()).device
-    params = list(module.named_parameters())
-    own = [p for n, p in params if n.startswith(CONDITION_LAYERS)]
-    if cfg.cond_lr == 1.0 or not own:
-        groups = [{"params": [p for _, p in params], "lr_mult": 1.0}]
-    else:
-        groups = [{"params": [p for n, p in params if not n.startswith(CONDITION_LAYERS)], "lr_mult": 1.0},
-                  {"params": own, "lr_mult": cfg.cond_lr}]
-    for group in groups:
-        group["lr"] = lr * group["lr_mult"]
-    return torch.optim.Adam(groups, lr=lr, betas=cfg.adam_betas, eps=cfg.adam_eps,
+    return torch.optim.Adam(module.parameters(), lr=lr, betas=cfg.adam_betas, eps=cfg.adam_eps,
                             fused=device.type in FUSED_ADAM_DEVICES)
 
 
@@ -279,7 +265,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, device: s
                 run.optimizer_key = phase.optimizer_key
             for opt in (state.opt_G, state.opt_D):
                 for group in opt.param_groups:
-                    group["lr"] = phase.lr * group.get("lr_mult", 1.0)
+                    group["lr"] = phase.lr
 
             step_start = time.perf_counter()
             local_batch = phase.batch // ranks.world_size
