@@ -5,6 +5,7 @@ import gc
 import io
 import json
 import socket
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -218,7 +219,24 @@ def test_like_dislike_and_grid(server):
     run(main)
 
 
-def test_bad_input_gets_errors_and_the_stream_goes_on(server):
+def test_json_nesting_is_counted_outside_strings():
+    from progan.studio.protocol import nesting_depth
+    assert nesting_depth('{"type": "speed", "value": 1}') == 1
+    assert nesting_depth('{"a": [1, {"b": "[[[{{ \\" ]]"}], "c": []}') == 3
+    assert nesting_depth("[" * 1500 + "]" * 1500) == 1500
+
+
+@pytest.fixture
+def high_recursion_limit():
+    """The interpreter's recursion limit above the nesting the next test sends, as torch.compile leaves it for the
+    whole process: deep JSON must be refused whatever it is."""
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(5000)
+    yield
+    sys.setrecursionlimit(limit)
+
+
+def test_bad_input_gets_errors_and_the_stream_goes_on(server, high_recursion_limit):
     bad = [
         ("not json", "malformed JSON"),
         ("[1, 2, 3]", "JSON object"),

@@ -74,6 +74,7 @@ HIT_ACTIONS = ("pulse", "jump", "coupling", "next")  # what an onset of the musi
 MAX_SETLIST_CHARS = 3500       # a setlist sent from the page (about 100 lines; within the server's 4096-character
                                # message limit once JSON-escaped; a longer one is given to `progan studio --setlist`)
 
+MAX_NESTING = 32     # JSON depth of an up message: a control is an object of numbers, strings and short lists
 HEADER = struct.Struct("<I")  # binary messages: uint32 header length, JSON header, payload (JPEG or PNG)
 
 
@@ -95,6 +96,30 @@ class ControlError(ValueError):
 # Field checks: (name, value) -> the clean value, or ControlError saying what is wrong.
 
 Check = Callable[[str, Any], Any]
+
+
+def nesting_depth(text: str) -> int:
+    """The deepest nesting of [ and { in JSON text, outside its strings. The server refuses an up message deeper than
+    MAX_NESTING before json.loads, whose own limit is the interpreter's recursion limit: a setting of the whole
+    process, which torch.compile, for one, raises."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
 
 
 def short(v) -> str:

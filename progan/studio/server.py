@@ -38,7 +38,7 @@ from progan.model_io import load_generator
 from progan.networks import Generator
 from progan.studio.engine import Engine
 from progan.studio.patterns import Pattern
-from progan.studio.protocol import ControlError, number, pack_message, parse_control, short
+from progan.studio.protocol import MAX_NESTING, ControlError, nesting_depth, number, pack_message, parse_control, short
 from progan.studio.sessions import Session
 from progan.studio.setlist import Entry, SetlistError, parse_setlist
 from progan.conditioning.encoder import TextEncoder, TextEncoderMissing
@@ -367,6 +367,9 @@ class Studio(Engine):
                 continue
             if len(text) > self.max_message:
                 outbox.error(f"message of {len(text)} characters is too large (limit {self.max_message})")
+                continue
+            if nesting_depth(text) > MAX_NESTING:
+                outbox.error(f"malformed JSON: nested deeper than {MAX_NESTING} levels")
                 continue
             try:
                 obj = json.loads(text)
