@@ -181,3 +181,44 @@ def test_resume_refuses_other_caption_vectors(folders, tmp_path, capsys):
     capsys.readouterr()
     assert main(["train", "--resume", str(run), "--data", str(other), "--quiet", "--kimg", "0.2"]) == 2
     assert "the per-image labels or caption vectors" in capsys.readouterr().err
+
+
+def test_a_text_model_with_thumbnails_trains_resumes_and_draws_each_caption_from_its_own_images(folders, tmp_path,
+                                                                                               capsys):
+    from progan.conditioning.rows import caption_rows, drawn_rows, prompt_reading
+    from progan.conditioning.thumbnails import image_thumbnails
+    from progan.conditioning.training import dataset_table
+    from progan.data.dataset import PreparedDataset
+    from progan.studio.targets import Targets
+    _, data = folders
+    full, split = tmp_path / "full", tmp_path / "split"
+    args = ["--data", str(data), "--condition", "text", "--thumbnail-size", "4", *TRAIN]
+    assert main(["train", "--run", str(full), *args]) == 0
+    assert main(["train", "--run", str(split), *args, "--kimg", "0.16"]) == 0
+    assert main(["train", "--resume", str(split), "--quiet", "--kimg", "0.32"]) == 0
+    a = load_file(str(ckpt.latest_checkpoint(full) / "G.safetensors"))
+    b = load_file(str(ckpt.latest_checkpoint(split) / "G.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    G = load_generator(full)
+    cond = G.meta["conditioning"]
+    assert G.cfg.thumbnail_size == 4 and G.cond_size == 384 + 48
+    dataset = PreparedDataset(data)
+    assert torch.equal(cond["thumbnails"], image_thumbnails(dataset, 4))
+    reading = prompt_reading(G, "a green circle")
+    assert reading.captions == ("a green circle",)
+    rows = drawn_rows(G, reading, list(range(8)))
+    green_circles = [i for i, c in enumerate(dataset.captions) if c == "a green circle"]
+    assert len(green_circles) == 4
+    shown = {next(i for i in green_circles if torch.equal(row[384:], cond["thumbnails"][i])) for row in rows}
+    assert len(shown) > 1  # the seeds take different green circles, each one of them
+    assert torch.equal(caption_rows(G, reading.indices)[0, 384:], cond["thumbnails"][green_circles].mean(0))
+    target = Targets(G).prompt_target("a green circle", reading)
+    assert target.row.shape == (G.cond_size,)
+    capsys.readouterr()
+    for reading_mode in ("draw", "mean"):
+        assert main(["generate", str(full), "--out", str(tmp_path / reading_mode), "--seeds", "0-3",
+                     "--prompt", "a green circle", "--reading", reading_mode]) == 0
+    assert main(["generate", str(full), "--out", str(tmp_path / "random"), "--seeds", "0-3"]) == 0
+    table = dataset_table(G.cfg, dataset)  # what `progan eval` conditions the fakes on, as training did
+    assert table.shape == (24, G.cond_size) and torch.equal(table[:, 384:], cond["thumbnails"])
