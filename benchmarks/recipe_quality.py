@@ -45,7 +45,6 @@ from progan import cli
 from progan.data.dataset import PreparedDataset, to_float
 from progan.fileio import atomic_write_bytes, atomic_write_json
 from progan.conditioning.rows import one_hot_rows
-from progan.conditioning.thumbnails import image_thumbnails
 from progan.generate import grid_image, latents_from_seeds, render
 from progan.seeds import unit_hash
 
@@ -134,10 +133,7 @@ def text_rows(dataset: PreparedDataset) -> torch.Tensor:
 def conditions_of(G, dataset: PreparedDataset, idx: torch.Tensor) -> torch.Tensor | None:
     """The condition rows of dataset images `idx` for G: caption vectors, one-hot classes, or None."""
     if G.cfg.text_size:
-        rows = dataset.caption_embeddings[idx].float()
-        if G.cfg.thumbnail_size:
-            rows = torch.cat([rows, image_thumbnails(dataset, G.cfg.thumbnail_size)[idx]], dim=1)
-        return rows
+        return dataset.caption_embeddings[idx].float()
     if G.num_classes:
         return one_hot_rows(dataset.labels[idx], G.num_classes)
     return None
@@ -354,14 +350,14 @@ def grids(G, dataset: PreparedDataset, folder: Path, repo_root: Path, truncation
     out = {"final": os.path.relpath(folder / "final.png", repo_root), "prompts": {}}
     if not G.cfg.text_size:
         return out
-    from progan.conditioning.rows import prompt_reading, reading_mean_row
+    from progan.conditioning.rows import prompt_reading
     from progan.conditioning.encoder import load_text_encoder
     encoder = load_text_encoder(G.meta["conditioning"]["encoder"]["name"])
     zp = latents_from_seeds(PROMPT_SEEDS, G.latent_size)
     for prompt in PROMPTS:
         reading = prompt_reading(G, prompt, encoder)
         path = folder / f"prompt-{slug(prompt)}.png"
-        save_small_png(render(G, zp, cond=reading_mean_row(G, reading).view(1, -1).expand(len(zp), -1)), path, 4, min_cell=64)
+        save_small_png(render(G, zp, cond=reading.condition.view(1, -1).expand(len(zp), -1)), path, 4, min_cell=64)
         out["prompts"][prompt] = {"grid": os.path.relpath(path, repo_root), "reading": reading.describe(),
                                   "off_data": bool(reading.off_data)}
         print(f"  {prompt!r}: {reading.describe()}", flush=True)

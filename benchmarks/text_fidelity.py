@@ -83,7 +83,6 @@ from benchmarks.recipe_quality import (
     train_classifier,
     train_recipe,
 )
-from progan.conditioning.rows import caption_rows, image_picks, reading_mean_row
 from progan.data.dataset import PreparedDataset
 from progan.data.prepare import write_subset
 from progan.fileio import atomic_write_json
@@ -249,9 +248,9 @@ def prompt_samples(G, prompts: list[str], readings: dict | None, draw: bool = Fa
         ca = torch.stack([torch.randn(G.cfg.ca_size, generator=generator(s, "text-fidelity-noise", p))
                           for p in prompts for s in range(seeds)])
     if readings is not None:
-        cond = torch.cat([caption_rows(G, draws(readings[p], p, seeds), image_picks(range(seeds), "text-fidelity", p))
-                          if draw else reading_mean_row(G, readings[p]).view(1, -1).expand(seeds, -1)
-                          for p in prompts]).float()
+        vectors = G.meta["conditioning"]["caption_vectors"]
+        cond = torch.cat([vectors[draws(readings[p], p, seeds)] if draw else
+                          readings[p].condition.view(1, -1).expand(seeds, -1) for p in prompts]).float()
     return render(G, z, truncation, cond=cond, noise=ca)
 
 

@@ -355,7 +355,7 @@ def generation_condition(G, args, n: int, seeds: list[int] | None = None):
         reading = rows.prompt_reading(G, args.prompt, encoder_folder=args.text_encoder)
         if seeds is not None and args.reading == "draw":
             return rows.drawn_rows(G, reading, seeds), f"prompt read as: {reading.describe()} (a caption per seed)"
-        return rows.reading_mean_row(G, reading).expand(n, -1).clone(), f"prompt read as: {reading.describe()}"
+        return reading.condition.expand(n, -1).clone(), f"prompt read as: {reading.describe()}"
     if args.classes:
         names, weights = [], []
         for item in args.classes:
@@ -526,8 +526,9 @@ def cmd_eval(args) -> None:
     dataset = PreparedDataset(data)
     conditions = None
     if G.cfg.cond_size:  # the fakes follow the dataset's own mix of classes or captions
-        from progan.conditioning.training import dataset_table
-        conditions = dataset_table(G.cfg, dataset)
+        from progan.conditioning.training import condition_table
+        conditions = condition_table(G.cfg, dataset.labels, dataset.num_classes, dataset.caption_embeddings,
+                                     source=str(dataset.path))
     results = evaluate(G, dataset, names, args.num_images, args.seed, batch_size=args.batch,
                        device=args.device, snapshot_kimg=G.meta["kimg"], cache_dir=cache,
                        inception_weights=args.inception_weights, conditions=conditions)

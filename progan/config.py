@@ -52,10 +52,6 @@ class ModelConfig:
     fused_scale: bool = option(True, "fused up-conv / conv-down (same maths, less work)")
     text_size: int = 0            # > 0: text-conditional on caption embeddings of this size (projection D)
     ca_size: int = 0              # text: conditioning augmentation (StackGAN) to a code of this size; 0: none
-    thumbnail_size: int = option(0, "text models: each condition row also carries the captioned image's "
-                                 "thumbnail at this resolution (e.g. 4 or 8; 0: the caption alone)")
-    d_thumbnail: bool = option(True, "with --thumbnail-size: D also takes the thumbnail (else G alone, D judges the "
-                               "words)")
     cond_blocks: bool = option(False, "conditional models: the condition also scales and shifts every resolution "
                                "block's features (FiLM), not only the 4x4 input")
     cond_fade_start: int = 0      # transitional conditioning: the condition starts fading in with this resolution's
@@ -73,8 +69,7 @@ class ModelConfig:
         for name in ("latent_size", "fmap_base", "fmap_max", "fmap_min", "mbstd_group"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)!r}")
-        for name in ("g_fmap_min", "num_classes", "text_size", "ca_size", "thumbnail_size", "cond_fade_start",
-                     "cond_fade_end"):
+        for name in ("g_fmap_min", "num_classes", "text_size", "ca_size", "cond_fade_start", "cond_fade_end"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ConfigError(f"model.{name} must be an integer >= 0, got {getattr(self, name)!r}")
         if self.num_classes and self.text_size:
@@ -83,10 +78,6 @@ class ModelConfig:
         if self.ca_size and not self.text_size:
             raise ConfigError(f"model.ca_size ({self.ca_size}) is conditioning augmentation of caption embeddings; "
                               "it needs model.text_size")
-        if self.thumbnail_size and not (self.text_size and is_power_of_two(self.thumbnail_size)
-                                        and 4 <= self.thumbnail_size <= self.resolution):
-            raise ConfigError(f"model.thumbnail_size ({self.thumbnail_size}) must be a resolution from 4 to "
-                              f"{self.resolution}, and it needs a text-conditional model (model.text_size)")
         if (self.cond_fade_start or self.cond_fade_end) and not self.cond_size:
             raise ConfigError("model.cond_fade_start / cond_fade_end fade a condition in, but the model is "
                               "unconditional (set num_classes or text_size)")
@@ -105,13 +96,8 @@ class ModelConfig:
 
     @property
     def cond_size(self) -> int:
-        """The width of the condition rows the networks take: classes, or the caption embedding and the image's
-        thumbnail; 0: none."""
-        return self.num_classes or (self.text_size and self.text_size + self.thumbnail_features)
-
-    @property
-    def thumbnail_features(self) -> int:
-        return 3 * self.thumbnail_size**2
+        """The width of the condition rows the networks take: classes or the caption embedding; 0: none."""
+        return self.num_classes or self.text_size
 
 
 @dataclass

@@ -79,7 +79,7 @@ class Generator(nn.Module):
             # embedding has unit norm, so the gain sqrt(text_size) makes mu start at unit scale, as loud as the
             # noise it is blurred with (gain 1 started it at 1 / sqrt(text_size) of the noise: a code of noise,
             # which G learnt to ignore). log sigma starts at 0 (sigma 1) rather than at unit scale (sigma up to e^3).
-            self.ca = EqualizedLinear(cfg.cond_size, 2 * cfg.ca_size, gain=math.sqrt(cfg.cond_size))
+            self.ca = EqualizedLinear(cfg.text_size, 2 * cfg.ca_size, gain=math.sqrt(cfg.text_size))
             with torch.no_grad():
                 self.ca.weight[cfg.ca_size:].zero_()
         code_size = cfg.ca_size or cfg.cond_size
@@ -214,9 +214,7 @@ class Discriminator(nn.Module):
         if cfg.text_size:
             # Projection: embed(cond) acts as a per-condition addition to dense1's weight row, in the same units
             # (N(0, 1) weights times 1 / sqrt(c4) at run time); cond has unit norm, hence no 1 / sqrt(fan_in) here.
-            # the columns of a condition row D reads: the caption's vector, and the thumbnail unless G alone takes it
-            self.judged = cfg.cond_size if cfg.d_thumbnail else cfg.text_size
-            self.project = EqualizedLinear(self.judged, c4, gain=math.sqrt(self.judged), bias=False)
+            self.project = EqualizedLinear(cfg.text_size, c4, gain=math.sqrt(cfg.text_size), bias=False)
         self.act = LeakyReLU()
 
     def forward(self, img: torch.Tensor, lod: float, cond: torch.Tensor | None = None) -> torch.Tensor:
@@ -229,7 +227,7 @@ class Discriminator(nn.Module):
         return self.forward_at(img, level, alpha, cond)
 
     def forward_at(self, img: torch.Tensor, level: int, alpha: float, cond: torch.Tensor | None = None):
-        check_cond(cond, self.cfg.cond_size if self.text_size else 0, "discriminator")
+        check_cond(cond, self.text_size, "discriminator")
         x = self.act(self.from_rgb[level](img))
         if level > 0:
             x = self.blocks[level - 1](x)
@@ -247,7 +245,7 @@ class Discriminator(nn.Module):
             out = self.dense1(x)
             if self.text_size:
                 weight = condition_weight(self.cfg, lod_of(level, alpha, self.resolution))
-                proj = (self.project(cond[:, :self.judged].to(x.dtype)) * x).sum(1, keepdim=True) * self.dense1.scale
+                proj = (self.project(cond.to(x.dtype)) * x).sum(1, keepdim=True) * self.dense1.scale
                 out = out + weight * proj
             return out
 

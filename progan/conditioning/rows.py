@@ -49,45 +49,10 @@ def random_class_rows(G, n: int, generator: torch.Generator) -> torch.Tensor:
     return F.one_hot(torch.randint(num, (n,), generator=generator), num).float()
 
 
-def caption_rows(G, captions: torch.Tensor, picks: torch.Tensor | None = None) -> torch.Tensor:
-    """[n, cond_size]: the condition rows of training captions (indices [n] into the model's caption vectors).
-
-    A model that takes thumbnails (progan.conditioning.thumbnails) gets, beside each caption's vector, the
-    thumbnail of one image the caption names: the one that uniform numbers `picks` [n] in [0, 1) choose, or with
-    `picks` None the mean of all of them (a caption's centre)."""
-    cond = G.meta["conditioning"]
-    captions = torch.as_tensor(captions, dtype=torch.long).reshape(-1)
-    vectors = cond["caption_vectors"][captions].float()
-    if not G.cfg.thumbnail_size:
-        return vectors
-    offsets, images, thumbs = cond["caption_image_offsets"], cond["caption_images"], cond["thumbnails"].float()
-    start, count = offsets[captions], offsets[captions + 1] - offsets[captions]
-    if picks is None:
-        chosen = torch.stack([thumbs[images[a:a + c]].mean(0) for a, c in zip(start.tolist(), count.tolist())])
-    else:
-        k = torch.minimum((picks.reshape(-1) * count).long(), count - 1)
-        chosen = thumbs[images[start + k]]
-    return torch.cat([vectors, chosen], dim=1)
-
-
-def image_picks(seeds: list[int], *key) -> torch.Tensor:
-    """[len(seeds)] uniform numbers in [0, 1), one per seed: which image of its caption a seed takes (caption_rows),
-    the same for a seed everywhere."""
-    from progan.seeds import generator
-
-    return torch.cat([torch.rand(1, generator=generator(s, "caption-image", *key)) for s in seeds])
-
-
-def reading_mean_row(G, reading) -> torch.Tensor:
-    """[cond_size]: the weighted mean of a reading's caption rows (each at its centre), one blend for every seed."""
-    return reading.weights.float() @ caption_rows(G, reading.indices)
-
-
 def random_caption_rows(G, n: int, generator: torch.Generator) -> torch.Tensor:
-    """[n, cond_size] the rows of uniformly drawn training captions (grids of a text model without --prompt)."""
-    count = len(G.meta["conditioning"]["caption_vectors"])
-    captions = torch.randint(count, (n,), generator=generator)
-    return caption_rows(G, captions, torch.rand(n, generator=generator) if G.cfg.thumbnail_size else None)
+    """[n, E] the vectors of uniformly drawn training captions (grids of a text model without --prompt)."""
+    vectors = G.meta["conditioning"]["caption_vectors"]
+    return vectors[torch.randint(len(vectors), (n,), generator=generator)]
 
 
 def prompt_reading(G, prompt: str, encoder=None, encoder_folder=None):
@@ -120,4 +85,5 @@ def drawn_rows(G, reading, seeds: list[int]) -> torch.Tensor:
     """[len(seeds), C]: each seed's own caption of a prompt's reading, drawn with probability its weight (seed_draws).
     A reading is a distribution: seeds that each draw from it show its parts (a monkey, a moon, a surfer), where
     the weighted mean of their vectors is one blend the model never saw."""
-    return caption_rows(G, reading.indices[seed_draws(reading.weights, seeds)], image_picks(seeds))
+    vectors = G.meta["conditioning"]["caption_vectors"]
+    return vectors[reading.indices[seed_draws(reading.weights, seeds)]].float()

@@ -20,7 +20,6 @@ import torch
 import torch.nn.functional as F
 
 from progan.conditioning.captions import caption_kinds, captions_differ
-from progan.conditioning.thumbnails import image_thumbnails
 from progan.config import ConfigError, ModelConfig, TrainConfig
 
 # Which image pairs really differ: a [N, N] bool matrix, or f(a, b) -> bool per pair of index tensors.
@@ -29,19 +28,11 @@ Different = Union[torch.Tensor, Callable[[torch.Tensor, torch.Tensor], torch.Ten
 MISMATCH_CANDIDATES = 8  # per real; with any sizeable dataset the first is nearly always really different
 
 
-def dataset_table(cfg: ModelConfig, dataset) -> torch.Tensor | None:
-    """condition_table for a prepared dataset (with its images' thumbnails when the model takes them)."""
-    thumbs = image_thumbnails(dataset, cfg.thumbnail_size) if cfg.thumbnail_size else None
-    return condition_table(cfg, dataset.labels, dataset.num_classes, getattr(dataset, "caption_embeddings", None),
-                           source=str(dataset.path), thumbnails=thumbs)
-
-
 def condition_table(cfg: ModelConfig, labels=None, num_labels: int = 0, embeddings=None,
-                    source: str = "the dataset", thumbnails: torch.Tensor | None = None) -> torch.Tensor | None:
+                    source: str = "the dataset") -> torch.Tensor | None:
     """The dataset's condition rows [N, cond_size] for a model of `cfg`: one-hot classes, or the caption embeddings
-    L2-normalised (zero rows, images without a caption, kept) followed by each image's thumbnail when the model
-    takes one (progan.conditioning.thumbnails); None for an unconditional model (which ignores any labels the
-    dataset has).
+    L2-normalised (zero rows, images without a caption, kept); None for an unconditional model (which ignores any
+    labels the dataset has).
 
     labels: per-image class indices (list or LongTensor) or None; num_labels: the dataset's class count
     (len(label_names)); embeddings: [N, E] caption embeddings or None. Refuses a dataset that does not fit the model.
@@ -72,13 +63,7 @@ def condition_table(cfg: ModelConfig, labels=None, num_labels: int = 0, embeddin
         if not (norms > 0).any():
             raise ConfigError(f"{source}: every caption embedding is zero (no image has a caption)")
         # Zero rows (images without a caption) stay zero: no projection term, and never a mismatched pair.
-        table = torch.where(norms > 0, embeddings / norms.clamp_min(1e-12), embeddings)
-        if cfg.thumbnail_size:
-            if thumbnails is None or tuple(thumbnails.shape) != (len(table), cfg.thumbnail_features):
-                raise ConfigError(f"the model takes {cfg.thumbnail_size}x{cfg.thumbnail_size} thumbnails beside the "
-                                  f"captions: {source} gave {None if thumbnails is None else tuple(thumbnails.shape)}")
-            table = torch.cat([table, thumbnails.float()], dim=1)
-        return table
+        return torch.where(norms > 0, embeddings / norms.clamp_min(1e-12), embeddings)
     return None
 
 
@@ -91,19 +76,13 @@ class CaptionVariants:
     count: torch.Tensor  # [N] long: how many it has (0: its own caption's row stands in)
 
     @classmethod
-    def of(cls, dataset, device: torch.device, table: torch.Tensor | None = None) -> "CaptionVariants | None":
-        """table: the dataset's condition rows; the columns past the caption vectors (the thumbnails) are each
-        image's, and its variants carry them too."""
+    def of(cls, dataset, device: torch.device) -> "CaptionVariants | None":
         texts, rows = dataset.column("caption_variants"), getattr(dataset, "variant_embeddings", None)
         if texts is None or rows is None or not len(rows):
             return None
         count = torch.tensor([len(t) for t in texts], dtype=torch.long)
         start = torch.cumsum(count, 0) - count
-        rows = rows.float().to(device)
-        if table is not None and table.shape[1] > rows.shape[1]:
-            owner = torch.repeat_interleave(torch.arange(len(count), device=device), count.to(device))
-            rows = torch.cat([rows, table[owner, rows.shape[1]:]], dim=1)
-        return cls(rows, start.to(device), count.to(device))
+        return cls(rows.float().to(device), start.to(device), count.to(device))
 
     def pick(self, table: torch.Tensor, idx: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """[n, E]: for images idx [n], the variant that uniform numbers u [n] in [0, 1) choose."""
@@ -119,16 +98,16 @@ def dataset_conditions(cfg: TrainConfig, dataset, device: torch.device
     draw from) for a run: (None, None, None) for an unconditional model. For text, pairs are mismatched unless they
     name the same thing (progan.conditioning.captions: variants of one thing, paraphrases, uncaptioned images)."""
     model = cfg.model
-    table = dataset_table(model, dataset)
+    table = condition_table(model, dataset.labels, dataset.num_classes, getattr(dataset, "caption_embeddings", None),
+                            source=str(dataset.path))
     if table is None:
         return None, None, None
     table = table.to(device)
     different, variants = None, None
     if model.text_size and getattr(dataset, "captions", None) is not None:
         kinds = caption_kinds(dataset.captions, dataset.column("variant_of")).to(device)
-        captions = table[:, :model.text_size]  # paraphrases are judged on the words alone
-        different = lambda a, b: captions_differ(kinds, a, b, captions)  # noqa: E731
-        variants = CaptionVariants.of(dataset, device, table) if cfg.caption_variants else None
+        different = lambda a, b: captions_differ(kinds, a, b, table)  # noqa: E731
+        variants = CaptionVariants.of(dataset, device) if cfg.caption_variants else None
     return table, different, variants
 
 
@@ -195,7 +174,7 @@ def step_conditions(table: torch.Tensor, idx: torch.Tensor, gen: torch.Generator
     candidates = draw_indices(MISMATCH_CANDIDATES)
     diff = pairs_differ(table, idx[:, None].expand_as(candidates).reshape(-1), candidates.reshape(-1),
                             different).view_as(candidates)
-    captioned = table[:, :cfg.model.text_size].abs().amax(dim=1) > 0
+    captioned = table.abs().amax(dim=1) > 0
     diff &= captioned[idx][:, None] & captioned[candidates]  # an image without a caption has no wrong one
     first = diff.to(torch.uint8).argmax(dim=1)  # the first really different candidate (0 if none)
     wrong_idx = candidates[torch.arange(n, device=device), first]

@@ -68,7 +68,7 @@ class FrameRenderer:
         t0 = time.perf_counter()
         # The fallback centre; a conditional session truncates toward its own condition's mean (condition_mean).
         # A text model's under the zero row, which training shows for images without a caption.
-        self.x4_mean = mean_embedding(G, mean_samples, cond=torch.zeros(1, G.cond_size) if G.text_size else None
+        self.x4_mean = mean_embedding(G, mean_samples, cond=torch.zeros(1, G.text_size) if G.text_size else None
                                       ).to(self.device)
         self.mean_ms = (time.perf_counter() - t0) * 1e3
         self.sliders = min(sliders, self.latent_size)

@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 import torch
 
-from progan.conditioning.rows import caption_rows, image_picks, seed_draws
+from progan.conditioning.rows import seed_draws
 from progan.generate import condition_noise_from_seeds, latents_from_seeds, normalize
 from progan.seeds import generator
 from progan.studio.motion import ConditionMorph, Impulses, LatentMorph, LatentWalk
@@ -334,9 +334,8 @@ class Steering:
     def new_takes(self, lanes: int) -> Takes:
         """Fresh takes on the condition for `lanes` lanes, from the stream's own generator."""
         if self.draws():
-            captions, weights = self.condition_target.parts
-            drawn = captions[torch.multinomial(weights, lanes, replacement=True, generator=self.takes_rng)]
-            rows = self.renderer.targets.caption_rows(drawn, self.takes_rng)
+            vectors, weights = self.condition_target.parts
+            rows = vectors[torch.multinomial(weights, lanes, replacement=True, generator=self.takes_rng)]
         else:
             rows = self.morph.end.view(1, -1).expand(lanes, -1)
         size = self.renderer.noise_size
@@ -345,8 +344,8 @@ class Steering:
     def seed_takes(self, seeds: list[int]) -> Takes:
         """The takes of these seeds, as `progan generate --seeds` draws them."""
         if self.draws():
-            captions, weights = self.condition_target.parts
-            rows = caption_rows(self.renderer.targets.G, captions[seed_draws(weights, seeds)], image_picks(seeds))
+            vectors, weights = self.condition_target.parts
+            rows = vectors[seed_draws(weights, seeds)]
         else:
             rows = self.morph.end.view(1, -1).expand(len(seeds), -1)
         size = self.renderer.noise_size

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 import torch
 
-from progan.conditioning.rows import caption_rows, reading_mean_row
 from progan.conditioning.spec import conditioning_kind, describe_conditioning
 from progan.networks import Generator
 
@@ -66,9 +65,8 @@ class Target:
     source: str
     seconds: float | None = None
     seed: int | None = None
-    # A prompt's reading as a distribution: its captions (indices into the model's) and weights [m], which the
-    # stream's lanes each draw their own caption from (FrameRenderer.reading "draw", rows by Targets.caption_rows);
-    # None: every lane takes `row`.
+    # A prompt's reading as a distribution: its captions' vectors [m, cond_size] and weights [m], which the
+    # stream's lanes each draw their own caption from (FrameRenderer.reading "draw"); None: every lane takes `row`.
     parts: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def as_json(self) -> dict:
@@ -81,19 +79,12 @@ class Targets:
     (with their vectors), which a stream tours until the first prompt."""
 
     def __init__(self, G: Generator):
-        self.G = G
         self.conditioning = conditioning_of(G)
         self.num_classes = G.num_classes
         self.cond_size = G.cond_size
         meta = getattr(G, "meta", {}).get("conditioning", {})
         self.captions = list(meta.get("captions", [])) if self.conditioning.kind == "text" else []
-        self.thumbnails = bool(G.cfg.thumbnail_size)  # then a caption's row also takes one image's thumbnail
-
-    def caption_rows(self, captions: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
-        """[n, cond_size] rows of training captions (progan.conditioning.rows.caption_rows), each with the thumbnail
-        of an image it names drawn with `rng` when the model takes thumbnails (only then is `rng` drawn from)."""
-        picks = torch.rand(len(captions), generator=rng) if self.thumbnails else None
-        return caption_rows(self.G, captions, picks).cpu()
+        self.caption_vectors = meta["caption_vectors"].float().cpu() if self.captions else None
 
     def class_target(self, weights: dict[int, float]) -> Target:
         """{class index: weight} -> one class or a soft blend (AC-GAN rows are linear before the pixel norm)."""
@@ -108,15 +99,13 @@ class Targets:
 
     def prompt_target(self, text: str, reading) -> Target:
         """A prompt and its progan.conditioning.prompts.PromptReading."""
-        parts = (reading.indices, reading.weights.float()) if self.captions else None
-        row = reading_mean_row(self.G, reading).float().cpu()
-        return Target(row, text, reading.describe(), "prompt", parts=parts)
+        parts = (self.caption_vectors[reading.indices], reading.weights.float()) if self.captions else None
+        return Target(reading.condition.float().cpu(), text, reading.describe(), "prompt", parts=parts)
 
     def caption_target(self, rng: torch.Generator) -> Target:
         """A caption of the training data, drawn with `rng` (what a text stream shows until the first prompt)."""
         i = int(torch.randint(len(self.captions), (1,), generator=rng))
-        row = self.caption_rows(torch.tensor([i]), rng)[0]
-        return Target(row, self.captions[i], "a caption of the training data", "data")
+        return Target(self.caption_vectors[i], self.captions[i], "a caption of the training data", "data")
 
     def seed_target(self, seed: int) -> Target:
         """The sample of a seed (as `progan generate --seeds` and the studio's seed box show it)."""
