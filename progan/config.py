@@ -52,6 +52,9 @@ class ModelConfig:
     fused_scale: bool = option(True, "fused up-conv / conv-down (same maths, less work)")
     text_size: int = 0            # > 0: text-conditional on caption embeddings of this size (projection D)
     ca_size: int = 0              # text: conditioning augmentation (StackGAN) to a code of this size; 0: none
+    cond_mlp: int = option(0, "text models: hidden layers (256 wide, leaky ReLU) the caption vector passes through "
+                           "before G's conditioning augmentation and D's projection (0: linear maps alone)")
+    d_cond_mlp: bool = option(True, "with --cond-mlp: D's projection too (else G's alone)")
     cond_blocks: bool = option(False, "conditional models: the condition also scales and shifts every resolution "
                                "block's features (FiLM), not only the 4x4 input")
     cond_fade_start: int = 0      # transitional conditioning: the condition starts fading in with this resolution's
@@ -69,12 +72,16 @@ class ModelConfig:
         for name in ("latent_size", "fmap_base", "fmap_max", "fmap_min", "mbstd_group"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)!r}")
-        for name in ("g_fmap_min", "num_classes", "text_size", "ca_size", "cond_fade_start", "cond_fade_end"):
+        for name in ("g_fmap_min", "num_classes", "text_size", "ca_size", "cond_mlp", "cond_fade_start",
+                     "cond_fade_end"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ConfigError(f"model.{name} must be an integer >= 0, got {getattr(self, name)!r}")
         if self.num_classes and self.text_size:
             raise ConfigError(f"model.num_classes ({self.num_classes}) and model.text_size ({self.text_size}) are both "
                               "set: a model is conditioned on classes or on text, not both")
+        if self.cond_mlp and not (self.text_size and self.ca_size):
+            raise ConfigError(f"model.cond_mlp ({self.cond_mlp}) maps caption vectors into conditioning "
+                              "augmentation: it needs model.text_size and model.ca_size")
         if self.ca_size and not self.text_size:
             raise ConfigError(f"model.ca_size ({self.ca_size}) is conditioning augmentation of caption embeddings; "
                               "it needs model.text_size")

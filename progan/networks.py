@@ -62,6 +62,23 @@ class GeneratorBlock(nn.Module):
         return pixel_norm(self.act(self.conv1(x)))
 
 
+CONDITION_MAPPING_WIDTH = 256
+
+
+def condition_mapping(text_size: int, layers: int) -> nn.Module:
+    """Hidden layers a unit caption vector passes through (nn.Identity for none). Linear maps of the vector place
+    captions whose vectors are close (a monkey's face, a smiling face) close in the code too; a small MLP can pull
+    them apart. The first layer's gain sqrt(2 * text_size) makes its pre-activations unit-variance per component
+    from a unit-norm input, as the paper's He-scaled layers from unit-variance ones."""
+    if not layers:
+        return nn.Identity()
+    mods = []
+    for i in range(layers):
+        fan_in, gain = (text_size, SQRT2 * math.sqrt(text_size)) if i == 0 else (CONDITION_MAPPING_WIDTH, SQRT2)
+        mods += [EqualizedLinear(fan_in, CONDITION_MAPPING_WIDTH, gain=gain), LeakyReLU()]
+    return nn.Sequential(*mods)
+
+
 class Generator(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -79,7 +96,10 @@ class Generator(nn.Module):
             # embedding has unit norm, so the gain sqrt(text_size) makes mu start at unit scale, as loud as the
             # noise it is blurred with (gain 1 started it at 1 / sqrt(text_size) of the noise: a code of noise,
             # which G learnt to ignore). log sigma starts at 0 (sigma 1) rather than at unit scale (sigma up to e^3).
-            self.ca = EqualizedLinear(cfg.text_size, 2 * cfg.ca_size, gain=math.sqrt(cfg.text_size))
+            self.cond_map = condition_mapping(cfg.text_size, cfg.cond_mlp)
+            width = CONDITION_MAPPING_WIDTH if cfg.cond_mlp else cfg.text_size
+            # the mapping's features are unit scale per component already: gain 1 for the same unit-scale mu
+            self.ca = EqualizedLinear(width, 2 * cfg.ca_size, gain=1.0 if cfg.cond_mlp else math.sqrt(cfg.text_size))
             with torch.no_grad():
                 self.ca.weight[cfg.ca_size:].zero_()
         code_size = cfg.ca_size or cfg.cond_size
@@ -132,7 +152,7 @@ class Generator(nn.Module):
         `noise` is None (inference)."""
         if not self.cfg.ca_size:
             return cond, None, None
-        mu, log_sigma = self.ca(cond).chunk(2, dim=1)
+        mu, log_sigma = self.ca(self.cond_map(cond)).chunk(2, dim=1)
         if noise is None:
             return mu, mu, log_sigma
         if noise.shape != mu.shape:
@@ -214,7 +234,10 @@ class Discriminator(nn.Module):
         if cfg.text_size:
             # Projection: embed(cond) acts as a per-condition addition to dense1's weight row, in the same units
             # (N(0, 1) weights times 1 / sqrt(c4) at run time); cond has unit norm, hence no 1 / sqrt(fan_in) here.
-            self.project = EqualizedLinear(cfg.text_size, c4, gain=math.sqrt(cfg.text_size), bias=False)
+            layers = cfg.cond_mlp if cfg.d_cond_mlp else 0
+            self.cond_map = condition_mapping(cfg.text_size, layers)
+            width = CONDITION_MAPPING_WIDTH if layers else cfg.text_size
+            self.project = EqualizedLinear(width, c4, gain=1.0 if layers else math.sqrt(cfg.text_size), bias=False)
         self.act = LeakyReLU()
 
     def forward(self, img: torch.Tensor, lod: float, cond: torch.Tensor | None = None) -> torch.Tensor:
@@ -245,7 +268,7 @@ class Discriminator(nn.Module):
             out = self.dense1(x)
             if self.text_size:
                 weight = condition_weight(self.cfg, lod_of(level, alpha, self.resolution))
-                proj = (self.project(cond.to(x.dtype)) * x).sum(1, keepdim=True) * self.dense1.scale
+                proj = (self.project(self.cond_map(cond.to(x.dtype))) * x).sum(1, keepdim=True) * self.dense1.scale
                 out = out + weight * proj
             return out
 
