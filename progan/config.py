@@ -53,8 +53,7 @@ class ModelConfig:
     text_size: int = 0            # > 0: text-conditional on caption embeddings of this size (projection D)
     ca_size: int = 0              # text: conditioning augmentation (StackGAN) to a code of this size; 0: none
     cond_mlp: int = option(0, "text models: hidden layers (256 wide, leaky ReLU) the caption vector passes through "
-                           "before G's conditioning augmentation and D's projection (0: linear maps alone)")
-    d_cond_mlp: bool = option(True, "with --cond-mlp: D's projection too (else G's alone)")
+                           "before G's conditioning augmentation (0: a linear map alone)")
     cond_blocks: bool = option(False, "conditional models: the condition also scales and shifts every resolution "
                                "block's features (FiLM), not only the 4x4 input")
     cond_fade_start: int = 0      # transitional conditioning: the condition starts fading in with this resolution's

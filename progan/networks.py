@@ -66,10 +66,11 @@ CONDITION_MAPPING_WIDTH = 256
 
 
 def condition_mapping(text_size: int, layers: int) -> nn.Module:
-    """Hidden layers a unit caption vector passes through (nn.Identity for none). Linear maps of the vector place
-    captions whose vectors are close (a monkey's face, a smiling face) close in the code too; a small MLP can pull
-    them apart. The first layer's gain sqrt(2 * text_size) makes its pre-activations unit-variance per component
-    from a unit-norm input, as the paper's He-scaled layers from unit-variance ones."""
+    """G's hidden layers between a unit caption vector and its conditioning augmentation (nn.Identity for none).
+    A linear map places captions whose vectors are close (a monkey's face, a smiling face) close in the code too; a
+    small MLP can pull them apart. D's projection stays linear: the same layers there lost on the words
+    (docs/text-conditioning.md). The first layer's gain sqrt(2 * text_size) makes its pre-activations
+    unit-variance per component from a unit-norm input, as the paper's He-scaled layers from unit-variance ones."""
     if not layers:
         return nn.Identity()
     mods = []
@@ -234,10 +235,7 @@ class Discriminator(nn.Module):
         if cfg.text_size:
             # Projection: embed(cond) acts as a per-condition addition to dense1's weight row, in the same units
             # (N(0, 1) weights times 1 / sqrt(c4) at run time); cond has unit norm, hence no 1 / sqrt(fan_in) here.
-            layers = cfg.cond_mlp if cfg.d_cond_mlp else 0
-            self.cond_map = condition_mapping(cfg.text_size, layers)
-            width = CONDITION_MAPPING_WIDTH if layers else cfg.text_size
-            self.project = EqualizedLinear(width, c4, gain=1.0 if layers else math.sqrt(cfg.text_size), bias=False)
+            self.project = EqualizedLinear(cfg.text_size, c4, gain=math.sqrt(cfg.text_size), bias=False)
         self.act = LeakyReLU()
 
     def forward(self, img: torch.Tensor, lod: float, cond: torch.Tensor | None = None) -> torch.Tensor:
@@ -268,7 +266,7 @@ class Discriminator(nn.Module):
             out = self.dense1(x)
             if self.text_size:
                 weight = condition_weight(self.cfg, lod_of(level, alpha, self.resolution))
-                proj = (self.project(self.cond_map(cond.to(x.dtype))) * x).sum(1, keepdim=True) * self.dense1.scale
+                proj = (self.project(cond.to(x.dtype)) * x).sum(1, keepdim=True) * self.dense1.scale
                 out = out + weight * proj
             return out
 

@@ -234,7 +234,7 @@ def test_gradients_reach_the_conditional_weights():
     assert G.dense.weight.grad[:, 8:].abs().sum() > 0  # the one-hot columns of G's first layer
 
 
-def test_a_condition_mapping_sits_before_the_code_and_the_projection_and_learns():
+def test_a_condition_mapping_sits_before_the_caption_code_and_learns():
     import dataclasses
     mapped = dataclasses.replace(TEXT, cond_mlp=2)
     torch.manual_seed(0)
@@ -244,16 +244,11 @@ def test_a_condition_mapping_sits_before_the_code_and_the_projection_and_learns(
     assert hidden.shape == (64, 256) and 0.5 < float(hidden.std()) < 2.0  # unit scale, as the linear code's input
     mu = G.condition_code(cond)[1].detach()
     assert 0.5 < float(mu.std()) < 2.0  # mu starts at unit scale, as without the mapping
-    z, real, mix = torch.randn(4, 8), torch.randn(4, 3, 8, 8), torch.rand(4, 1, 1, 1)
-    loss, _ = discriminator_loss(D, real, G(z, 0.0, cond[:4]).detach(), 0.0, mix, LossConfig(), cond[:4],
-                                 wrong_cond=cond[4:8])
-    loss.backward()
-    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in D.cond_map.parameters())
+    z = torch.randn(4, 8)
     D.requires_grad_(False)
     generator_loss(D, G(z, 0.0, cond[:4]), 0.0, LossConfig(), cond[:4]).backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in G.cond_map.parameters())
-    # G's alone: D keeps its linear projection
-    assert not list(Discriminator(dataclasses.replace(mapped, d_cond_mlp=False)).cond_map.parameters())
+    assert set(D.state_dict()) == set(Discriminator(TEXT).state_dict())  # D's projection stays linear
     # Without it, the networks hold exactly the weights they always did, so earlier models load unchanged.
     plain = set(Generator(TEXT).state_dict()) | set(Discriminator(TEXT).state_dict())
     assert not any("cond_map" in k for k in plain)
