@@ -81,10 +81,12 @@ def discriminator_loss(D, real: torch.Tensor, fake: torch.Tensor, lod: float, mi
 
     Reals, fakes and their mix go through D in separate calls, as in the official code: a minibatch-stddev group
     then never holds a real and a fake (whose stddev would look diverse however collapsed G is), and every call
-    sees the per-process batch that `TrainConfig.check_batches` validated. The mismatched pairs are a fourth call.
+    sees the per-process batch that `TrainConfig.check_batches` validated. The mismatched pairs reuse the reals'
+    features (D's features never see the caption): the same sums as a fourth call, at a quarter less of D's work.
     """
     c = _conditions(D, cond)
-    out_real = D(real, lod, c).float()
+    h_real = D.features(real, lod)
+    out_real = D.head(h_real, lod, c).float()
     out_fake = D(fake, lod, c).float()
     d_real, d_fake = out_real[:, 0], out_fake[:, 0]
     logistic = cfg.kind == "logistic"
@@ -107,7 +109,7 @@ def discriminator_loss(D, real: torch.Tensor, fake: torch.Tensor, lod: float, mi
         loss = loss + cfg.cond_weight * weight * (ce_real + ce_fake)
         stats.update(ce_real=ce_real.mean().detach(), ce_fake=ce_fake.mean().detach())
     if wrong_cond is not None and D.text_size and weight > 0 and cfg.mismatch_weight > 0:
-        d_wrong = D(real, lod, wrong_cond).float()[:, 0]
+        d_wrong = D.head(h_real, lod, wrong_cond).float()[:, 0]
         # WGAN: psi(h) cancels in d_wrong - d_real: this trains the projection alone, and the drift on d_wrong
         # keeps it from pushing mismatched scores down without bound. Logistic: a mismatched pair is a fake.
         term = F.softplus(d_wrong) if logistic else d_wrong - d_real + cfg.drift * d_wrong.square()

@@ -241,14 +241,21 @@ class Discriminator(nn.Module):
     def forward(self, img: torch.Tensor, lod: float, cond: torch.Tensor | None = None) -> torch.Tensor:
         """Images [B, 3, r, r] (+ caption embeddings [B, text_size] for a projection D) -> [B, 1 + num_classes]:
         the critic score, then class logits if any. A class-conditional D predicts the class: it takes no cond."""
+        return self.head(self.features(img, lod), lod, cond)
+
+    def features(self, img: torch.Tensor, lod: float) -> torch.Tensor:
+        """Images -> the features [B, c4] the last layer scores. They never see the condition, so one image's
+        features serve every caption it is scored with (the loss's mismatched pairs reuse the reals')."""
         level, alpha = level_and_alpha(lod, self.resolution)
         res = resolution_of(level)
         if img.shape[-1] != res:
             raise ValueError(f"D at lod {lod} expects {res}x{res} images, got {tuple(img.shape)}")
-        return self.forward_at(img, level, alpha, cond)
+        return self.features_at(img, level, alpha)
 
     def forward_at(self, img: torch.Tensor, level: int, alpha: float, cond: torch.Tensor | None = None):
-        check_cond(cond, self.text_size, "discriminator")
+        return self.head(self.features_at(img, level, alpha), lod_of(level, alpha, self.resolution), cond)
+
+    def features_at(self, img: torch.Tensor, level: int, alpha: float) -> torch.Tensor:
         x = self.act(self.from_rgb[level](img))
         if level > 0:
             x = self.blocks[level - 1](x)
@@ -258,16 +265,19 @@ class Discriminator(nn.Module):
                 x = block(x)
         x = minibatch_stddev(x, self.mbstd_group)
         x = self.act(self.conv4(x))
-        x = self.act(self.dense0(x.flatten(1)))
+        return self.act(self.dense0(x.flatten(1)))
+
+    def head(self, x: torch.Tensor, lod: float, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """Features [B, c4] -> [B, 1 + num_classes]; a projection D adds <project(cond), features>."""
+        check_cond(cond, self.text_size, "discriminator")
         # The score in full precision even under bf16 autocast: the bias's gradient is the difference of two nearly
         # equal sums (over fakes and reals) plus the small drift term, which bf16 rounds to exactly 0.
         with torch.autocast(x.device.type, enabled=False):
             x = x.to(self.dense1.weight.dtype)
             out = self.dense1(x)
             if self.text_size:
-                weight = condition_weight(self.cfg, lod_of(level, alpha, self.resolution))
                 proj = (self.project(cond.to(x.dtype)) * x).sum(1, keepdim=True) * self.dense1.scale
-                out = out + weight * proj
+                out = out + condition_weight(self.cfg, lod) * proj
             return out
 
 

@@ -96,6 +96,19 @@ def test_text_conditional_run_reads_prompts_and_resumes_exactly(folders, tmp_pat
     assert "prompt" in capsys.readouterr().err
 
 
+def test_the_step_benchmark_times_a_text_runs_own_step(folders, tmp_path, capsys):
+    """benchmarks.step_speed --run: the run's config with its dataset's caption rows (a text D refuses a step
+    without them)."""
+    from benchmarks import step_speed
+    _, data = folders
+    run = tmp_path / "text"
+    assert main(["train", "--run", str(run), "--data", str(data), "--condition", "text", *TRAIN, "--kimg", "0.05"]) == 0
+    capsys.readouterr()
+    assert step_speed.main(["--run", str(run), "--at", "8", "--steps", "1"]) == 0
+    row = capsys.readouterr().out.splitlines()[-1].split("|")
+    assert row[4].strip() == "8x8" and float(row[6]) > 0, row
+
+
 def test_a_model_and_a_dataset_that_do_not_fit_are_refused(folders, tmp_path, capsys, tiny_dataset):
     capsys.readouterr()
     code = main(["train", "--data", tiny_dataset, "--run", str(tmp_path / "r"), "--condition", "class", *TRAIN])

@@ -12,11 +12,11 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import progan.layers as layers
-from progan.config import ModelConfig
+from progan.config import LossConfig, ModelConfig
 from progan.presets import preset
 from progan.layers import (EqualizedConv2d, EqualizedLinear, LeakyReLU, downsample2x, fused_kernel, fused_pays_off,
                            fused_shifts, scale_smaller, upsample2x)
-from progan.losses import gradient_penalty
+from progan.losses import discriminator_loss, gradient_penalty, r1_penalty
 from progan.networks import Discriminator, Generator
 from progan.schedule import Phase
 from progan.train import checkpoint as ckpt
@@ -333,3 +333,36 @@ class CountOps(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         self.counts[func._overloadpacket.__name__] += 1
         return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("kind", ["wgan", "logistic"])
+@pytest.mark.parametrize("lod", [0.0, 0.5, 1.0])
+def test_mismatched_pairs_reusing_the_reals_features_are_a_fourth_call(kind, lod, float64):
+    """The loss scores (real image, wrong caption) pairs from the reals' own features: D's value and every weight's
+    gradient must equal scoring them in a separate call, as the loss did before, for both losses and mid-fade."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(resolution=8, latent_size=8, fmap_base=32, fmap_max=8, mbstd_group=4, text_size=6)
+    D = Discriminator(cfg)
+    real, fake, mix = torch.randn(8, 3, 8, 8), torch.randn(8, 3, 8, 8), torch.rand(8, 1, 1, 1)
+    cond, wrong = F.normalize(torch.randn(8, 6), dim=1), F.normalize(torch.randn(8, 6), dim=1)
+    mask = torch.tensor([1, 1, 0, 1, 1, 1, 0, 1.0], dtype=torch.float32)  # the loss scores in float32
+    loss_cfg = LossConfig(kind=kind, mismatch_weight=0.25)
+    res = 8 if lod < 1 else 4
+    real, fake = F.avg_pool2d(real, 8 // res), F.avg_pool2d(fake, 8 // res)
+
+    loss, _ = discriminator_loss(D, real, fake, lod, mix, loss_cfg, cond, wrong, mask)
+    got = torch.autograd.grad(loss, list(D.parameters()), materialize_grads=True)
+
+    d_real, d_fake, d_wrong = (D(x, lod, c).float()[:, 0] for x, c in ((real, cond), (fake, cond), (real, wrong)))
+    if kind == "logistic":
+        base = F.softplus(d_fake) + F.softplus(-d_real) + loss_cfg.r1_gamma / 2 * r1_penalty(D, real, lod, cond)
+        term = F.softplus(d_wrong)
+    else:
+        base = d_fake - d_real + loss_cfg.gp_lambda * gradient_penalty(D, real, fake, lod, mix, loss_cfg.gp_gamma, cond)
+        base = base + loss_cfg.drift * d_real.square()
+        term = d_wrong - d_real + loss_cfg.drift * d_wrong.square()
+    expected = (base + 0.25 * term * mask).mean()
+    want = torch.autograd.grad(expected, list(D.parameters()), materialize_grads=True)
+    torch.testing.assert_close(loss, expected)
+    for name, g, w in zip((n for n, _ in D.named_parameters()), got, want):
+        torch.testing.assert_close(g, w, msg=lambda m, name=name: f"{name}: {m}")
