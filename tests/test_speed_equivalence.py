@@ -337,15 +337,17 @@ class CountOps(TorchDispatchMode):
 
 @pytest.mark.parametrize("kind", ["wgan", "logistic"])
 @pytest.mark.parametrize("lod", [0.0, 0.5, 1.0])
-def test_mismatched_pairs_reusing_the_reals_features_are_a_fourth_call(kind, lod, float64):
+@pytest.mark.parametrize("batch, group", [(8, 4), (16, 16), (6, 2)])
+def test_mismatched_pairs_reusing_the_reals_features_are_a_fourth_call(kind, lod, batch, group, float64):
     """The loss scores (real image, wrong caption) pairs from the reals' own features: D's value and every weight's
-    gradient must equal scoring them in a separate call, as the loss did before, for both losses and mid-fade."""
+    gradient must equal scoring them in a separate call, as the loss did before: both losses, mid-fade, and
+    batches and minibatch-stddev groups of the presets' kinds."""
     torch.manual_seed(0)
-    cfg = ModelConfig(resolution=8, latent_size=8, fmap_base=32, fmap_max=8, mbstd_group=4, text_size=6)
+    cfg = ModelConfig(resolution=8, latent_size=8, fmap_base=32, fmap_max=8, mbstd_group=group, text_size=6)
     D = Discriminator(cfg)
-    real, fake, mix = torch.randn(8, 3, 8, 8), torch.randn(8, 3, 8, 8), torch.rand(8, 1, 1, 1)
-    cond, wrong = F.normalize(torch.randn(8, 6), dim=1), F.normalize(torch.randn(8, 6), dim=1)
-    mask = torch.tensor([1, 1, 0, 1, 1, 1, 0, 1.0], dtype=torch.float32)  # the loss scores in float32
+    real, fake, mix = torch.randn(batch, 3, 8, 8), torch.randn(batch, 3, 8, 8), torch.rand(batch, 1, 1, 1)
+    cond, wrong = F.normalize(torch.randn(batch, 6), dim=1), F.normalize(torch.randn(batch, 6), dim=1)
+    mask = (torch.arange(batch) % 3 != 2).float()  # the loss scores in float32; some pairs have no wrong caption
     loss_cfg = LossConfig(kind=kind, mismatch_weight=0.25)
     res = 8 if lod < 1 else 4
     real, fake = F.avg_pool2d(real, 8 // res), F.avg_pool2d(fake, 8 // res)
