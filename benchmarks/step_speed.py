@@ -8,8 +8,9 @@
 Each row is `train_step` of the loop (D step with the gradient penalty, G step, EMA; gradients averaged over the
 ranks under torchrun) on random reals at the stable phase of one resolution and the preset's global batch there,
 the median of --steps timed steps after three untimed ones. With --run, the step is that run's (its config.json:
-widths, precision, loss, and for a conditional run its dataset's condition rows, drawn as the loop draws them). A wider or narrower network is the preset with another
-fmap_base (channels min(fmap_base / 2^stage, fmap_max), at least --fmap-min). Under torchrun every rank takes its
+widths, precision, loss, and for a conditional run its dataset's condition rows, drawn as the loop draws them). A
+wider or narrower network is the preset's (or the run's) with another fmap_base (channels min(fmap_base / 2^stage,
+fmap_max), at least --fmap-min). Under torchrun every rank takes its
 share of the batch, as in training, and rank 0 prints. This is the measurement behind the demo preset's widths
 (docs/demo-recipe.md): what a narrower network buys in images per second where the demo spends its time, and
 whether two single-thread processes beat one two-thread process on a 2-core CPU (they do not: docs/speed.md).
