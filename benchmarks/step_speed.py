@@ -10,20 +10,19 @@ ranks under torchrun) on random reals at the stable phase of one resolution and 
 the median of --steps timed steps after three untimed ones. With --run, the step is that run's (its config.json:
 widths, precision, loss, and for a conditional run its dataset's condition rows, drawn as the loop draws them). A
 wider or narrower network is the preset's (or the run's) with another fmap_base (channels min(fmap_base / 2^stage,
-fmap_max), at least --fmap-min). Under torchrun every rank takes its
-share of the batch, as in training, and rank 0 prints. This is the measurement behind the demo preset's widths
-(docs/demo-recipe.md): what a narrower network buys in images per second where the demo spends its time, and
-whether two single-thread processes beat one two-thread process on a 2-core CPU (they do not: docs/speed.md).
+fmap_max), at least --fmap-min). Under torchrun every rank takes its share of the batch, as in training, and rank 0
+prints. This is the measurement behind the demo preset's widths (docs/demo-recipe.md): what a narrower network buys
+in images per second where the demo spends its time, and whether two single-thread processes beat one two-thread
+process on a 2-core CPU (they do not: docs/speed.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import statistics
 import time
-
-import json
 from pathlib import Path
 
 import torch
@@ -82,6 +81,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=15)
     args = p.parse_args(argv)
     ranks = init_from_env("cpu")
+
     def base_config() -> TrainConfig:
         if args.run is None:
             return preset(args.preset, args.resolution)

@@ -82,7 +82,7 @@ def discriminator_loss(D, real: torch.Tensor, fake: torch.Tensor, lod: float, mi
     Reals, fakes and their mix go through D in separate calls, as in the official code: a minibatch-stddev group
     then never holds a real and a fake (whose stddev would look diverse however collapsed G is), and every call
     sees the per-process batch that `TrainConfig.check_batches` validated. The mismatched pairs reuse the reals'
-    features (D's features never see the caption): the same sums as a fourth call, at a quarter less of D's work.
+    features (D's features never see the caption): the same sums as a fourth call through D, without its cost.
     """
     c = _conditions(D, cond)
     h_real = D.features(real, lod)
