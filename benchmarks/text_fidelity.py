@@ -32,8 +32,10 @@ The judge: benchmarks.recipe_quality's GroupClassifier, trained on the real imag
 - the unconditional model's samples, scored against the same targets with the same latents: what a model that
   ignores the words gets (chance in practice).
 Also: within-prompt diversity, the mean MS-SSIM over all pairs of one phrasing's SEEDS samples (lower: more
-diverse), beside the same over SEEDS real images of one group; and SWD of each model against the data it trained
-on (benchmarks.recipe_quality.quality, EVAL_IMAGES images).
+diverse), beside the same over SEEDS real images of one group; SWD of each model against the data it trained
+on (benchmarks.recipe_quality.quality, EVAL_IMAGES images); and the share of each group among the training images
+beside the share the judge puts in each group among each model's samples (SWD's, on random training captions):
+which groups a model draws at all, whatever it is asked.
 
 Results: benchmarks/results/text_fidelity-RUN.json (--out); grids in the text run's folder (not committed).
 The table (--table [DIR]), one row per result:
@@ -74,9 +76,11 @@ from safetensors.torch import load_file, save_file
 
 from benchmarks.recipe_quality import (
     EVAL_IMAGES,
+    EVAL_SEED,
     GroupClassifier,
     LoadSampler,
     ensure_dataset,
+    make_fakes,
     probabilities,
     quality,
     save_small_png,
@@ -308,6 +312,11 @@ def per_group(pred: torch.Tensor, truth: torch.Tensor, names: list[str] = GROUPS
     return {"balanced": round(sum(present) / len(present), 4), "groups": groups, "images": len(truth)}
 
 
+def group_shares(pred: torch.Tensor, names: list[str] = GROUPS) -> dict[str, float]:
+    """The share of images put in each group."""
+    return {name: round(float((pred == c).float().mean()), 4) for c, name in enumerate(names)}
+
+
 def judged(net, images: torch.Tensor, targets: list[str], seeds: int = SEEDS) -> dict:
     """per_group of the classifier's predictions; targets: the group of each prompt (seeds images each)."""
     truth = torch.tensor([GROUPS.index(g) for g in targets]).repeat_interleave(seeds)
@@ -389,11 +398,13 @@ def headline(G, full: PreparedDataset, held: list[int], steps: int = CLASSIFIER_
 
 def evaluate(G, U, full: PreparedDataset, held: list[int], encoder=None, steps: int = CLASSIFIER_STEPS,
              seconds: float = CLASSIFIER_SECONDS, grids: Path | None = None, cache: Path | None = None,
-             truncation: float = 1.0) -> dict:
+             truncation: float = 1.0, train_data: PreparedDataset | None = None) -> dict:
     """Fidelity and diversity of text model G beside unconditional model U (or None); `held` the held-out split of
     the full dataset `full`. encoder: the loaded text encoder (default: G's, found by its record); cache: a folder
     for the judge (trained once per resolution and training images); truncation: G's samples pulled toward each
-    condition row's centre (`progan generate --truncation`; U's are not truncated)."""
+    condition row's centre (`progan generate --truncation`; U's are not truncated). train_data: the models'
+    training set; given, the result also holds the share of each group among its images and the share the judge
+    puts in each group among both models' samples (SWD's: EVAL_IMAGES, each on a random training caption)."""
     from progan.conditioning.rows import prompt_reading
 
     check_unseen(G, full, held)
@@ -467,6 +478,14 @@ def evaluate(G, U, full: PreparedDataset, held: list[int], encoder=None, steps: 
         # pairs that drew different captions; the model's same-caption pairs show whether it varies one caption
         diversity["data_within_prompt_other_captions"] = pairs_msssim(
             takes["phrasings"], SEEDS, ~same_drawn)
+    if train_data is not None:  # which groups the models draw at all, whatever they are asked
+        truth = [g for g in train_data.column("groups") if g in GROUPS]
+        out["shares"] = {"data": {g: round(truth.count(g) / len(truth), 4) for g in GROUPS},
+                         "text": group_shares(probabilities(net, make_fakes(G, train_data, EVAL_IMAGES, EVAL_SEED))
+                                              .argmax(1))}
+        if U is not None and int(U.output_resolution) == res:
+            z = torch.randn(EVAL_IMAGES, U.latent_size, generator=torch.Generator().manual_seed(EVAL_SEED))
+            out["shares"]["uncond"] = group_shares(probabilities(net, render(U, z)).argmax(1))
     if grids is not None:  # how each phrasing was read: the same for every model of one data set, so beside the grids
         atomic_write_json(grids / "readings.json", {p: readings[p].describe() for p in phrasings})
     return {"fidelity": out, "diversity": diversity}
@@ -537,6 +556,9 @@ def table(results: list[dict]) -> str:
             if key in f:
                 group_rows.append(f"| {r['name']} s{r['seed']} | {key.replace('_', ' ')} | "
                                   + " | ".join(num(f[key]["groups"].get(g), 2) for g in GROUPS) + " |")
+        for key, shares in f.get("shares", {}).items():  # not accuracies: how often each group is drawn at all
+            group_rows.append(f"| {r['name']} s{r['seed']} | share of {key if key == 'data' else key + ' samples'} "
+                              "| " + " | ".join(num(shares.get(g), 2) for g in GROUPS) + " |")
     modes = " / ".join(MODES).replace("_", "+")
     head = (f"| run | seed | min | kimg | res | names {modes} | phrasings {modes} | real held-out "
             f"| uncond names / phrasings | names / ceiling ({USER_MODE}) | phr. / ceiling "
@@ -548,7 +570,9 @@ def table(results: list[dict]) -> str:
             "| --: | --: | --: | --: |")
     group_head = ("| run | prompts | " + " | ".join(GROUPS) + " |\n| --- | --- | " + " | ".join("--:" for _ in GROUPS)
                   + " |")
-    return "\n".join([head, *rows, "", "Accuracy per group:", "", group_head, *group_rows])
+    return "\n".join([head, *rows, "", "Accuracy per group (and the share of each group among the training images "
+                      "and, by the judge, among each model's samples on random training captions):", "", group_head,
+                      *group_rows])
 
 
 # --- main ---------------------------------------------------------------------------------------------------------
@@ -709,7 +733,7 @@ def main() -> int:
     print(f"{name}: {result['text']['kimg']} kimg, {G.output_resolution}x{G.output_resolution}; "
           f"{len(held)} held-out images", flush=True)
     result.update(evaluate(G, U, full, held, steps=args.classifier_steps, grids=text_run / f"text_fidelity{suffix}",
-                           cache=args.runs / "cache", truncation=args.truncation))
+                           cache=args.runs / "cache", truncation=args.truncation, train_data=subset))
     # SWD of both against the data they trained on (the subset), with the same images and seed
     result["text"]["quality"] = quality(G, subset, args.runs / "cache")
     if G.cfg.ca_size:  # and as `--condition-noise` samples it: each image its own draw around its caption's code

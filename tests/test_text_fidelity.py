@@ -159,6 +159,8 @@ def test_balanced_accuracy_and_groups_on_a_hand_made_case(tf):
     assert tf.above(f, "x") == "2/3"  # a and b above 0.3
     assert tf.above(f, "x", "u") == "2/3"  # b and c above the baseline's, a below it
     assert tf.above(f, "missing") == "-"
+    # shares count predictions, whatever the truth: d is never predicted
+    assert tf.group_shares(pred, names) == {"a": 0.4, "b": 0.5, "c": 0.1, "d": 0.0}
 
 
 def random_model(tmp_path, name: str, subset, text: bool, ca_size: int = 0):
@@ -189,8 +191,14 @@ def test_a_whole_evaluation_and_its_tables(tf, full, encoder, tmp_path, monkeypa
     held = tf.held_out_split(full.column("groups"), tf.key_column(full))
     subset = tf.ensure_subset(full, held, full.path.with_name("emoji16-fidelity-train"))
     G, U = random_model(tmp_path, "text", subset, True), random_model(tmp_path, "uncond", subset, False)
-    got = tf.evaluate(G, U, full, held, encoder=encoder, steps=3, grids=tmp_path / "grids", cache=tmp_path / "cache")
+    got = tf.evaluate(G, U, full, held, encoder=encoder, steps=3, grids=tmp_path / "grids", cache=tmp_path / "cache",
+                      train_data=subset)
     f, d = got["fidelity"], got["diversity"]
+    # the training set's own share of each group, beside the judge's shares among each model's samples
+    groups = [g for g in subset.column("groups") if g is not None]  # the image without a group is no group's
+    assert f["shares"]["data"] == {g: round(groups.count(g) / len(groups), 4) for g in tf.GROUPS}
+    assert set(f["shares"]) == {"data", "text", "uncond"}
+    assert all(abs(sum(s.values()) - 1) < 1e-3 and set(s) == set(tf.GROUPS) for s in f["shares"].values())
     assert f["classifier_steps"] == 3 and f["held_out_images"] == len(held)
     assert f["held_out_names"] == len({full.column("variant_of")[i] for i in held})
     modes = [f"{s}_{m}" for s in ("names", "phrasings") for m in tf.MODES]
@@ -271,8 +279,11 @@ def test_a_whole_evaluation_and_its_tables(tf, full, encoder, tmp_path, monkeypa
     other = dict(zip(head.strip("| ").split(" | "), (c.strip() for c in lines[3].strip("| ").split(" | "))))
     assert other["SWD uncond end / equal images (its kimg)"] == "- / -"
     assert other["SWD ratio end / equal images / equal, noise"] == "- / - / -"
-    per_group = lines[lines.index("Accuracy per group:") + 2:]
-    assert len(per_group) == 2 + 2 * (len(modes) + 5) and all(len(r.split("|")) == len(tf.GROUPS) + 4 for r in per_group)
+    per_group = lines[[i for i, line in enumerate(lines) if line.startswith("Accuracy per group")][0] + 2:]
+    assert len(per_group) == 2 + 2 * (len(modes) + 5 + 3)  # and each result's three rows of shares
+    assert all(len(r.split("|")) == len(tf.GROUPS) + 4 for r in per_group)
+    assert [r.split(" | ")[1] for r in per_group if "share" in r][:3] == [
+        "share of data", "share of text samples", "share of uncond samples"]
 
 
 def test_diversity_is_compared_on_the_chosen_pairs_of_seeds(tf):
