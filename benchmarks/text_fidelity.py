@@ -483,9 +483,10 @@ def evaluate(G, U, full: PreparedDataset, held: list[int], encoder=None, steps: 
         out["shares"] = {"data": {g: round(truth.count(g) / len(truth), 4) for g in GROUPS},
                          "text": group_shares(probabilities(net, make_fakes(G, train_data, EVAL_IMAGES, EVAL_SEED))
                                               .argmax(1))}
-        if U is not None and int(U.output_resolution) == res:
+        if U is not None:  # judged as its prompts' samples are: by the judge at its own resolution
             z = torch.randn(EVAL_IMAGES, U.latent_size, generator=torch.Generator().manual_seed(EVAL_SEED))
-            out["shares"]["uncond"] = group_shares(probabilities(net, render(U, z)).argmax(1))
+            u_net = classifier(int(U.output_resolution))[0]
+            out["shares"]["uncond"] = group_shares(probabilities(u_net, render(U, z)).argmax(1))
     if grids is not None:  # how each phrasing was read: the same for every model of one data set, so beside the grids
         atomic_write_json(grids / "readings.json", {p: readings[p].describe() for p in phrasings})
     return {"fidelity": out, "diversity": diversity}
